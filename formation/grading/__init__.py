@@ -1,0 +1,1 @@
+"""formation.grading."""
