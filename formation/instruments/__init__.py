@@ -1,1 +1,48 @@
-"""formation.instruments."""
+"""Instrument drivers: the SCPI session over pyvisa and the BT2200-dialect cycler driver.
+
+SCPI text lives here (and in its simulator twin) only; callers use typed programs and numpy arrays.
+"""
+
+from formation.instruments.bt2200 import Bt2200Cycler, Measurement, compress_ids
+from formation.instruments.program import (
+    LOG_COL,
+    LOG_COLUMNS,
+    CellState,
+    EndCode,
+    InstrumentStep,
+    StepMode,
+    StepProgram,
+    StepTest,
+    TestAction,
+    TestType,
+    TestWhen,
+    cell_id_to_channel,
+    channel_to_cell_id,
+    channel_to_instrument,
+    empty_log_block,
+)
+from formation.instruments.scpi import ResourceFactory, ScpiSession, VisaResource
+
+__all__ = [
+    "LOG_COL",
+    "LOG_COLUMNS",
+    "Bt2200Cycler",
+    "CellState",
+    "EndCode",
+    "InstrumentStep",
+    "Measurement",
+    "ResourceFactory",
+    "ScpiSession",
+    "StepMode",
+    "StepProgram",
+    "StepTest",
+    "TestAction",
+    "TestType",
+    "TestWhen",
+    "VisaResource",
+    "cell_id_to_channel",
+    "channel_to_cell_id",
+    "channel_to_instrument",
+    "compress_ids",
+    "empty_log_block",
+]

@@ -1,1 +1,58 @@
-"""formation.recipes."""
+"""Recipes: the TOML/JSON (and PyBaMM text) recipe language, its validation, and the built-in library.
+
+Pure: nothing here does I/O beyond reading the recipe file it is given.
+
+    recipe = resolve_recipe("ncm21700-formation")      # or a path to a .toml / .json file
+    recipe.sha256                                      # content hash recorded with every run
+    for step in recipe.steps:
+        match step:
+            case ChargeStep(current=current, cv_voltage_v=cv_v, until=until): ...
+"""
+
+from formation.recipes.library import (
+    RecipeFormat,
+    builtin_recipes,
+    load_builtin,
+    load_recipe,
+    loads_recipe,
+    resolve_recipe,
+)
+from formation.recipes.model import (
+    ChargeStep,
+    DischargeStep,
+    Limits,
+    Recipe,
+    RecordRule,
+    RestStep,
+    Step,
+    Until,
+    describe_step,
+)
+from formation.recipes.parse import UNSUPPORTED_KINDS, parse_recipe
+from formation.recipes.pybamm import parse_experiment_step
+from formation.recipes.units import CurrentSpec, format_duration, parse_current, parse_duration_s
+
+__all__ = [
+    "UNSUPPORTED_KINDS",
+    "ChargeStep",
+    "CurrentSpec",
+    "DischargeStep",
+    "Limits",
+    "Recipe",
+    "RecipeFormat",
+    "RecordRule",
+    "RestStep",
+    "Step",
+    "Until",
+    "builtin_recipes",
+    "describe_step",
+    "format_duration",
+    "load_builtin",
+    "load_recipe",
+    "loads_recipe",
+    "parse_current",
+    "parse_duration_s",
+    "parse_experiment_step",
+    "parse_recipe",
+    "resolve_recipe",
+]

@@ -1,0 +1,26 @@
+"""`formation export`: one cell's samples as a Battery Data Format CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from formation.cli.app import console
+
+
+def export(
+    cell: Annotated[str, typer.Argument(help="Cell id (serial)")],
+    out: Annotated[Path, typer.Option(help="Output CSV path")] = Path("cell.csv"),
+    run: Annotated[int | None, typer.Option(help="Run id (default: the cell's latest run)")] = None,
+    site: Annotated[Path | None, typer.Option(help="Site configuration (TOML)")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")] = None,
+) -> None:
+    """Export a cell's logged samples with BDF column names."""
+    from formation.cli.run import open_store
+    from formation.store.export import export_cell_bdf
+
+    _, store = open_store(site, db)
+    path = export_cell_bdf(store, cell, out, run_id=run)
+    console.print(f"wrote {path}")

@@ -1,0 +1,79 @@
+"""Rich progress and summary tables shared by `run launch` and `demo`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from formation.cli.app import console
+from formation.orchestrator.supervisor import CabinetSupervisor, PollStats
+
+
+class JobProgress:
+    """A progress bar over recipe steps completed across all cells, with run states and clock time."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("launching", total=None)
+        self.t0: float | None = None
+
+    def on_start(self, sup: CabinetSupervisor) -> None:
+        """Size the bar once the job is launched."""
+        total = len(sup.runs) * (len(sup.recipe.steps) if sup.recipe else 0)
+        self.t0 = sup.clock.now()
+        self.progress.update(self.task, total=total, completed=0, description=self._describe(sup))
+
+    def on_cycle(self, sup: CabinetSupervisor, stats: PollStats) -> None:
+        """Refresh after a poll cycle."""
+        done = sum(r.steps_done for r in sup.runs)
+        self.progress.update(self.task, completed=done, description=self._describe(sup))
+
+    def _describe(self, sup: CabinetSupervisor) -> str:
+        states = Counter(r.state.value for r in sup.runs)
+        hours = (sup.clock.now() - self.t0) / 3600.0 if self.t0 is not None else 0.0
+        text = " ".join(f"{k} {v}" for k, v in sorted(states.items()))
+        comm = "" if sup.comm_ok else " [red]COMM LOST[/]"
+        return f"{sup.name} t+{hours:5.2f} h  {text}{comm}"
+
+
+@contextmanager
+def job_progress() -> Iterator[JobProgress]:
+    """A live JobProgress on the console."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("steps"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        yield JobProgress(progress)
+
+
+def step_summary_table(results: pd.DataFrame, title: str = "Per-step summary") -> Table:
+    """Mean/min/max of Ah, duration and end voltage per recipe step, with end reasons."""
+    table = Table(title=title)
+    for col in ("#", "step", "kind", "cells", "Ah mean", "Ah min–max", "h mean", "end V mean", "end reasons"):
+        table.add_column(col, justify="right" if col not in ("step", "kind", "end reasons") else "left")
+    if results.empty:
+        return table
+    for (idx, step_id, kind), g in results.groupby(["step_index", "step_id", "kind"], sort=True):
+        reasons = ", ".join(f"{k} {v}" for k, v in g["end_reason"].value_counts().items())
+        table.add_row(
+            str(idx),
+            str(step_id),
+            str(kind),
+            str(len(g)),
+            f"{g['ah'].mean():.3f}",
+            f"{g['ah'].min():.3f}–{g['ah'].max():.3f}",
+            f"{g['duration_s'].mean() / 3600:.2f}",
+            f"{g['end_voltage_v'].mean():.3f}",
+            reasons,
+        )
+    return table

@@ -1,0 +1,119 @@
+"""`formation run launch|list|show|abort`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from formation.cli.app import console
+from formation.cli.progress import job_progress, step_summary_table
+from formation.clock import make_clock
+from formation.config import SiteConfig, load_site_config
+from formation.errors import InputError
+from formation.orchestrator.inputs import load_cells_file, parse_channel_list
+from formation.orchestrator.job import assign_cells, run_job
+from formation.recipes import resolve_recipe
+from formation.store import Store
+
+app = typer.Typer(help="Launch and inspect formation runs.", no_args_is_help=True)
+
+SiteOpt = Annotated[Path | None, typer.Option(help="Site configuration (TOML)")]
+DbOpt = Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")]
+
+
+def open_store(site: Path | None, db: str | None) -> tuple[SiteConfig, Store]:
+    """The site configuration (defaults without a file) and its store, schema created."""
+    cfg = load_site_config(site) if site is not None else SiteConfig()
+    store = Store(db or cfg.database_url)
+    store.create_schema()
+    return cfg, store
+
+
+@app.command("launch")
+def launch(
+    recipe: Annotated[str, typer.Argument(help="Recipe file or built-in name")],
+    site: Annotated[Path, typer.Option(help="Site configuration (TOML)")],
+    cabinet: Annotated[str, typer.Option(help="Cabinet name in the site file")],
+    channels: Annotated[str, typer.Option(help="Channel list, e.g. 1-32 or 1-8,17-24")],
+    cells: Annotated[Path, typer.Option(help="Cells CSV: cell_id, lot, nominal_capacity_ah")],
+    db: DbOpt = None,
+    note: Annotated[str | None, typer.Option(help="Free text stored with the job")] = None,
+) -> None:
+    """Run a recipe on a cabinet's channels in the foreground; Ctrl-C aborts the cells safely."""
+    cfg = load_site_config(site)
+    cab = cfg.cabinet(cabinet)
+    r = resolve_recipe(recipe)
+    chans = parse_channel_list(channels, cab.channels, field="--channels")
+    entries = load_cells_file(cells)
+    assignments = assign_cells(chans, entries, r)
+    _, store = open_store(site, db)
+    clock = make_clock(cfg.clock_scale)
+    console.print(f"launching [bold]{r.name}[/] {r.version} on {cab.name} channels {channels} ({len(chans)} cells)")
+    with job_progress() as progress:
+        sup = asyncio.run(
+            run_job(cab, r, assignments, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle, note=note)
+        )
+    console.print(step_summary_table(store.step_results(job_id=sup.job_id)))
+    console.print(f"job {sup.job_id}: data in {store.url}")
+
+
+@app.command("list")
+def list_jobs(site: SiteOpt = None, db: DbOpt = None) -> None:
+    """List jobs."""
+    _, store = open_store(site, db)
+    table = Table(title="Jobs")
+    for col in ("job", "recipe", "cabinet", "channels", "state", "runs"):
+        table.add_column(col)
+    for job in store.list_jobs():
+        runs = store.job_runs(job.id)
+        table.add_row(str(job.id), job.recipe_sha256[:12], job.cabinet, job.channels, job.state, str(len(runs)))
+    console.print(table)
+
+
+@app.command("show")
+def show(job: Annotated[int, typer.Argument(help="Job id")], site: SiteOpt = None, db: DbOpt = None) -> None:
+    """Show a job's runs and per-step summary."""
+    _, store = open_store(site, db)
+    if store.get_job(job) is None:
+        raise InputError("job", f"no job {job}")
+    table = Table(title=f"Job {job} runs")
+    for col in ("run", "cell", "channel", "state", "step", "end reason"):
+        table.add_column(col)
+    for run in store.job_runs(job):
+        table.add_row(
+            str(run.id), run.cell_id, str(run.channel), run.state, run.step_id or "", run.end_reason or ""
+        )
+    console.print(table)
+    console.print(step_summary_table(store.step_results(job_id=job)))
+
+
+@app.command("abort")
+def abort(
+    job: Annotated[int, typer.Argument(help="Job id")],
+    site: Annotated[Path, typer.Option(help="Site configuration (TOML)")],
+    db: DbOpt = None,
+) -> None:
+    """Switch off every unfinished channel of a job on its cabinet (the launching process records the aborts)."""
+    cfg, store = open_store(site, db)
+    j = store.get_job(job)
+    if j is None:
+        raise InputError("job", f"no job {job}")
+    cab = cfg.cabinet(j.cabinet)
+    channels = [r.channel for r in store.job_runs(job) if r.state not in ("done", "faulted", "aborted")]
+    if not channels:
+        console.print(f"job {job} has no unfinished run")
+        return
+    asyncio.run(_abort(cab, channels))
+    console.print(f"aborted {len(channels)} channel(s) of job {job} on {cab.name}")
+
+
+async def _abort(cab, channels: list[int]) -> None:  # type: ignore[no-untyped-def]
+    from formation.instruments.bt2200 import Bt2200Cycler
+    from formation.instruments.scpi import ScpiSession
+
+    async with ScpiSession(cab.resource, timeout_s=cab.timeout_s, name=cab.name) as session:
+        await Bt2200Cycler(session, channels=cab.channels, name=cab.name).abort(channels)

@@ -1,0 +1,201 @@
+"""Site configuration: cabinets, database, MQTT, clock, simulated plant — a TOML file plus FORMATION_* env."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from formation.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    """How ``formation sim serve`` / the demo simulate one cabinet."""
+
+    preset: str = "ncm21700-5ah"
+    seed: int = 0
+    port: int = 5025
+    formed: bool = False
+    initial_soc: float = 0.0
+    ambient_c: float = 25.0
+    defect_fraction: float = 0.03
+
+
+@dataclass(frozen=True)
+class CabinetConfig:
+    """One formation cabinet (cycler) as the host reaches it."""
+
+    name: str
+    resource: str
+    channels: int = 256
+    poll_interval_s: float = 2.0
+    timeout_s: float = 2.0
+    watchdog_s: float = 30.0
+    sim: SimSpec | None = None
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The status-feed broker; ``enabled = "auto"`` publishes when a broker answers."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    enabled: str = "auto"  # "auto" | "yes" | "no"
+    interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """Everything the host needs to run one line."""
+
+    site: str = "site"
+    line: str = "line1"
+    database_url: str = "sqlite:///formation.db"
+    clock_scale: float = 1.0
+    cabinets: tuple[CabinetConfig, ...] = ()
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    source: str = "<defaults>"
+
+    def cabinet(self, name: str) -> CabinetConfig:
+        """The cabinet called ``name``; ConfigError listing the known ones otherwise."""
+        for cab in self.cabinets:
+            if cab.name == name:
+                return cab
+        known = ", ".join(c.name for c in self.cabinets) or "none"
+        raise ConfigError("cabinet", f"no cabinet named {name!r} (known: {known})", source=self.source)
+
+
+_TOP_KEYS = {"site", "line", "database", "clock", "cabinets", "mqtt"}
+_CAB_KEYS = {"name", "resource", "channels", "poll_interval_s", "timeout_s", "watchdog_s", "sim"}
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], path: str, source: str) -> None:
+    for key in table:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(where, f"unknown key (allowed: {', '.join(sorted(allowed))})", source=source)
+
+
+def _number(value: Any, path: str, source: str, *, positive: bool = True, integer: bool = False) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(path, f"{value!r} is not {kind}", source=source)
+    if positive and value <= 0:
+        raise ConfigError(path, f"{value!r} must be > 0", source=source)
+    return value
+
+
+def _dataclass_from(cls: type, table: dict[str, Any], path: str, source: str) -> Any:
+    defaults = cls()
+    fields = set(defaults.__dataclass_fields__)
+    _check_keys(table, fields, path, source)
+    for key, value in table.items():
+        default = getattr(defaults, key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}.{key}", f"{value!r} is not true/false", source=source)
+        elif isinstance(default, int | float):
+            _number(value, f"{path}.{key}", source, positive=False, integer=isinstance(default, int))
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ConfigError(f"{path}.{key}", f"{value!r} is not a string", source=source)
+    return replace(defaults, **table)
+
+
+def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Path | None = None) -> SiteConfig:
+    """Build a SiteConfig from a parsed TOML table, refusing unknown keys and wrong types."""
+    _check_keys(data, _TOP_KEYS, "", source)
+    db = data.get("database", {})
+    _check_keys(db, {"url", "path"}, "database", source)
+    if "url" in db:
+        database_url = str(db["url"])
+    elif "path" in db:
+        path = Path(db["path"])
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        database_url = f"sqlite:///{path}"
+    else:
+        database_url = SiteConfig.database_url
+    clock = data.get("clock", {})
+    _check_keys(clock, {"scale"}, "clock", source)
+    scale = float(_number(clock.get("scale", 1.0), "clock.scale", source))
+    cabinets: list[CabinetConfig] = []
+    names: set[str] = set()
+    for i, cab in enumerate(data.get("cabinets", [])):
+        path = f"cabinets[{i}]"
+        _check_keys(cab, _CAB_KEYS, path, source)
+        for req in ("name", "resource"):
+            if req not in cab:
+                raise ConfigError(f"{path}.{req}", "missing", source=source)
+        if cab["name"] in names:
+            raise ConfigError(f"{path}.name", f"duplicate cabinet name {cab['name']!r}", source=source)
+        names.add(cab["name"])
+        channels = _number(cab.get("channels", 256), f"{path}.channels", source, integer=True)
+        if channels > 1024:
+            raise ConfigError(f"{path}.channels", f"{channels} is above 1024", source=source)
+        sim = _dataclass_from(SimSpec, cab["sim"], f"{path}.sim", source) if "sim" in cab else None
+        cabinets.append(
+            CabinetConfig(
+                name=str(cab["name"]),
+                resource=str(cab["resource"]),
+                channels=int(channels),
+                poll_interval_s=float(_number(cab.get("poll_interval_s", 2.0), f"{path}.poll_interval_s", source)),
+                timeout_s=float(_number(cab.get("timeout_s", 2.0), f"{path}.timeout_s", source)),
+                watchdog_s=float(
+                    _number(cab.get("watchdog_s", 30.0), f"{path}.watchdog_s", source, positive=False)
+                ),
+                sim=sim,
+            )
+        )
+    mqtt = _dataclass_from(MqttConfig, data.get("mqtt", {}), "mqtt", source)
+    if mqtt.enabled not in {"auto", "yes", "no"}:
+        raise ConfigError("mqtt.enabled", f"{mqtt.enabled!r} is not one of auto, yes, no", source=source)
+    config = SiteConfig(
+        site=str(data.get("site", "site")),
+        line=str(data.get("line", "line1")),
+        database_url=database_url,
+        clock_scale=scale,
+        cabinets=tuple(cabinets),
+        mqtt=mqtt,
+        source=source,
+    )
+    return apply_env(config)
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read a site TOML file; ConfigError with the file name and the reason when it cannot be used."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read site file: {exc.strerror}", source=str(p)) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"invalid TOML: {exc}", source=str(p)) from exc
+    return parse_site_config(data, source=str(p), base_dir=p.parent)
+
+
+def apply_env(config: SiteConfig) -> SiteConfig:
+    """FORMATION_DATABASE_URL, FORMATION_CLOCK_SCALE, FORMATION_MQTT_HOST/PORT/ENABLED override the file."""
+    env = os.environ
+    changes: dict[str, Any] = {}
+    if url := env.get("FORMATION_DATABASE_URL"):
+        changes["database_url"] = url
+    if scale := env.get("FORMATION_CLOCK_SCALE"):
+        try:
+            changes["clock_scale"] = float(scale)
+        except ValueError as exc:
+            raise ConfigError("FORMATION_CLOCK_SCALE", f"{scale!r} is not a number") from exc
+    mqtt_changes: dict[str, Any] = {}
+    if host := env.get("FORMATION_MQTT_HOST"):
+        mqtt_changes["host"] = host
+    if port := env.get("FORMATION_MQTT_PORT"):
+        mqtt_changes["port"] = int(port)
+    if enabled := env.get("FORMATION_MQTT_ENABLED"):
+        mqtt_changes["enabled"] = enabled
+    if mqtt_changes:
+        changes["mqtt"] = replace(config.mqtt, **mqtt_changes)
+    return replace(config, **changes) if changes else config

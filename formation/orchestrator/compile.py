@@ -1,0 +1,124 @@
+"""Compile one recipe step, for one cell, into the instrument's program (typed; the driver makes the SCPI).
+
+The instrument owns step ends and safety limits (docs/decisions/0001): every program carries the recipe's
+limits as FAIL tests and every charge is clamped at or below ``limits.max_voltage_v``, so a host that stalls or
+dies can never push a cell past its recipe limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from formation.instruments.program import (
+    EndCode,
+    InstrumentStep,
+    StepMode,
+    StepProgram,
+    StepTest,
+    TestAction,
+    TestType,
+    TestWhen,
+)
+from formation.recipes import ChargeStep, DischargeStep, Recipe, RestStep, Step
+
+#: A FAIL test sits this far beyond a limit that a clamp already enforces, so it only trips on a real fault.
+LIMIT_MARGIN_V = 0.010
+#: A voltage end this close to the step's clamp is moved inside the clamp by this much.
+CLAMP_TEST_GUARD_V = 0.0005
+#: A taper-current end is only tested after this much step time, so the CC start never ends the step at once.
+TAPER_HOLDOFF_S = 5.0
+#: Backstop duration for a step whose recipe gives no duration: this many times its nominal charge time.
+BACKSTOP_FACTOR = 2.0
+BACKSTOP_MIN_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledStep:
+    """A program plus what each of its end codes means in the recipe's words."""
+
+    program: StepProgram
+    end_reasons: dict[int, str]
+    has_duration: bool
+
+    def end_reason(self, code: int) -> str:
+        """The recipe-level name of an instrument end code (``voltage``, ``current``, ``limit:max_voltage``…)."""
+        if code == EndCode.TIME:
+            return "duration" if self.has_duration else "backstop"
+        return self.end_reasons.get(code, EndCode.describe(code))
+
+
+def _safety_tests(recipe: Recipe) -> list[tuple[StepTest, str]]:
+    lim = recipe.limits
+    tests: list[tuple[StepTest, str]] = []
+    # The clamp already holds charges at or below max_voltage_v; the FAIL test catches anything else.
+    tests.append((StepTest(TestType.VOLT_GE, lim.max_voltage_v + LIMIT_MARGIN_V, TestAction.FAIL), "limit:max_voltage"))
+    tests.append(
+        (StepTest(TestType.VOLT_LE, lim.min_voltage_v - LIMIT_MARGIN_V, TestAction.FAIL), "limit:min_voltage")
+    )
+    if lim.max_cell_temperature_c is not None:
+        tests.append(
+            (StepTest(TestType.TEMP_GE, lim.max_cell_temperature_c, TestAction.FAIL), "limit:max_temperature")
+        )
+    return tests
+
+
+def _backstop_s(current_a: float, nominal_ah: float) -> float:
+    if current_a <= 0:
+        return BACKSTOP_MIN_S
+    return max(BACKSTOP_MIN_S, BACKSTOP_FACTOR * nominal_ah / current_a * 3600.0)
+
+
+def compile_step(step: Step, recipe: Recipe, nominal_capacity_ah: float) -> CompiledStep:
+    """The instrument program for ``step`` on a cell of ``nominal_capacity_ah``."""
+    lim = recipe.limits
+    until = step.until
+    ends: list[tuple[StepTest, str]] = []
+    match step:
+        case ChargeStep() | DischargeStep():
+            charging = isinstance(step, ChargeStep)
+            mode = StepMode.CHARGE if charging else StepMode.DISCHARGE
+            current_a = step.current.resolve_a(nominal_capacity_ah)
+            if step.cv_voltage_v is not None:
+                clamp_v = step.cv_voltage_v
+            else:
+                clamp_v = lim.max_voltage_v if charging else lim.min_voltage_v
+            if until.voltage_v is not None:
+                vtype = TestType.VOLT_GE if charging else TestType.VOLT_LE
+                end_v = until.voltage_v
+                if abs(end_v - clamp_v) < CLAMP_TEST_GUARD_V:
+                    # A clamp regulates to a hair short of its value; a test at the very same value might never
+                    # hold, so it sits just inside the clamp.
+                    end_v = clamp_v - CLAMP_TEST_GUARD_V if charging else clamp_v + CLAMP_TEST_GUARD_V
+                ends.append((StepTest(vtype, end_v), "voltage"))
+            if until.current is not None:
+                taper_a = until.current.resolve_a(nominal_capacity_ah)
+                ends.append(
+                    (StepTest(TestType.CURR_LE, taper_a, when=TestWhen.AFTER, at_s=TAPER_HOLDOFF_S), "current")
+                )
+            charge_ah = until.charge_limit_ah(nominal_capacity_ah)
+            if charge_ah is not None:
+                ends.append((StepTest(TestType.AMPH_GE, charge_ah), "charge"))
+            duration_s = until.duration_s or _backstop_s(current_a, nominal_capacity_ah)
+        case RestStep():
+            mode, current_a, clamp_v = StepMode.REST, 0.0, 0.0
+            if until.voltage_v is not None:
+                ends.append((StepTest(TestType.VOLT_LE, until.voltage_v), "voltage"))
+            duration_s = until.duration_s or BACKSTOP_MIN_S
+        case _:  # pragma: no cover - the recipe parser refuses other kinds for now
+            raise NotImplementedError(f"step kind {step.kind!r} cannot be compiled yet")
+    # FAIL tests are numbered first so the end code says at once that a limit tripped.
+    tests = _safety_tests(recipe) + ends
+    end_reasons: dict[int, str] = {}
+    for n, (test, name) in enumerate(tests, start=1):
+        base = EndCode.FAIL_BASE if test.action is TestAction.FAIL else EndCode.NEXT_BASE
+        end_reasons[base + n] = name
+    inst = InstrumentStep(
+        mode=mode,
+        duration_s=float(duration_s),
+        current_a=float(current_a),
+        voltage_v=float(clamp_v),
+        tests=tuple(t for t, _ in tests),
+        every_s=float(step.record.every_s),
+        every_mv=float(step.record.every_mv),
+    )
+    return CompiledStep(StepProgram((inst,)), end_reasons, until.duration_s is not None)

@@ -1,0 +1,84 @@
+"""Running one job end to end: open the cabinet, launch the recipe, supervise until done, abort on cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from formation.clock import Clock
+from formation.config import CabinetConfig
+from formation.errors import InputError
+from formation.instruments.bt2200 import Bt2200Cycler
+from formation.instruments.scpi import ScpiSession
+from formation.orchestrator.compile import compile_step
+from formation.orchestrator.inputs import CellEntry
+from formation.orchestrator.supervisor import CabinetSupervisor, PollStats
+from formation.recipes import Recipe
+from formation.store import Store
+
+
+def assign_cells(channels: Sequence[int], cells: Sequence[CellEntry], recipe: Recipe) -> list[tuple[int, CellEntry]]:
+    """Pair channels with cells in order and check every resolved current against the recipe's limit."""
+    if len(cells) != len(channels):
+        raise InputError(
+            "cells", f"{len(cells)} cells in the cells file for {len(channels)} channels: give one cell per channel"
+        )
+    pairs = list(zip(channels, cells, strict=True))
+    max_a = recipe.limits.max_current_a
+    for _, cell in pairs:
+        for i, step in enumerate(recipe.steps):
+            current_a = compile_step(step, recipe, cell.nominal_capacity_ah).program.steps[0].current_a
+            if current_a > max_a + 1e-9:
+                raise InputError(
+                    f"steps[{i}].current",
+                    f"{current_a:.4g} A for cell {cell.cell_id} ({cell.nominal_capacity_ah:g} Ah) is above "
+                    f"limits.max_current_a {max_a:g} A",
+                )
+    return pairs
+
+
+async def run_job(
+    cabinet: CabinetConfig,
+    recipe: Recipe,
+    assignments: Sequence[tuple[int, CellEntry]],
+    store: Store,
+    clock: Clock,
+    *,
+    on_start: Callable[[CabinetSupervisor], None] | None = None,
+    on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None = None,
+    note: str | None = None,
+) -> CabinetSupervisor:
+    """Launch ``recipe`` on ``assignments`` and supervise it to the end; cancelling aborts the cells safely."""
+    async with ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session:
+        cycler = Bt2200Cycler(session, channels=cabinet.channels, name=cabinet.name)
+        supervisor = CabinetSupervisor(
+            cabinet.name,
+            cycler,
+            store,
+            clock,
+            poll_interval_s=cabinet.poll_interval_s,
+            watchdog_s=cabinet.watchdog_s,
+            n_channels=cabinet.channels,
+        )
+        await supervisor.launch(recipe, assignments, note=note)
+        if on_start is not None:
+            on_start(supervisor)
+        try:
+            await supervisor.run_until_done(
+                on_cycle=(lambda stats: on_cycle(supervisor, stats)) if on_cycle is not None else None
+            )
+        except asyncio.CancelledError:
+            # Ctrl-C: output off on every channel of the job, then keep what the instrument logged.
+            await asyncio.shield(_abort_and_drain(supervisor))
+            raise
+        return supervisor
+
+
+async def _abort_and_drain(supervisor: CabinetSupervisor) -> None:
+    await supervisor.abort()
+    for _ in range(3):
+        await supervisor.poll_once()
+        if supervisor.finished:
+            break
+        await asyncio.sleep(0.05)
+    await supervisor.close_job()

@@ -1,0 +1,452 @@
+"""CabinetSupervisor: runs one recipe on a set of channels of one cabinet, polling it in batch.
+
+One poll cycle is a status query over the whole channel list, a data-log drain (one block per 100 000 records),
+one batched sample write, and per-run work only for the few records that end a step. Runs advance on their own:
+cells finish steps at different times, and each next step is started in groups of identical programs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from formation.clock import Clock
+from formation.errors import InstrumentError, TransportError
+from formation.instruments.bt2200 import Bt2200Cycler
+from formation.instruments.program import (
+    LOG_COL,
+    CellState,
+    EndCode,
+    StepProgram,
+    channel_to_cell_id,
+)
+from formation.orchestrator.compile import LIMIT_MARGIN_V, compile_step
+from formation.orchestrator.inputs import CellEntry, format_channel_list
+from formation.orchestrator.run import ChannelRun, RunState
+from formation.recipes import Recipe
+from formation.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Records drained per DATA:LOG? query; a backlog is drained in several queries within one cycle.
+LOG_BLOCK_ROWS = 100_000
+#: The poll period never drops below this much wall time, whatever the clock scale.
+MIN_POLL_WALL_S = 0.05
+
+_SAMPLE_SOURCE = ("rec", "time_s", "step_time_s", "voltage_v", "current_a", "step_ah", "temp_c")
+
+
+@dataclass(frozen=True)
+class PollStats:
+    """What one poll cycle did (for progress displays and benchmarks)."""
+
+    records: int
+    step_ends: int
+    wall_s: float
+
+
+class CabinetSupervisor:
+    """Supervises one job (one recipe on many channels) on one cabinet; an async context manager."""
+
+    def __init__(
+        self,
+        name: str,
+        cycler: Bt2200Cycler,
+        store: Store,
+        clock: Clock,
+        *,
+        poll_interval_s: float = 2.0,
+        watchdog_s: float = 30.0,
+        n_channels: int = 256,
+    ) -> None:
+        self.name = name
+        self.cycler = cycler
+        self.store = store
+        self.clock = clock
+        self.poll_interval_s = poll_interval_s
+        self.watchdog_s = watchdog_s
+        self.n_channels = n_channels
+        self.job_id: int | None = None
+        self.recipe: Recipe | None = None
+        self.runs: list[ChannelRun] = []
+        self.next_rec = 1
+        self.comm_ok = True
+        self.records_total = 0
+        self.alarms_raised = 0
+        self._run_by_cell = np.full(n_channels + 1001, -1, dtype=np.int64)
+        self._program_seq: dict[StepProgram, int] = {}
+        self._stop = asyncio.Event()
+
+    async def __aenter__(self) -> CabinetSupervisor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    # -- launch --------------------------------------------------------------------------------------------
+    async def launch(self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None = None) -> int:
+        """Record the job and its runs, define the cells and start every channel on the recipe's first step."""
+        channels = [ch for ch, _ in assignments]
+        self.recipe = recipe
+        now = self.clock.now()
+
+        def _record() -> tuple[int, list[int]]:
+            self.store.upsert_lot_and_cells((c.cell_id, c.lot, c.nominal_capacity_ah) for _, c in assignments)
+            self.store.save_recipe(
+                recipe.sha256,
+                recipe.name,
+                recipe.version,
+                recipe.chemistry,
+                recipe.nominal_capacity_ah,
+                recipe.canonical_json(),
+                recipe.source_text,
+            )
+            job_id = self.store.create_job(
+                recipe.sha256, self.name, format_channel_list(channels), self.clock.scale, now, note=note
+            )
+            run_ids = self.store.create_runs(
+                job_id,
+                [
+                    {
+                        "cell_id": cell.cell_id,
+                        "cabinet": self.name,
+                        "channel": ch,
+                        "instrument_cell": channel_to_cell_id(ch),
+                        "state": RunState.PENDING.value,
+                        "step_index": 0,
+                        "journal": "{}",
+                        "last_rec": 0,
+                        "started_s": now,
+                    }
+                    for ch, cell in assignments
+                ],
+            )
+            return job_id, run_ids
+
+        self.job_id, run_ids = await asyncio.to_thread(_record)
+        self.runs = [
+            ChannelRun(rid, cell.cell_id, cell.lot, ch, cell.nominal_capacity_ah, recipe)
+            for rid, (ch, cell) in zip(run_ids, assignments, strict=True)
+        ]
+        for i, run in enumerate(self.runs):
+            self._run_by_cell[channel_to_cell_id(run.channel)] = i
+        await self.cycler.clear_status()
+        await self.cycler.set_watchdog(self.watchdog_s)
+        await self.cycler.define_cells(channels)
+        # Records from before this job are not ours: start draining at the instrument's next record.
+        self.next_rec = await self.cycler.log_next_rec()
+        for run in self.runs:
+            run.begin_step(0, compile_step(recipe.steps[0], recipe, run.nominal_capacity_ah))
+        await self._start_pending()
+        return self.job_id
+
+    async def _start_pending(self) -> None:
+        """Start every run whose cursor points at a step not yet running, grouped by identical program."""
+        groups: dict[StepProgram, list[ChannelRun]] = {}
+        for run in self.runs:
+            if run.awaiting_start and not run.terminal and run.state is not RunState.ABORTING:
+                assert run.compiled is not None
+                groups.setdefault(run.compiled.program, []).append(run)
+        if not groups:
+            return
+        for program, runs in groups.items():
+            seq_id = self._program_seq.get(program)
+            if seq_id is None:
+                seq_id = await self.cycler.load_program(program)
+                self._program_seq[program] = seq_id
+            runs = await self._not_started_yet(runs, seq_id)
+            for run in runs:
+                run.start_attempted = True
+            if runs:
+                await self.cycler.start([r.channel for r in runs], seq_id)
+            for run in runs:
+                run.seq_id = seq_id
+                run.awaiting_start = False
+                run.start_attempted = False
+                if run.state is RunState.PENDING:
+                    run.transition(RunState.RUNNING)
+        await self._journal([r for rs in groups.values() for r in rs])
+
+    async def _not_started_yet(self, runs: list[ChannelRun], seq_id: int) -> list[ChannelRun]:
+        """Of runs whose start may have reached the instrument before a lost reply, those still to start."""
+        unsure = [r for r in runs if r.start_attempted]
+        if not unsure:
+            return runs
+        channels = [r.channel for r in unsure]
+        seqs, _ = await self.cycler.step_positions(channels)
+        status = await self.cycler.status(channels)
+        started = {
+            r.run_id
+            for r, seq, code in zip(unsure, seqs, status, strict=True)
+            if int(seq) == seq_id and int(code) in (CellState.RUNNING, CellState.DONE, CellState.FAIL)
+        }
+        for run in unsure:
+            if run.run_id in started:
+                run.seq_id = seq_id
+                run.awaiting_start = False
+                run.start_attempted = False
+                if run.state is RunState.PENDING:
+                    run.transition(RunState.RUNNING)
+        return [r for r in runs if r.run_id not in started]
+
+    # -- poll cycle ----------------------------------------------------------------------------------------
+    async def poll_once(self) -> PollStats:
+        """One cycle: status, data-log drain, sample write, step transitions, host checks, next starts."""
+        t0 = time.perf_counter()
+        active = [r for r in self.runs if not r.terminal]
+        if not active:
+            return PollStats(0, 0, 0.0)
+        channels = [r.channel for r in active]
+        try:
+            status = await self.cycler.status(channels)
+            blocks = []
+            while True:
+                block = await self.cycler.read_log(self.next_rec, LOG_BLOCK_ROWS)
+                if len(block):
+                    blocks.append(block)
+                    self.next_rec = int(block[-1, LOG_COL["rec"]]) + 1
+                if len(block) < LOG_BLOCK_ROWS:
+                    break
+        except TransportError as exc:
+            await self._comm_lost(exc)
+            return PollStats(0, 0, time.perf_counter() - t0)
+        if not self.comm_ok:
+            await self._comm_restored()
+        records = np.concatenate(blocks) if blocks else np.empty((0, len(LOG_COL)))
+        step_ends = await self._ingest(records)
+        await self._settle_aborting(active, status)
+        try:
+            await self._start_pending()
+        except InstrumentError as exc:
+            # The runs keep awaiting_start and are started on a later cycle.
+            await self._alarm("warning", "start_failed", f"starting next steps failed: {exc}")
+        return PollStats(len(records), step_ends, time.perf_counter() - t0)
+
+    async def _ingest(self, records: np.ndarray) -> int:
+        """Store the records as samples, then apply their step starts and ends, then the host checks."""
+        if not len(records):
+            return 0
+        self.records_total += len(records)
+        cells = records[:, LOG_COL["cell"]].astype(np.int64)
+        in_range = (cells >= 0) & (cells < len(self._run_by_cell))
+        idx = np.where(in_range, self._run_by_cell[np.clip(cells, 0, len(self._run_by_cell) - 1)], -1)
+        mine = idx >= 0
+        records, idx = records[mine], idx[mine]
+        if not len(records):
+            return 0
+        run_ids = np.array([r.run_id for r in self.runs], dtype=np.float64)
+        step_idx = np.array([r.step_index for r in self.runs], dtype=np.float64)
+        cols = [LOG_COL[c] for c in _SAMPLE_SOURCE]
+        samples = np.column_stack(
+            [run_ids[idx], records[:, cols[0]], records[:, cols[1]], step_idx[idx], records[:, cols[2:]]]
+        )
+        await asyncio.to_thread(self.store.write_samples, samples)
+
+        # Latest reading per run, for displays and the host checks.
+        last_pos = len(idx) - 1 - np.unique(idx[::-1], return_index=True)[1]
+        for pos in last_pos:
+            run = self.runs[idx[pos]]
+            row = records[pos]
+            run.last_voltage_v = float(row[LOG_COL["voltage_v"]])
+            run.last_current_a = float(row[LOG_COL["current_a"]])
+            run.last_temperature_c = float(row[LOG_COL["temp_c"]])
+            run.last_ts_s = float(row[LOG_COL["time_s"]])
+
+        starts = np.nonzero((records[:, LOG_COL["step_time_s"]] == 0) & (records[:, LOG_COL["step"]] == 1))[0]
+        for pos in starts:
+            self.runs[idx[pos]].note_start_record(records[pos])
+        ends = np.nonzero(records[:, LOG_COL["end"]] != 0)[0]
+        results: list[dict[str, Any]] = []
+        changed: list[ChannelRun] = []
+        for pos in ends:
+            run = self.runs[idx[pos]]
+            if run.terminal:
+                # e.g. the abort record of a channel the host check already faulted: data kept, state final.
+                continue
+            result = run.note_end_record(records[pos])
+            if result is not None:
+                results.append(result)
+                changed.append(run)
+                await self._advance(run, int(records[pos, LOG_COL["end"]]))
+        if results:
+            await asyncio.to_thread(self.store.add_step_results, results)
+        await self._host_checks(records, idx)
+        if changed:
+            await self._journal(changed)
+        return len(ends)
+
+    async def _advance(self, run: ChannelRun, code: int) -> None:
+        """After a recipe step ended: next step, done, or the fault/abort it ended with."""
+        assert self.recipe is not None
+        if code == EndCode.ABORT:
+            if run.state is not RunState.ABORTING:
+                run.transition(RunState.ABORTING)
+            run.transition(RunState.ABORTED)
+            return
+        if code == EndCode.WATCHDOG or code == EndCode.FAULT or EndCode.FAIL_BASE < code < EndCode.ABORT:
+            reason = run.end_reason or EndCode.describe(code)
+            run.transition(RunState.FAULTED)
+            await self._alarm(
+                "critical",
+                "instrument_stop",
+                f"{run.cell_id}: cell stopped by the instrument ({reason}) in step {run.step.id}",
+                run=run,
+            )
+            return
+        if run.state is RunState.ABORTING:
+            run.transition(RunState.ABORTED)
+            return
+        if run.end_reason == "backstop":
+            await self._alarm(
+                "warning", "backstop", f"{run.cell_id}: step {run.step.id} ended on its time backstop", run=run
+            )
+        nxt = run.step_index + 1
+        if nxt >= len(self.recipe.steps):
+            run.step_index = nxt
+            run.transition(RunState.DONE)
+            return
+        run.begin_step(nxt, compile_step(self.recipe.steps[nxt], self.recipe, run.nominal_capacity_ah))
+
+    async def _host_checks(self, records: np.ndarray, idx: np.ndarray) -> None:
+        """Re-check cell temperature and voltage against the recipe limits; trip offending channels."""
+        assert self.recipe is not None
+        lim = self.recipe.limits
+        too_hot = (
+            records[:, LOG_COL["temp_c"]] > lim.max_cell_temperature_c
+            if lim.max_cell_temperature_c is not None
+            else np.zeros(len(records), dtype=bool)
+        )
+        v = records[:, LOG_COL["voltage_v"]]
+        bad_v = (v > lim.max_voltage_v + LIMIT_MARGIN_V) | (v < lim.min_voltage_v - LIMIT_MARGIN_V)
+        offenders = np.unique(idx[too_hot | bad_v])
+        trip = [self.runs[i] for i in offenders if self.runs[i].state in (RunState.RUNNING, RunState.PAUSED)]
+        if not trip:
+            return
+        try:
+            await self.cycler.abort([r.channel for r in trip])
+        except InstrumentError as exc:
+            await self._alarm("critical", "abort_failed", f"abort after host check failed: {exc}")
+        for run in trip:
+            run.end_reason = "host_check"
+            run.transition(RunState.FAULTED)
+            await self._alarm(
+                "critical",
+                "host_check",
+                f"{run.cell_id}: {run.last_voltage_v:.4f} V / {run.last_temperature_c:.1f} °C outside recipe limits",
+                run=run,
+            )
+
+    async def _settle_aborting(self, active: list[ChannelRun], status: np.ndarray) -> None:
+        """A run aborted between steps gets no end record: settle it from the instrument status."""
+        for run, code in zip(active, status, strict=True):
+            if run.state is RunState.ABORTING and int(code) not in (CellState.RUNNING, CellState.ENABLED):
+                run.transition(RunState.ABORTED)
+                await self._journal([run])
+
+    # -- communication -------------------------------------------------------------------------------------
+    async def _comm_lost(self, exc: Exception) -> None:
+        if self.comm_ok:
+            self.comm_ok = False
+            await self._alarm("warning", "comm_lost", f"lost communication with cabinet {self.name}: {exc}")
+            for run in self.runs:
+                if run.state is RunState.RUNNING:
+                    run.transition(RunState.PAUSED)
+
+    async def _comm_restored(self) -> None:
+        self.comm_ok = True
+        await self._alarm("info", "comm_restored", f"communication with cabinet {self.name} restored")
+        for run in self.runs:
+            if run.state is RunState.PAUSED:
+                run.transition(RunState.RUNNING)
+
+    # -- control -------------------------------------------------------------------------------------------
+    async def abort(self, channels: Sequence[int] | None = None) -> None:
+        """Abort the given channels (all of the job's by default): output off on the instrument at once."""
+        targets = [r for r in self.runs if not r.terminal and (channels is None or r.channel in channels)]
+        if not targets:
+            return
+        for run in targets:
+            if run.state is RunState.PENDING:
+                run.transition(RunState.ABORTED)
+            else:
+                run.transition(RunState.ABORTING)
+        await self.cycler.abort([r.channel for r in targets])
+        await self._journal(targets)
+
+    @property
+    def finished(self) -> bool:
+        """True when every run has reached a terminal state."""
+        return bool(self.runs) and all(r.terminal for r in self.runs)
+
+    async def run_until_done(self, on_cycle: Callable[[PollStats], None] | None = None) -> None:
+        """Poll until every run is terminal (or ``stop()``), then close the job in the store."""
+        loop_wall = max(self.poll_interval_s / self.clock.scale, MIN_POLL_WALL_S)
+        while not self.finished and not self._stop.is_set():
+            stats = await self.poll_once()
+            if on_cycle is not None:
+                on_cycle(stats)
+            if self.finished:
+                break
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=loop_wall)
+            except TimeoutError:
+                pass
+        await self.close_job()
+
+    def stop(self) -> None:
+        """Ask ``run_until_done`` to return after the current cycle."""
+        self._stop.set()
+
+    async def close_job(self) -> None:
+        """Write the job's final state."""
+        if self.job_id is None:
+            return
+        states = {r.state for r in self.runs}
+        if states <= {RunState.DONE}:
+            state = "done"
+        elif all(r.terminal for r in self.runs):
+            state = "aborted" if RunState.ABORTED in states else "faulted"
+        else:
+            state = "interrupted"
+        await asyncio.to_thread(self.store.finish_job, self.job_id, state, self.clock.now())
+
+    # -- store helpers -------------------------------------------------------------------------------------
+    async def _journal(self, runs: Sequence[ChannelRun]) -> None:
+        now = self.clock.now()
+        updates = [
+            {
+                "id": r.run_id,
+                "state": r.state.value,
+                "step_index": r.step_index,
+                "step_id": r.step.id if r.step is not None else None,
+                "seq_id": r.seq_id,
+                "step_started_s": r.account.started_s,
+                "journal": r.journal(),
+                "last_rec": self.next_rec - 1,
+                "ended_s": now if r.terminal else None,
+                "end_reason": r.end_reason,
+            }
+            for r in runs
+        ]
+        await asyncio.to_thread(self.store.update_runs, updates)
+
+    async def _alarm(self, severity: str, code: str, message: str, run: ChannelRun | None = None) -> None:
+        self.alarms_raised += 1
+        log.log(logging.WARNING if severity != "info" else logging.INFO, "%s: %s", code, message)
+        await asyncio.to_thread(
+            self.store.add_alarm,
+            ts_s=self.clock.now(),
+            severity=severity,
+            code=code,
+            message=message,
+            cabinet=self.name,
+            channel=run.channel if run else None,
+            run_id=run.run_id if run else None,
+            job_id=self.job_id,
+        )

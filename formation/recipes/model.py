@@ -1,0 +1,245 @@
+"""The recipe model: frozen, typed steps and the recipe that orders them, with their canonical JSON form.
+
+Steps are data; the orchestrator dispatches on their type (``match step: case ChargeStep(): ...``). To add a kind
+(``dcir``, ``age``, ``chamber``), add its dataclass here, extend the ``Step`` union, and register its builder in
+``formation.recipes.parse.STEP_BUILDERS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from formation.recipes.units import CurrentSpec, fmt, format_duration
+
+#: The dialect's default record rule (``SEQ:STEP:LOG`` never set): every 60 s or every 5 mV.
+DEFAULT_EVERY_S = 60.0
+DEFAULT_EVERY_MV = 5.0
+#: ``limits.max_current_a`` when a recipe leaves it out: this many C of the nominal capacity.
+DEFAULT_MAX_C_RATE = 2.0
+#: ``limits.max_cell_temperature_c`` when a recipe leaves it out.
+DEFAULT_MAX_CELL_TEMPERATURE_C = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Recipe-wide safety limits, compiled into instrument FAIL tests and re-checked by the host.
+
+    ``max_current_a`` defaults to 2C of the recipe's nominal capacity when the recipe leaves it out, and
+    ``max_cell_temperature_c`` to 60 °C; the parsed value is always set.
+    """
+
+    max_voltage_v: float
+    min_voltage_v: float
+    max_cell_temperature_c: float
+    max_current_a: float
+
+    def to_canonical(self) -> dict[str, float]:
+        """The canonical JSON form."""
+        return {
+            "max_voltage_v": self.max_voltage_v,
+            "min_voltage_v": self.min_voltage_v,
+            "max_cell_temperature_c": self.max_cell_temperature_c,
+            "max_current_a": self.max_current_a,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRule:
+    """Instrument-side data log rule: a record every ``every_s`` seconds or ``every_mv`` mV, whichever first (0 = off)."""
+
+    every_s: float = DEFAULT_EVERY_S
+    every_mv: float = DEFAULT_EVERY_MV
+
+    def to_canonical(self) -> dict[str, float]:
+        """The canonical JSON form."""
+        return {"every_s": self.every_s, "every_mv": self.every_mv}
+
+
+@dataclass(frozen=True, slots=True)
+class Until:
+    """End conditions of a step, OR'ed: the step ends on the first that holds (None = not used).
+
+    ``voltage_v`` is reached rising on a charge, falling on a discharge; ``current`` is the CV taper end;
+    ``charge_ah`` / ``charge_fraction`` end on the step's charge throughput (absolute, or a share of nominal).
+    """
+
+    duration_s: float | None = None
+    voltage_v: float | None = None
+    current: CurrentSpec | None = None
+    charge_ah: float | None = None
+    charge_fraction: float | None = None
+
+    def charge_limit_ah(self, nominal_capacity_ah: float) -> float | None:
+        """The throughput end in Ah for a cell of ``nominal_capacity_ah``, or None when there is none."""
+        if self.charge_ah is not None:
+            return self.charge_ah
+        if self.charge_fraction is not None:
+            return self.charge_fraction * nominal_capacity_ah
+        return None
+
+    def is_empty(self) -> bool:
+        """True when no end condition is set."""
+        return all(
+            value is None
+            for value in (self.duration_s, self.voltage_v, self.current, self.charge_ah, self.charge_fraction)
+        )
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical JSON form (only the conditions in use)."""
+        out: dict[str, Any] = {}
+        if self.duration_s is not None:
+            out["duration"] = self.duration_s
+        if self.voltage_v is not None:
+            out["voltage_v"] = self.voltage_v
+        if self.current is not None:
+            out["current"] = self.current.to_canonical()
+        if self.charge_ah is not None:
+            out["charge"] = {"ah": self.charge_ah}
+        if self.charge_fraction is not None:
+            out["charge"] = {"fraction": self.charge_fraction}
+        return out
+
+    def describe(self) -> str:
+        """``2h or 3.4 V or C/20 or 30% charge``."""
+        parts = []
+        if self.voltage_v is not None:
+            parts.append(f"{fmt(self.voltage_v)} V")
+        if self.current is not None:
+            parts.append(f"I < {self.current}")
+        if self.charge_ah is not None:
+            parts.append(f"{fmt(self.charge_ah)} Ah")
+        if self.charge_fraction is not None:
+            parts.append(f"{fmt(self.charge_fraction * 100)}% of nominal")
+        if self.duration_s is not None:
+            parts.append(format_duration(self.duration_s))
+        return " or ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _CurrentStep:
+    """Shared shape of charge and discharge: CC at ``current``, or CC-CV when ``cv_voltage_v`` is set."""
+
+    id: str
+    current: CurrentSpec
+    cv_voltage_v: float | None
+    until: Until
+    record: RecordRule
+
+    kind: ClassVar[str] = ""
+
+    @property
+    def is_cccv(self) -> bool:
+        """True for a CC-CV step (a constant-voltage hold at ``cv_voltage_v`` after the CC phase)."""
+        return self.cv_voltage_v is not None
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical JSON form."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "current": self.current.to_canonical(),
+            "until": self.until.to_canonical(),
+            "record": self.record.to_canonical(),
+        }
+        if self.cv_voltage_v is not None:
+            out["cv_voltage_v"] = self.cv_voltage_v
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeStep(_CurrentStep):
+    """Charge at ``current`` (CC), holding ``cv_voltage_v`` once reached when set (CC-CV)."""
+
+    kind: ClassVar[str] = "charge"
+
+
+@dataclass(frozen=True, slots=True)
+class DischargeStep(_CurrentStep):
+    """Discharge at ``current`` (CC), holding ``cv_voltage_v`` once reached when set (CC-CV)."""
+
+    kind: ClassVar[str] = "discharge"
+
+
+@dataclass(frozen=True, slots=True)
+class RestStep:
+    """Open circuit until ``until`` (a duration always; a voltage optionally), logging relaxation."""
+
+    id: str
+    until: Until
+    record: RecordRule
+
+    kind: ClassVar[str] = "rest"
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical JSON form."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "until": self.until.to_canonical(),
+            "record": self.record.to_canonical(),
+        }
+
+
+Step = ChargeStep | DischargeStep | RestStep
+
+
+def describe_step(step: Step) -> str:
+    """One human line for tables: ``charge C/5 CC-CV 3.65 V until I < C/20 or 8h``."""
+    match step:
+        case ChargeStep() | DischargeStep():
+            mode = f" CC-CV {fmt(step.cv_voltage_v)} V" if step.cv_voltage_v is not None else ""
+            return f"{step.kind} {step.current}{mode} until {step.until.describe()}"
+        case RestStep():
+            return f"rest until {step.until.describe()}"
+    raise TypeError(f"not a recipe step: {step!r}")  # pragma: no cover - the union is exhaustive
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """A validated recipe: ordered steps, recipe-wide limits and record rule, and its content hash."""
+
+    name: str
+    version: str
+    chemistry: str | None
+    nominal_capacity_ah: float
+    limits: Limits
+    record: RecordRule
+    steps: tuple[Step, ...]
+    description: str = ""
+    source_text: str = field(default="", compare=False, repr=False)
+    source: str = field(default="<recipe>", compare=False)
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical form as plain data (``parse_recipe`` accepts it back and gives the same hash)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "nominal_capacity_ah": self.nominal_capacity_ah,
+            "limits": self.limits.to_canonical(),
+            "record": self.record.to_canonical(),
+            "steps": [step.to_canonical() for step in self.steps],
+        }
+        if self.chemistry is not None:
+            out["chemistry"] = self.chemistry
+        if self.description:
+            out["description"] = self.description
+        return out
+
+    def canonical_json(self) -> str:
+        """Sorted keys, no whitespace, durations in seconds, currents as ``{"a": x}`` or ``{"c_rate": x}``."""
+        return json.dumps(self.to_canonical(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of :meth:`canonical_json`, recorded with every run."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+    def step(self, step_id: str) -> Step:
+        """The step with id ``step_id`` (KeyError if none)."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)

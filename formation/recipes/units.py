@@ -1,0 +1,176 @@
+"""Quantities of the recipe language: durations, currents, charge throughput, and their normal forms.
+
+Parsers raise ``ValueError`` whose message is the human reason; the recipe parser attaches the field path.
+Every number is rounded to 12 significant digits so that equivalent spellings (``"C/20"`` and ``"0.05C"``,
+``"0.1h"`` and ``"6min"``) normalise to the same float and therefore the same recipe hash.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+_NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+
+_DURATION_UNITS_S: dict[str, float] = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    **dict.fromkeys(("d", "day", "days"), 86400.0),
+}
+_DURATION_TOKEN = re.compile(rf"\s*({_NUM})\s*([a-z]+)\s*")
+_AMPS = re.compile(rf"^\s*({_NUM})\s*(a|ma)\s*$", re.IGNORECASE)
+_C_MULT = re.compile(rf"^\s*({_NUM})\s*c\s*$", re.IGNORECASE)
+_C_DIV = re.compile(rf"^\s*c\s*/\s*({_NUM})\s*$", re.IGNORECASE)
+_AH = re.compile(rf"^\s*({_NUM})\s*(ah|mah)\s*$", re.IGNORECASE)
+_PERCENT = re.compile(rf"^\s*({_NUM})\s*%\s*$")
+
+
+def clean(value: float) -> float:
+    """``value`` rounded to 12 significant digits (absorbs float noise such as ``0.1 * 3600``)."""
+    return float(f"{value:.12g}")
+
+
+def fmt(value: float) -> str:
+    """A number for human messages: ``4.5``, ``3.75``, ``280``."""
+    return f"{value:g}"
+
+
+def is_number(value: object) -> bool:
+    """True for int/float values that are not bool (TOML and JSON both give these)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _positive(value: float, text: object) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    if value <= 0:
+        raise ValueError(f"{text!r} must be positive")
+    return clean(value)
+
+
+def parse_duration_s(value: object) -> float:
+    """Seconds from ``"90s"``, ``"2h"``, ``"7d"``, ``"1h30m"``, ``"10 minutes"`` or a plain number of seconds."""
+    if is_number(value):
+        return _positive(float(value), value)  # type: ignore[arg-type]
+    if not isinstance(value, str):
+        raise ValueError(f"expected a duration such as '2h' or a number of seconds, got {type(value).__name__}")
+    text = value.strip().lower()
+    if re.fullmatch(_NUM, text):
+        return _positive(float(text), value)
+    total_s = 0.0
+    pos = 0
+    while pos < len(text):
+        match = _DURATION_TOKEN.match(text, pos)
+        if match is None or match.group(2) not in _DURATION_UNITS_S:
+            raise ValueError(f"cannot read duration {value!r} (use e.g. '90s', '10min', '2h', '1h30m', '7d')")
+        total_s += float(match.group(1)) * _DURATION_UNITS_S[match.group(2)]
+        pos = match.end()
+    if pos == 0:
+        raise ValueError(f"cannot read duration {value!r} (use e.g. '90s', '10min', '2h', '1h30m', '7d')")
+    return _positive(total_s, value)
+
+
+def format_duration(seconds: float) -> str:
+    """Compact human duration: ``90`` -> ``1m30s``, ``7200`` -> ``2h``, ``5400`` -> ``1h30m``, ``0.5`` -> ``0.5s``."""
+    if seconds < 1 or seconds != int(seconds):
+        return f"{seconds:g}s" if seconds < 60 else f"{seconds / 3600:.3g}h"
+    rest = int(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentSpec:
+    """A current magnitude: fixed ``amps`` or a ``c_rate`` of the cell's nominal capacity (exactly one set)."""
+
+    amps: float | None = None
+    c_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.amps is None) == (self.c_rate is None):
+            raise ValueError("CurrentSpec needs exactly one of amps or c_rate")
+
+    def resolve_a(self, nominal_capacity_ah: float) -> float:
+        """The current in amps for a cell of ``nominal_capacity_ah`` (1C = nominal capacity in one hour)."""
+        if self.amps is not None:
+            return self.amps
+        assert self.c_rate is not None
+        return clean(self.c_rate * nominal_capacity_ah)
+
+    def to_canonical(self) -> dict[str, float]:
+        """``{"a": amps}`` or ``{"c_rate": c}``: the canonical JSON form."""
+        return {"a": self.amps} if self.amps is not None else {"c_rate": self.c_rate}  # type: ignore[dict-item]
+
+    def __str__(self) -> str:
+        if self.amps is not None:
+            return f"{self.amps * 1000:g}mA" if self.amps < 1 else f"{self.amps:g}A"
+        assert self.c_rate is not None
+        divisor = 1.0 / self.c_rate
+        if self.c_rate < 1 and abs(divisor - round(divisor)) < 1e-9:
+            return f"C/{round(divisor)}"
+        return f"{self.c_rate:g}C"
+
+
+def parse_current(value: object) -> CurrentSpec:
+    """A current from ``"2.5A"``, ``"500mA"``, ``"C/20"``, ``"0.5C"``, a number of amps, ``{"a": x}`` or ``{"c_rate": x}``."""
+    if is_number(value):
+        return CurrentSpec(amps=_positive(float(value), value))  # type: ignore[arg-type]
+    if isinstance(value, dict):
+        if set(value) == {"a"} and is_number(value["a"]):
+            return CurrentSpec(amps=_positive(float(value["a"]), value["a"]))
+        if set(value) == {"c_rate"} and is_number(value["c_rate"]):
+            return CurrentSpec(c_rate=_positive(float(value["c_rate"]), value["c_rate"]))
+        raise ValueError(f"a current table is {{a = <amps>}} or {{c_rate = <C>}}, got {value!r}")
+    if not isinstance(value, str):
+        raise ValueError(f"expected a current such as '2.5A' or 'C/20', got {type(value).__name__}")
+    if match := _AMPS.match(value):
+        scale = 1e-3 if match.group(2).lower() == "ma" else 1.0
+        return CurrentSpec(amps=_positive(float(match.group(1)) * scale, value))
+    if match := _C_MULT.match(value):
+        return CurrentSpec(c_rate=_positive(float(match.group(1)), value))
+    if match := _C_DIV.match(value):
+        divisor = _positive(float(match.group(1)), value)
+        return CurrentSpec(c_rate=clean(1.0 / divisor))
+    raise ValueError(f"cannot read current {value!r} (use amps '2.5A', '500mA' or a C-rate 'C/20', '0.5C')")
+
+
+def parse_charge(value: object) -> tuple[float | None, float | None]:
+    """Charge throughput as ``(ah, fraction_of_nominal)`` from ``"1.5Ah"``, ``"1500mAh"``, ``"30%"``, a number of Ah,
+    ``{"ah": x}`` or ``{"fraction": x}``; exactly one of the pair is set."""
+    if is_number(value):
+        return _positive(float(value), value), None  # type: ignore[arg-type]
+    if isinstance(value, dict):
+        if set(value) == {"ah"} and is_number(value["ah"]):
+            return _positive(float(value["ah"]), value["ah"]), None
+        if set(value) == {"fraction"} and is_number(value["fraction"]):
+            return None, _positive(float(value["fraction"]), value["fraction"])
+        raise ValueError(f"a charge table is {{ah = <Ah>}} or {{fraction = <0..1>}}, got {value!r}")
+    if not isinstance(value, str):
+        raise ValueError(f"expected a charge such as '1.5Ah' or '30%', got {type(value).__name__}")
+    if match := _AH.match(value):
+        scale = 1e-3 if match.group(2).lower() == "mah" else 1.0
+        return _positive(float(match.group(1)) * scale, value), None
+    if (fraction := parse_percent(value)) is not None:
+        return None, fraction
+    raise ValueError(f"cannot read charge {value!r} (use Ah '1.5Ah' or a share of nominal '30%')")
+
+
+def parse_percent(value: object) -> float | None:
+    """A fraction from ``"30%"`` (0.3); None when ``value`` is not a percent string. Raises on a non-positive one."""
+    if not isinstance(value, str) or not (match := _PERCENT.match(value)):
+        return None
+    return _positive(float(match.group(1)) / 100.0, value)
+
+
+def parse_voltage_text(text: str) -> float:
+    """Volts from ``"4.2 V"`` or ``"4.2V"`` (the PyBaMM spelling)."""
+    match = re.fullmatch(rf"\s*({_NUM})\s*v\s*", text, re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"cannot read voltage {text!r} (use e.g. '4.2 V')")
+    return _positive(float(match.group(1)), text)

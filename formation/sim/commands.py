@@ -1,0 +1,279 @@
+"""Every command the simulated BT2200 cabinet accepts (``COMMAND_TABLE``) and their handlers.
+
+``ext=True`` marks extensions beyond the public Keysight BT2200 set (docs/bt2200-dialect.md).
+
+``SIM:CELL:TRUTH? <id>`` (simulator only) replies with one line of JSON: ``{"cell": <id>, "channel": <BT2200
+channel>, ...}`` plus every key of ``CellPopulation.truth(i)`` (capacity_ah, soc, r0_ohm, leak_a, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Protocol
+
+import numpy as np
+
+import formation
+from formation.instruments.program import StepMode, StepTest, TestAction, TestType, TestWhen
+from formation.sim.cycler import MAX_SEQ, MAX_STEPS, MAX_TESTS, CabinetModel
+from formation.sim.datalog import format_records
+from formation.sim.scpi import (
+    IEEE488_COMMANDS,
+    CommandSpec,
+    Ieee488Instrument,
+    definite_block,
+    expect_count,
+    parse_channel_list,
+    parse_choice,
+    parse_float,
+    parse_int,
+    scpi_error,
+)
+
+_C = CommandSpec
+COMMAND_TABLE: tuple[CommandSpec, ...] = (
+    *IEEE488_COMMANDS,
+    _C("CELL:DEFine", False, "c_cell_def", False, "CELL:DEF <id>,(@<chan>): define a cell on a channel"),
+    _C("CELL:DEFine:CLEar", False, "c_cell_def_cle", False, "CELL:DEF:CLE (@<ids>): forget cells (not running)"),
+    _C("CELL:ENABle", False, "c_cell_enab", False, "CELL:ENAB (@<ids>),<seq>: bind cells to a sequence"),
+    _C("CELL:INITiate", False, "c_cell_init", False, "CELL:INIT (@<ids>): start enabled cells at step 1"),
+    _C("CELL:ABORt", False, "c_cell_abort", False, "CELL:ABORT (@<ids>): stop now, output off, ABORTED"),
+    _C("SEQuence:STEP:DEFine", False, "c_seq_step_def", False,
+       "SEQ:STEP:DEF <seq>,<step>,CHARGE|DISCHARGE|REST,<dur_s>,<I_A>,<V_V>: define a step (CC, CV clamp)"),
+    _C("SEQuence:STEP:LOG", False, "c_seq_step_log", True,
+       "SEQ:STEP:LOG <seq>,<step>,<every_s>,<every_mv>: record rule of a step (default 60,5; 0 disables)"),
+    _C("SEQuence:STEP:COUNt", True, "q_seq_step_coun", False, "SEQ:STEP:COUN? <seq>: number of steps defined"),
+    _C("SEQuence:TEST:DEFine", False, "c_seq_test_def", False,
+       "SEQ:TEST:DEF <seq>,<step>,<n>,<type>,<value>,AT|AFTER|BEFORE,<t_s>,NEXT|FAIL: a step test"),
+    _C("SEQuence:CLEar", False, "c_seq_cle", False, "SEQ:CLE <seq>: forget a sequence (not in use)"),
+    _C("STATus:CELL:REPort", True, "q_stat_rep", True, "STAT:CELL:REP? (@<ids>): state code per cell (EXT table)"),
+    _C("STATus:CELL:STEP", True, "q_stat_step", True, "STAT:CELL:STEP? (@<ids>): <seq>:<step> per cell"),
+    _C("STATus:CELL:VERBose", True, "q_stat_verb", False,
+       "STAT:CELL:VERB? <id>: status,seq,step,step_time_s,V,A,step_ah,temp_c,last_end,\"text\""),
+    _C("MEASure:CELL:VOLTage", True, "q_meas_volt", False, "MEAS:CELL:VOLT? (@<ids>): terminal voltage, V"),
+    _C("MEASure:CELL:CURRent", True, "q_meas_curr", False, "MEAS:CELL:CURR? (@<ids>): current, A (+ charge)"),
+    _C("MEASure:CELL:CAPacity:AHR", True, "q_meas_ahr", False, "MEAS:CELL:CAP:AHR? (@<ids>): step Ah, signed"),
+    _C("MEASure:CELL:TEMPerature", True, "q_meas_temp", False, "MEAS:CELL:TEMP? (@<ids>): cell temperature, °C"),
+    _C("DATA:LOG", True, "q_data_log", True,
+       "DATA:LOG? <from_rec>,<max_rows>: ack rec < from_rec, return records as a definite-length CSV block"),
+    _C("DATA:LOG:NEXT", True, "q_data_log_next", True, "DATA:LOG:NEXT?: the rec the next record will get"),
+    _C("DATA:LOG:LOST", True, "q_data_log_lost", True, "DATA:LOG:LOST?: records dropped on overflow since *RST"),
+    _C("SYSTem:COMMunicate:WATCHdog|WDOG", False, "c_wdog", True,
+       "SYST:COMM:WDOG <s>: abort running cells after <s> wall seconds without any command (0 disarms)"),
+    _C("SYSTem:COMMunicate:WATCHdog|WDOG", True, "q_wdog", True, "SYST:COMM:WDOG?: the watchdog setting, s"),
+    _C("SIMulation|SIM:FAULt:DROP", False, "c_fault_drop", True, "SIM:FAULT:DROP: close every other connection"),
+    _C("SIMulation|SIM:FAULt:STALl", False, "c_fault_stall", True,
+       "SIM:FAULT:STALL <s>: stop reading and answering all connections for <s> wall seconds"),
+    _C("SIMulation|SIM:FAULt:GARBage", False, "c_fault_garb", True,
+       "SIM:FAULT:GARB <n>: the next n replies to MEAS:*? are garbage text"),
+    _C("SIMulation|SIM:FAULt:CLEar", False, "c_fault_cle", True, "SIM:FAULT:CLE: clear every injected fault"),
+    _C("SIMulation|SIM:TIME", True, "q_sim_time", True, "SIM:TIME?: the plant clock, unix seconds"),
+    _C("SIMulation|SIM:CELL:TRUTh", True, "q_sim_truth", True, "SIM:CELL:TRUTH? <id>: ground truth, one JSON line"),
+)  # fmt: skip
+
+GARBAGE_REPLY = "?!@#garbage#@!?"
+
+
+class FaultHooks(Protocol):
+    """What the transport offers for the connection faults (the server implements it)."""
+
+    def drop_other_clients(self, client: object) -> None: ...
+
+    def stall(self, seconds: float) -> None: ...
+
+    def clear_faults(self) -> None: ...
+
+
+class NoFaults:
+    """Fault hooks when there is no transport (in-process use, unit tests): connection faults do nothing."""
+
+    def drop_other_clients(self, client: object) -> None:
+        """No other connections exist."""
+
+    def stall(self, seconds: float) -> None:
+        """Nothing to stall."""
+
+    def clear_faults(self) -> None:
+        """Nothing to clear."""
+
+
+def _ids(text: str) -> list[int]:
+    return parse_channel_list(text)
+
+
+def _fmt(values: np.ndarray, spec: str) -> str:
+    return ",".join(spec % v for v in values.tolist())
+
+
+class CabinetCommands(Ieee488Instrument):
+    """The handlers of :data:`COMMAND_TABLE`, binding SCPI text to a :class:`CabinetModel`."""
+
+    def __init__(self, model: CabinetModel, faults: FaultHooks | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.faults: FaultHooks = faults or NoFaults()
+        self.garbage_left = 0
+
+    def idn(self) -> str:
+        """``Formation,BT2200-SIM,<serial>,<version>``."""
+        return f"Formation,BT2200-SIM,{self.model.serial},{formation.__version__}"
+
+    def reset(self) -> None:
+        """``*RST`` on the model; injected faults stay (clear them with ``SIM:FAULT:CLE``)."""
+        self.model.reset()
+
+    # cells and sequences -------------------------------------------------------------------------------------
+
+    def c_cell_def(self, args: list[str], client: object) -> None:
+        expect_count(args, 2)
+        channels = _ids(args[1])
+        if len(channels) != 1:
+            raise scpi_error(-224)
+        self.model.define_cell(parse_int(args[0], 1, 65535), channels[0])
+
+    def c_cell_def_cle(self, args: list[str], client: object) -> None:
+        expect_count(args, 1)
+        self.model.clear_cells(_ids(args[0]))
+
+    def c_cell_enab(self, args: list[str], client: object) -> None:
+        expect_count(args, 2)
+        self.model.enable(_ids(args[0]), parse_int(args[1], 1, MAX_SEQ))
+
+    def c_cell_init(self, args: list[str], client: object) -> None:
+        expect_count(args, 1)
+        self.model.init(_ids(args[0]))
+
+    def c_cell_abort(self, args: list[str], client: object) -> None:
+        expect_count(args, 1)
+        self.model.abort(_ids(args[0]))
+
+    def c_seq_step_def(self, args: list[str], client: object) -> None:
+        expect_count(args, 6)
+        seq, step = parse_int(args[0], 1, MAX_SEQ), parse_int(args[1], 1, MAX_STEPS)
+        mode = parse_choice(args[2], StepMode)
+        duration_s = parse_float(args[3], 0.0)
+        if duration_s <= 0.0:
+            raise scpi_error(-222)
+        current_a = parse_float(args[4], 0.0, 1e4)
+        voltage_v = parse_float(args[5], 0.0, 100.0)
+        self.model.define_step(seq, step, mode, duration_s, current_a, voltage_v)
+
+    def c_seq_step_log(self, args: list[str], client: object) -> None:
+        expect_count(args, 4)
+        seq, step = parse_int(args[0], 1, MAX_SEQ), parse_int(args[1], 1, MAX_STEPS)
+        self.model.set_step_log(seq, step, parse_float(args[2], 0.0), parse_float(args[3], 0.0))
+
+    def q_seq_step_coun(self, args: list[str], client: object) -> str:
+        expect_count(args, 1)
+        return str(self.model.step_count(parse_int(args[0], 1, MAX_SEQ)))
+
+    def c_seq_test_def(self, args: list[str], client: object) -> None:
+        expect_count(args, 8)
+        seq, step = parse_int(args[0], 1, MAX_SEQ), parse_int(args[1], 1, MAX_STEPS)
+        n = parse_int(args[2], 1, MAX_TESTS)
+        test = StepTest(
+            type=parse_choice(args[3], TestType),
+            value=parse_float(args[4]),
+            when=parse_choice(args[5], TestWhen),
+            at_s=parse_float(args[6], 0.0),
+            action=parse_choice(args[7], TestAction),
+        )
+        self.model.define_test(seq, step, n, test)
+
+    def c_seq_cle(self, args: list[str], client: object) -> None:
+        expect_count(args, 1)
+        self.model.clear_sequence(parse_int(args[0], 1, MAX_SEQ))
+
+    # status and measurement ----------------------------------------------------------------------------------
+
+    def q_stat_rep(self, args: list[str], client: object) -> str:
+        expect_count(args, 1)
+        return _fmt(self.model.status(_ids(args[0])), "%d")
+
+    def q_stat_step(self, args: list[str], client: object) -> str:
+        expect_count(args, 1)
+        ids = _ids(args[0])
+        status = self.model.status(ids)
+        parts = []
+        for cell_id, code in zip(ids, status.tolist(), strict=True):
+            if code < 0:
+                parts.append("0:0")
+            else:
+                k = int(self.model.indices([cell_id])[0])
+                parts.append(f"{self.model.seq[k]}:{self.model.step[k]}")
+        return ",".join(parts)
+
+    def q_stat_verb(self, args: list[str], client: object) -> str:
+        expect_count(args, 1)
+        return self.model.verbose(parse_int(args[0], 1, 65535))
+
+    def _measure(self, args: list[str], values: np.ndarray, spec: str) -> str:
+        expect_count(args, 1)
+        idx = self.model.indices(_ids(args[0]))
+        if self.garbage_left > 0:
+            self.garbage_left -= 1
+            return GARBAGE_REPLY
+        return _fmt(values[idx], spec)
+
+    def q_meas_volt(self, args: list[str], client: object) -> str:
+        return self._measure(args, self.model.voltage_v, "%.6f")
+
+    def q_meas_curr(self, args: list[str], client: object) -> str:
+        return self._measure(args, self.model.current_a, "%.6f")
+
+    def q_meas_ahr(self, args: list[str], client: object) -> str:
+        return self._measure(args, self.model.step_ah, "%.9g")
+
+    def q_meas_temp(self, args: list[str], client: object) -> str:
+        return self._measure(args, self.model.cells.temperature_c, "%.3f")
+
+    # data log --------------------------------------------------------------------------------------------------
+
+    def q_data_log(self, args: list[str], client: object) -> str:
+        expect_count(args, 2)
+        from_rec = parse_int(args[0], 0, 2**53)
+        max_rows = parse_int(args[1], 0, 10_000_000)
+        return definite_block(format_records(self.model.log.read(from_rec, max_rows)))
+
+    def q_data_log_next(self, args: list[str], client: object) -> str:
+        expect_count(args, 0)
+        return str(self.model.log.next_rec)
+
+    def q_data_log_lost(self, args: list[str], client: object) -> str:
+        expect_count(args, 0)
+        return str(self.model.log.lost)
+
+    # watchdog and simulator-only ---------------------------------------------------------------------------
+
+    def c_wdog(self, args: list[str], client: object) -> None:
+        expect_count(args, 1)
+        self.model.watchdog_s = parse_float(args[0], 0.0, 86400.0)
+
+    def q_wdog(self, args: list[str], client: object) -> str:
+        expect_count(args, 0)
+        return f"{self.model.watchdog_s:g}"
+
+    def c_fault_drop(self, args: list[str], client: object) -> None:
+        expect_count(args, 0)
+        self.faults.drop_other_clients(client)
+
+    def c_fault_stall(self, args: list[str], client: object) -> None:
+        expect_count(args, 1)
+        self.faults.stall(parse_float(args[0], 0.0, 3600.0))
+
+    def c_fault_garb(self, args: list[str], client: object) -> None:
+        expect_count(args, 1)
+        self.garbage_left = parse_int(args[0], 0, 1_000_000)
+
+    def c_fault_cle(self, args: list[str], client: object) -> None:
+        expect_count(args, 0)
+        self.garbage_left = 0
+        self.faults.clear_faults()
+
+    def q_sim_time(self, args: list[str], client: object) -> str:
+        expect_count(args, 0)
+        return f"{self.model.time_s:.3f}"
+
+    def q_sim_truth(self, args: list[str], client: object) -> str:
+        expect_count(args, 1)
+        return json.dumps(self.model.truth(parse_int(args[0], 1, 65535)), default=float)

@@ -1,0 +1,462 @@
+"""The simulated formation cabinet: BT2200-dialect state machine over the cell arrays (no sockets, no clock).
+
+Every per-channel quantity is a numpy array indexed by channel (0-based; the cell on channel k is cell k of the
+population). Sequences are small Python structures, copied into per-channel parameter arrays when a channel
+enters a step, so the integration loop is vectorised over all channels. Dialect: docs/bt2200-dialect.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from formation.instruments.program import LOG_COLUMNS, CellState, EndCode, StepMode, StepTest, TestAction, TestType
+from formation.instruments.program import TestWhen as When
+from formation.sim.cells import CellPopulation
+from formation.sim.datalog import DEFAULT_MAX_ROWS, DataLog
+from formation.sim.scpi import scpi_error
+
+MAX_SEQ = 1024
+MAX_STEPS = 64
+MAX_TESTS = 8
+# Float slack on step-time comparisons: substeps land exactly on step ends, up to rounding.
+_EPS_S = 1e-6
+
+_MODE_SIGN = {StepMode.REST: 0, StepMode.CHARGE: 1, StepMode.DISCHARGE: -1}
+_TYPE_CODE = {t: i + 1 for i, t in enumerate(TestType)}  # 0 = no test in that slot
+_GE_TYPE = np.array([False] + [t.value.endswith("_GE") for t in TestType])
+_WHEN_CODE = {When.AT: 0, When.AFTER: 1, When.BEFORE: 2}
+_ROWS_COLS = len(LOG_COLUMNS)
+
+
+@dataclass
+class SeqStep:
+    """One instrument step of a downloaded sequence (mutable while no cell uses the sequence)."""
+
+    mode: StepMode
+    duration_s: float
+    current_a: float
+    voltage_v: float
+    every_s: float = 60.0
+    every_mv: float = 5.0
+    tests: dict[int, StepTest] = field(default_factory=dict)
+
+
+def instrument_channel_index(channel: int, n_channels: int) -> int:
+    """BT2200 channel number (101…132, 201…) to the 0-based channel index; -224 when not on this cabinet."""
+    slot, c = divmod(channel, 100)
+    index = (slot - 1) * 32 + c - 1
+    if slot < 1 or not 1 <= c <= 32 or index >= n_channels:
+        raise scpi_error(-224)
+    return index
+
+
+def index_to_instrument_channel(index: int) -> int:
+    """0-based channel index to the BT2200 channel number (0 → 101, 32 → 201)."""
+    return (index // 32 + 1) * 100 + index % 32 + 1
+
+
+class CabinetModel:
+    """State of one simulated cabinet: cells on channels, sequences, per-channel step machines, the data log."""
+
+    def __init__(
+        self,
+        n_channels: int,
+        cells: CellPopulation,
+        *,
+        start_time_s: float,
+        ambient_c: float = 25.0,
+        max_dt_s: float = 5.0,
+        serial: str = "SIM0001",
+        max_log_rows: int = DEFAULT_MAX_ROWS,
+    ) -> None:
+        if cells.n != n_channels:
+            raise ValueError(f"population has {cells.n} cells for {n_channels} channels")
+        self.n = n_channels
+        self.cells = cells
+        self.time_s = float(start_time_s)
+        self.ambient_c = ambient_c
+        self.max_dt_s = max_dt_s
+        self.serial = serial
+        self.watchdog_s = 0.0
+        self.substeps = 0
+        self.log = DataLog(max_log_rows)
+        self.sequences: dict[int, list[SeqStep]] = {}
+        self._id_to_index: dict[int, int] = {}
+        n = n_channels
+        self.cell_id = np.zeros(n, dtype=np.int64)
+        self.state = np.full(n, CellState.UNDEFINED, dtype=np.int8)
+        self.seq = np.zeros(n, dtype=np.int64)
+        self.step = np.zeros(n, dtype=np.int64)
+        self.step_time_s = np.zeros(n)
+        self.step_ah = np.zeros(n)
+        self.step_wh = np.zeros(n)
+        self.last_end = np.zeros(n, dtype=np.int64)
+        self.current_a = np.zeros(n)
+        self.voltage_v = np.asarray(cells.terminal_voltage_v(np.zeros(n)), dtype=np.float64).copy()
+        self._last_rec_t = np.zeros(n)
+        self._last_rec_v = np.zeros(n)
+        self._pending_start = np.zeros(n, dtype=bool)
+        # Parameters of each channel's current step.
+        self._mode = np.zeros(n, dtype=np.int8)
+        self._dur_s = np.zeros(n)
+        self._i_a = np.zeros(n)
+        self._clamp_v = np.zeros(n)
+        self._every_s = np.zeros(n)
+        self._every_mv = np.zeros(n)
+        self._t_type = np.zeros((n, MAX_TESTS), dtype=np.int64)
+        self._t_value = np.zeros((n, MAX_TESTS))
+        self._t_when = np.zeros((n, MAX_TESTS), dtype=np.int8)
+        self._t_at_s = np.zeros((n, MAX_TESTS))
+        self._t_fail = np.zeros((n, MAX_TESTS), dtype=bool)
+        self._at_done = np.zeros((n, MAX_TESTS), dtype=bool)
+        self._rows = np.arange(n)[:, None]
+
+    # ----------------------------------------------------------------------------------------------- cells
+
+    def indices(self, cell_ids: list[int]) -> np.ndarray:
+        """Channel indices of defined cells, in order; -224 if any id is not defined."""
+        try:
+            return np.fromiter((self._id_to_index[c] for c in cell_ids), dtype=np.int64, count=len(cell_ids))
+        except KeyError:
+            raise scpi_error(-224) from None
+
+    def define_cell(self, cell_id: int, channel: int) -> None:
+        """``CELL:DEF``: put cell ``cell_id`` on instrument channel ``channel`` (-221 if either is running)."""
+        index = instrument_channel_index(channel, self.n)
+        old = self._id_to_index.get(cell_id)
+        for k in (old, index):
+            if k is not None and self.state[k] in (CellState.RUNNING, CellState.ENABLED):
+                raise scpi_error(-221)
+        if old is not None:
+            self._forget(old)
+        if self.cell_id[index]:
+            self._forget(index)
+        self._id_to_index[cell_id] = index
+        self.cell_id[index] = cell_id
+        self.state[index] = CellState.IDLE
+
+    def clear_cells(self, cell_ids: list[int]) -> None:
+        """``CELL:DEF:CLE``: forget cells (-221 if any is running)."""
+        idx = self.indices(cell_ids)
+        if np.any(self.state[idx] == CellState.RUNNING):
+            raise scpi_error(-221)
+        for k in idx:
+            self._forget(int(k))
+
+    def _forget(self, index: int) -> None:
+        self._id_to_index.pop(int(self.cell_id[index]), None)
+        self.cell_id[index] = 0
+        self.state[index] = CellState.UNDEFINED
+        self.seq[index] = self.step[index] = 0
+
+    # ----------------------------------------------------------------------------------------------- sequences
+
+    def _editable(self, seq: int) -> None:
+        bound = (self.seq == seq) & np.isin(self.state, (CellState.ENABLED, CellState.RUNNING))
+        if bound.any():
+            raise scpi_error(-221)
+
+    def define_step(
+        self, seq: int, step: int, mode: StepMode, duration_s: float, current_a: float, voltage_v: float
+    ) -> None:
+        """``SEQ:STEP:DEF``: define step ``step`` (1-based, in order; truncates later steps)."""
+        self._editable(seq)
+        steps = self.sequences.setdefault(seq, [])
+        if not 1 <= step <= len(steps) + 1:
+            raise scpi_error(-222)
+        del steps[step - 1 :]
+        steps.append(SeqStep(mode, duration_s, current_a, voltage_v))
+
+    def _seq_step(self, seq: int, step: int) -> SeqStep:
+        steps = self.sequences.get(seq, [])
+        if not 1 <= step <= len(steps):
+            raise scpi_error(-224)
+        return steps[step - 1]
+
+    def set_step_log(self, seq: int, step: int, every_s: float, every_mv: float) -> None:
+        """``SEQ:STEP:LOG`` (EXT): the record rule of one step (0 disables a rule)."""
+        self._editable(seq)
+        target = self._seq_step(seq, step)
+        target.every_s, target.every_mv = every_s, every_mv
+
+    def define_test(self, seq: int, step: int, n: int, test: StepTest) -> None:
+        """``SEQ:TEST:DEF``: test ``n`` (1–8) of a step."""
+        self._editable(seq)
+        self._seq_step(seq, step).tests[n] = test
+
+    def clear_sequence(self, seq: int) -> None:
+        """``SEQ:CLE``: forget a sequence (-221 while a cell is enabled on it or running it)."""
+        self._editable(seq)
+        self.sequences.pop(seq, None)
+
+    def step_count(self, seq: int) -> int:
+        """``SEQ:STEP:COUN?``."""
+        return len(self.sequences.get(seq, []))
+
+    # ----------------------------------------------------------------------------------------------- running
+
+    def enable(self, cell_ids: list[int], seq: int) -> None:
+        """``CELL:ENAB``: bind cells to a sequence (-221 if running, -224 if the sequence is empty)."""
+        idx = self.indices(cell_ids)
+        if np.any(self.state[idx] == CellState.RUNNING):
+            raise scpi_error(-221)
+        if not self.sequences.get(seq):
+            raise scpi_error(-224)
+        self.state[idx] = CellState.ENABLED
+        self.seq[idx] = seq
+        self.step[idx] = 0
+
+    def init(self, cell_ids: list[int]) -> None:
+        """``CELL:INIT``: start enabled cells at step 1 (-221 if any is not enabled)."""
+        idx = self.indices(cell_ids)
+        if np.any(self.state[idx] != CellState.ENABLED):
+            raise scpi_error(-221)
+        mask = np.zeros(self.n, dtype=bool)
+        mask[idx] = True
+        self.state[mask] = CellState.RUNNING
+        for seq in np.unique(self.seq[mask]):
+            self._enter_step(mask & (self.seq == seq), int(seq), 1)
+
+    def abort(self, cell_ids: list[int] | None = None, code: int = EndCode.ABORT) -> None:
+        """``CELL:ABORT``: stop running cells now (end record, output off, ABORTED); None means every cell."""
+        mask = np.zeros(self.n, dtype=bool)
+        if cell_ids is None:
+            mask[:] = True
+        else:
+            mask[self.indices(cell_ids)] = True
+        self.state[mask & (self.state == CellState.ENABLED)] = CellState.ABORTED
+        running = mask & (self.state == CellState.RUNNING)
+        if not running.any():
+            return
+        pending = running & self._pending_start
+        if pending.any():
+            # Started but never integrated: log its start record (0 A applied) so every step has one.
+            v0 = self.cells.terminal_voltage_v(np.zeros(self.n))
+            self._record(pending, np.zeros(self.n), v0, 0)
+            self._pending_start[pending] = False
+        self._record(running, self.current_a, self.voltage_v, code)
+        self.last_end[running] = code
+        self.state[running] = CellState.ABORTED
+        self._output_off(running)
+
+    def watchdog_abort(self) -> int:
+        """The communication watchdog fired: abort every running cell (end code 31). Returns how many."""
+        running = int(np.count_nonzero(self.state == CellState.RUNNING))
+        self.abort(None, EndCode.WATCHDOG)
+        return running
+
+    def reset(self) -> None:
+        """``*RST``: output off everywhere; forget cells, sequences, the log and the watchdog."""
+        self._output_off(self.state == CellState.RUNNING)
+        for k in np.flatnonzero(self.cell_id):
+            self._forget(int(k))
+        self.sequences.clear()
+        self.log.clear()
+        self.watchdog_s = 0.0
+        self._pending_start[:] = False
+        self.last_end[:] = 0
+
+    def _output_off(self, mask: np.ndarray) -> None:
+        self._mode[mask] = 0
+        self.current_a[mask] = 0.0
+        v = self.cells.terminal_voltage_v(self.current_a)
+        self.voltage_v[mask] = v[mask]
+
+    def _enter_step(self, mask: np.ndarray, seq: int, step: int) -> None:
+        s = self.sequences[seq][step - 1]
+        self.step[mask] = step
+        self._mode[mask] = _MODE_SIGN[s.mode]
+        self._dur_s[mask] = s.duration_s
+        self._i_a[mask] = s.current_a
+        # A rest step has no clamp; keep the array finite for the vectorised CV solve.
+        self._clamp_v[mask] = s.voltage_v
+        self._every_s[mask] = s.every_s
+        self._every_mv[mask] = s.every_mv
+        t_type = np.zeros(MAX_TESTS, dtype=np.int64)
+        t_value, t_at = np.zeros(MAX_TESTS), np.zeros(MAX_TESTS)
+        t_when, t_fail = np.zeros(MAX_TESTS, dtype=np.int8), np.zeros(MAX_TESTS, dtype=bool)
+        for n, test in s.tests.items():
+            t_type[n - 1] = _TYPE_CODE[test.type]
+            t_value[n - 1], t_at[n - 1] = test.value, test.at_s
+            t_when[n - 1], t_fail[n - 1] = _WHEN_CODE[test.when], test.action == TestAction.FAIL
+        self._t_type[mask], self._t_value[mask], self._t_at_s[mask] = t_type, t_value, t_at
+        self._t_when[mask], self._t_fail[mask] = t_when, t_fail
+        self._at_done[mask] = False
+        self.step_time_s[mask] = 0.0
+        self.step_ah[mask] = 0.0
+        self.step_wh[mask] = 0.0
+        self._pending_start[mask] = True
+
+    # ----------------------------------------------------------------------------------------------- integration
+
+    def advance_to(self, t_s: float) -> None:
+        """Integrate every channel from the model's time to ``t_s`` (clock seconds) in bounded substeps."""
+        while t_s - self.time_s > 1e-9:
+            remaining = t_s - self.time_s
+            dt = self._next_dt(remaining)
+            self._substep(dt)
+            if dt == remaining:
+                self.time_s = t_s  # no rounding drift against the caller's clock
+
+    def _next_dt(self, remaining: float) -> float:
+        dt = min(self.max_dt_s, remaining)
+        run = self.state == CellState.RUNNING
+        if not run.any():
+            return dt
+        st = self.step_time_s[run]
+        dt = min(dt, float(np.min(self._dur_s[run] - st)))
+        every = self._every_s[run]
+        every = every[every > 0]
+        if every.size:
+            dt = min(dt, float(every.min()))
+        at_pending = (self._t_when[run] == 0) & (self._t_type[run] > 0) & ~self._at_done[run]
+        if at_pending.any():
+            to_at = (self._t_at_s[run] - st[:, None])[at_pending]
+            to_at = to_at[to_at > _EPS_S]
+            if to_at.size:
+                dt = min(dt, float(to_at.min()))
+        return max(dt, _EPS_S)
+
+    def _applied_current(self, run: np.ndarray, dt: float) -> np.ndarray:
+        """CC current, or the CV current that puts the terminal voltage on the clamp at the substep's end."""
+        mode = np.where(run, self._mode, 0)
+        i_cc = mode * self._i_a
+        if not np.any(mode):
+            return i_cc
+        target = np.where(mode != 0, self._clamp_v, self.voltage_v)
+        i_cv = self.cells.current_for_voltage_a(target, dt)
+        charge = np.minimum(np.maximum(i_cv, 0.0), i_cc)
+        discharge = np.maximum(np.minimum(i_cv, 0.0), i_cc)
+        return np.where(mode > 0, charge, np.where(mode < 0, discharge, 0.0))
+
+    def _substep(self, dt: float) -> None:
+        run = self.state == CellState.RUNNING
+        i = self._applied_current(run, dt)
+        v0 = self.cells.terminal_voltage_v(i)
+        starts = self._pending_start & run
+        if starts.any():
+            self._record(starts, i, v0, 0, step_time_zero=True)
+            self._pending_start[starts] = False
+        v1 = np.asarray(self.cells.step(dt, i, self.ambient_c), dtype=np.float64)
+        self.substeps += 1
+        self.time_s += dt
+        self.step_time_s[run] += dt
+        # Current is constant over the substep (exact Ah); energy by the trapezoid of the voltage.
+        self.step_ah += i * (dt / 3600.0)
+        self.step_wh += i * (v0 + v1) * (dt / 7200.0)
+        self.current_a = i
+        self.voltage_v = v1
+        if not run.any():
+            return
+        end = self._evaluate_tests(run, i, v1)
+        timed = run & (end == 0) & (self.step_time_s >= self._dur_s - _EPS_S)
+        end[timed] = EndCode.TIME
+        ended = end != 0
+        periodic = run & ~ended
+        due_t = (self._every_s > 0) & (self.time_s - self._last_rec_t >= self._every_s - _EPS_S)
+        due_v = (self._every_mv > 0) & (np.abs(v1 - self._last_rec_v) * 1000.0 >= self._every_mv)
+        periodic &= due_t | due_v
+        if periodic.any():
+            self._record(periodic, i, v1, 0)
+        if ended.any():
+            self._finish_steps(ended, end, i, v1)
+
+    def _evaluate_tests(self, run: np.ndarray, i: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """End code per channel from its tests this substep (FAIL tests before NEXT tests), 0 when none holds."""
+        end = np.zeros(self.n, dtype=np.int64)
+        active = run[:, None] & (self._t_type > 0)
+        if not active.any():
+            return end
+        st = self.step_time_s[:, None]
+        reached = st >= self._t_at_s - _EPS_S
+        when = self._t_when
+        at_due = active & (when == 0) & ~self._at_done & reached
+        self._at_done |= at_due
+        eligible = at_due | (active & (((when == 1) & reached) | ((when == 2) & ~reached)))
+        if not eligible.any():
+            return end
+        abs_i = np.abs(i)
+        quantity = np.stack(
+            (np.zeros(self.n), v, v, abs_i, abs_i, np.abs(self.step_ah), self.cells.temperature_c, self.step_time_s)
+        )
+        # quantity rows follow _TYPE_CODE: 0 none, VOLT_GE, VOLT_LE, CURR_GE, CURR_LE, AMPH_GE, TEMP_GE, STEPTIME
+        value = quantity[self._t_type, self._rows]
+        holds = eligible & np.where(_GE_TYPE[self._t_type], value >= self._t_value, value <= self._t_value)
+        if not holds.any():
+            return end
+        fail = holds & self._t_fail
+        nxt = holds & ~self._t_fail
+        end = np.where(nxt.any(axis=1), EndCode.NEXT_BASE + 1 + nxt.argmax(axis=1), 0)
+        return np.where(fail.any(axis=1), EndCode.FAIL_BASE + 1 + fail.argmax(axis=1), end)
+
+    def _finish_steps(self, ended: np.ndarray, end: np.ndarray, i: np.ndarray, v: np.ndarray) -> None:
+        self._record(ended, i, v, end)
+        self.last_end[ended] = end[ended]
+        failed = ended & (end > EndCode.FAIL_BASE) & (end < EndCode.ABORT)
+        self.state[failed] = CellState.FAIL
+        moving = ended & ~failed
+        done = np.zeros(self.n, dtype=bool)
+        for key in np.unique(self.seq[moving] * (MAX_STEPS + 1) + self.step[moving]):
+            seq, step = divmod(int(key), MAX_STEPS + 1)
+            group = moving & (self.seq == seq) & (self.step == step)
+            if step < len(self.sequences.get(seq, [])):
+                self._enter_step(group, seq, step + 1)
+            else:
+                done |= group
+        self.state[done] = CellState.DONE
+        self._output_off(failed | done)
+
+    def _record(
+        self, mask: np.ndarray, i: np.ndarray, v: np.ndarray, end: np.ndarray | int, *, step_time_zero: bool = False
+    ) -> None:
+        idx = np.flatnonzero(mask)
+        rows = np.empty((idx.size, _ROWS_COLS))
+        rows[:, 0] = 0.0  # rec: assigned by the log
+        rows[:, 1] = self.cell_id[idx]
+        rows[:, 2] = self.seq[idx]
+        rows[:, 3] = self.step[idx]
+        rows[:, 4] = self.time_s
+        rows[:, 5] = 0.0 if step_time_zero else self.step_time_s[idx]
+        rows[:, 6] = v[idx]
+        rows[:, 7] = i[idx]
+        rows[:, 8] = 0.0 if step_time_zero else self.step_ah[idx]
+        rows[:, 9] = 0.0 if step_time_zero else self.step_wh[idx]
+        rows[:, 10] = self.cells.temperature_c[idx]
+        rows[:, 11] = end if isinstance(end, int) else end[idx]
+        self.log.append(rows)
+        self._last_rec_t[idx] = self.time_s
+        self._last_rec_v[idx] = v[idx]
+
+    # ----------------------------------------------------------------------------------------------- queries
+
+    def status(self, cell_ids: list[int]) -> np.ndarray:
+        """``STAT:CELL:REP?`` codes (``-1`` for an id that is not defined)."""
+        idx = np.fromiter((self._id_to_index.get(c, -1) for c in cell_ids), dtype=np.int64, count=len(cell_ids))
+        return np.where(idx >= 0, self.state[np.maximum(idx, 0)], CellState.UNDEFINED)
+
+    def verbose(self, cell_id: int) -> str:
+        """``STAT:CELL:VERB?`` reply for one cell."""
+        k = int(self.indices([cell_id])[0])
+        state = CellState(int(self.state[k]))
+        text = f"{state.name} seq {self.seq[k]} step {self.step[k]}"
+        if state == CellState.RUNNING:
+            text += f" {self.sequences[int(self.seq[k])][int(self.step[k]) - 1].mode.value}"
+        elif self.last_end[k]:
+            text += f" last end {EndCode.describe(int(self.last_end[k]))}"
+        return (
+            f"{int(state)},{self.seq[k]},{self.step[k]},{self.step_time_s[k]:.3f},{self.voltage_v[k]:.6f},"
+            f"{self.current_a[k]:.6f},{self.step_ah[k]:.9g},{self.cells.temperature_c[k]:.3f},"
+            f'{self.last_end[k]},"{text}"'
+        )
+
+    def truth(self, cell_id: int) -> dict[str, object]:
+        """Ground truth of the cell behind ``cell_id`` (simulator only)."""
+        k = int(self.indices([cell_id])[0])
+        return {"cell": cell_id, "channel": index_to_instrument_channel(k), **self.cells.truth(k)}
+
+    def check_definition(self, seq: int, step: int) -> None:
+        """-222 unless ``seq``/``step`` are within the instrument's ranges."""
+        if not (1 <= seq <= MAX_SEQ and 1 <= step <= MAX_STEPS):
+            raise scpi_error(-222)

@@ -1,0 +1,53 @@
+"""Engines: SQLite (WAL, embedded default) or PostgreSQL (``postgresql+psycopg://``), and schema creation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlmodel import SQLModel
+
+from formation.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+#: How long a SQLite writer waits for another writer's lock before failing, in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite database file."""
+    return f"sqlite:///{Path(path).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL lets the display and CLI read while the orchestrator writes; NORMAL is durable across
+        # application crashes in WAL mode and only risks the last commits on power loss.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``: SQLite gets WAL, ``synchronous=NORMAL``, foreign keys and a busy timeout.
+
+    ``postgresql://`` and ``postgres://`` URLs are routed to the psycopg 3 driver.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    # pre_ping: a restarted database server must not cost the line a failed write.
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every missing table and index (idempotent)."""
+    SQLModel.metadata.create_all(engine)

@@ -1,0 +1,177 @@
+"""SQLModel tables of the store.
+
+Units live in column names. Times are float unix seconds of *clock* time (``*_s``, ``ts_s``): the plant may
+run on a scaled clock, so these are not necessarily wall-clock instants. IDs are kept as given by the plant
+(cell serials, lot names); only jobs, runs and the append-only tables get surrogate integer keys.
+
+``Sample`` is declared here so that the schema is in one place, but it is written only through SQLAlchemy Core
+in batches (see :mod:`formation.store.samples`), never as ORM objects.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+#: Alarm severities, in increasing order of gravity.
+SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
+
+#: Columns of a sample block handed to :meth:`Store.write_samples`, in order (float64 array, shape (n, 9)).
+SAMPLE_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "rec",
+    "ts_s",
+    "step_index",
+    "step_time_s",
+    "voltage_v",
+    "current_a",
+    "ah",
+    "temperature_c",
+)
+
+
+def _bigint_pk() -> Column[int]:
+    # SQLite only aliases the rowid (fast, auto-assigned) for a column declared exactly INTEGER PRIMARY KEY.
+    return Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True)
+
+
+class Lot(SQLModel, table=True):
+    """Cells made together."""
+
+    __tablename__ = "lot"
+
+    id: str = Field(primary_key=True)
+    product: str | None = None
+    created_s: float
+
+
+class Cell(SQLModel, table=True):
+    """One cell, keyed by its serial number."""
+
+    __tablename__ = "cell"
+
+    id: str = Field(primary_key=True)
+    lot_id: str = Field(foreign_key="lot.id", index=True)
+    nominal_capacity_ah: float
+    created_s: float
+
+
+class Recipe(SQLModel, table=True):
+    """A recipe as launched: canonical JSON body and source text, keyed by the body's sha256."""
+
+    __tablename__ = "recipe"
+
+    sha256: str = Field(primary_key=True, max_length=64)
+    name: str
+    version: str
+    chemistry: str | None = None
+    nominal_capacity_ah: float
+    body_json: str
+    source_text: str
+    created_s: float
+
+
+class Job(SQLModel, table=True):
+    """One launch of a recipe on a set of channels of one cabinet."""
+
+    __tablename__ = "job"
+
+    id: int | None = Field(default=None, primary_key=True)
+    recipe_sha256: str = Field(foreign_key="recipe.sha256", index=True)
+    cabinet: str
+    channels: str
+    state: str
+    clock_scale: float = 1.0
+    started_s: float
+    ended_s: float | None = None
+    note: str | None = None
+
+
+class Run(SQLModel, table=True):
+    """One cell's pass through a recipe on one channel: state, recipe cursor and journal."""
+
+    __tablename__ = "run"
+    __table_args__ = (Index("ix_run_cabinet_state", "cabinet", "state"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    cell_id: str = Field(foreign_key="cell.id", index=True)
+    cabinet: str
+    channel: int
+    instrument_cell: int
+    state: str
+    step_index: int = 0
+    step_id: str | None = None
+    seq_id: int | None = None
+    step_started_s: float | None = None
+    journal: str = "{}"
+    # The data-log record numbers grow for years on a busy cabinet: 64 bits.
+    last_rec: int = Field(default=0, sa_type=BigInteger)
+    started_s: float
+    ended_s: float | None = None
+    end_reason: str | None = None
+
+
+class StepResult(SQLModel, table=True):
+    """Accounting of one finished recipe step of one run."""
+
+    __tablename__ = "step_result"
+    # The unique index leads with run_id, so it also serves every "results of this run" lookup.
+    __table_args__ = (UniqueConstraint("run_id", "step_index", name="uq_step_result_run_step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id")
+    step_index: int
+    step_id: str | None = None
+    kind: str
+    started_s: float
+    ended_s: float
+    duration_s: float
+    ah: float
+    wh: float
+    start_voltage_v: float | None = None
+    end_voltage_v: float | None = None
+    end_reason: str
+    details: str = "{}"
+
+
+class Sample(SQLModel, table=True):
+    """One decimated data-log record of one run (written in batches through Core only)."""
+
+    __tablename__ = "sample"
+    __table_args__ = (Index("ix_sample_run_rec", "run_id", "rec"),)
+
+    id: int | None = Field(default=None, sa_column=_bigint_pk())
+    run_id: int = Field(sa_column=Column(Integer, ForeignKey("run.id"), nullable=False))
+    rec: int = Field(sa_type=BigInteger)
+    ts_s: float
+    step_index: int
+    # Measurements may be NaN (an open thermocouple); SQLite stores NaN as NULL, so these are nullable.
+    step_time_s: float | None = None
+    voltage_v: float | None = None
+    current_a: float | None = None
+    ah: float | None = None
+    temperature_c: float | None = None
+
+
+class Alarm(SQLModel, table=True):
+    """An alarm raised by the line, kept forever."""
+
+    __tablename__ = "alarm"
+    __table_args__ = (
+        CheckConstraint("severity IN ('info', 'warning', 'critical')", name="ck_alarm_severity"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    ts_s: float = Field(index=True)
+    severity: str
+    code: str
+    message: str
+    cabinet: str | None = None
+    channel: int | None = None
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+
+
+#: Every table of the store, parents first.
+TABLES: tuple[type[SQLModel], ...] = (Lot, Cell, Recipe, Job, Run, StepResult, Sample, Alarm)

@@ -1,0 +1,406 @@
+"""The store: one synchronous facade over the database for the orchestrator, grading and the CLI.
+
+The orchestrator calls it from a worker thread (``asyncio.to_thread``); every method opens its own short
+transaction, so calls from several threads are safe. Database errors leave as :class:`StoreError`, translated
+here and only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.dml import Insert
+from sqlmodel import Session, SQLModel
+
+from formation.clock import Clock, WallClock
+from formation.errors import StoreError
+from formation.store.engine import create_schema, make_engine
+from formation.store.models import (
+    SAMPLE_COLUMNS,
+    SEVERITIES,
+    Alarm,
+    Cell,
+    Job,
+    Lot,
+    Recipe,
+    Run,
+    Sample,
+    StepResult,
+)
+from formation.store.samples import check_block, insert_block
+
+_T = TypeVar("_T", bound=SQLModel)
+
+# Stay well below SQLite's bound-parameter limit in IN (...) lists.
+_IN_CHUNK = 5_000
+
+_RUN_COLUMNS = frozenset(c.name for c in Run.__table__.columns)  # type: ignore[attr-defined]
+_STEP_RESULT_COLUMNS = [c.name for c in StepResult.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+
+
+def _table(model: type[SQLModel]) -> Any:
+    return model.__table__  # type: ignore[attr-defined]
+
+
+def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _update_runs(conn: Connection, updates: list[dict[str, Any]]) -> None:
+    """Run updates grouped by column set, one executemany per group."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in updates:
+        columns = tuple(sorted(k for k in row if k != "id"))
+        unknown = set(columns) - _RUN_COLUMNS
+        if unknown or "id" not in row:
+            raise ValueError(f"bad run update {row!r}: unknown columns {sorted(unknown)} or no id")
+        if columns:
+            groups.setdefault(columns, []).append(
+                {"run_pk": row["id"], **{f"v_{c}": row[c] for c in columns}}
+            )
+    run_t = _table(Run)
+    for columns, params in groups.items():
+        stmt = update(run_t).where(run_t.c.id == bindparam("run_pk"))
+        conn.execute(stmt.values({c: bindparam(f"v_{c}", type_=run_t.c[c].type) for c in columns}), params)
+
+
+class Store:
+    """Lots, cells, recipes, jobs, runs, step results, samples and alarms in one database."""
+
+    def __init__(self, url: str, *, clock: Clock | None = None) -> None:
+        self.url = url
+        self.engine: Engine = make_engine(url)
+        self._clock = clock or WallClock()
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """One transaction; database errors become StoreError."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"database error: {exc.__class__.__name__}: {exc.args[0] if exc.args else exc}"
+            ) from exc
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                f"database error: {exc.__class__.__name__}: {exc.args[0] if exc.args else exc}"
+            ) from exc
+
+    def _insert_ignore(self, conn: Connection, model: type[SQLModel], keys: list[str]) -> Insert:
+        """INSERT that silently skips rows conflicting on ``keys`` (SQLite and PostgreSQL)."""
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        return dialect.insert(_table(model)).on_conflict_do_nothing(index_elements=keys)
+
+    def _all(self, model: type[_T], *where: Any, order_by: Sequence[Any] = ()) -> list[_T]:
+        with self._session() as session:
+            return list(session.scalars(select(model).where(*where).order_by(*order_by)).all())
+
+    def create_schema(self) -> None:
+        """Create the tables that do not exist yet."""
+        try:
+            create_schema(self.engine)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot create the schema: {exc}") from exc
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- lots, cells, recipes ------------------------------------------------------------------------------
+
+    def upsert_lot_and_cells(self, cells: Iterable[tuple[str, str, float]]) -> int:
+        """Record ``(cell_id, lot, nominal_capacity_ah)`` rows; returns how many cells were new.
+
+        Idempotent: known cells are left as they are. A cell already in another lot (or listed in two lots)
+        raises StoreError naming it, and nothing is written.
+        """
+        wanted: dict[str, tuple[str, float]] = {}
+        clashes: list[str] = []
+        for cell_id, lot, nominal_ah in cells:
+            if cell_id in wanted and wanted[cell_id][0] != lot:
+                clashes.append(f"{cell_id} (listed in lots {wanted[cell_id][0]!r} and {lot!r})")
+            wanted[cell_id] = (lot, float(nominal_ah))
+        if not wanted:
+            return 0
+        now_s = self._clock.now()
+        cell_t = _table(Cell)
+        with self._begin() as conn:
+            known: dict[str, str] = {}
+            for chunk in _chunks(list(wanted)):
+                known.update(
+                    conn.execute(select(cell_t.c.id, cell_t.c.lot_id).where(cell_t.c.id.in_(chunk))).all()
+                )
+            clashes += [
+                f"{cid} (already in lot {lot!r}, not {wanted[cid][0]!r})"
+                for cid, lot in known.items()
+                if lot != wanted[cid][0]
+            ]
+            if clashes:
+                raise StoreError(f"cells in another lot: {', '.join(sorted(clashes))}")
+            lots = sorted({lot for lot, _ in wanted.values()})
+            conn.execute(
+                self._insert_ignore(conn, Lot, ["id"]), [{"id": lot, "created_s": now_s} for lot in lots]
+            )
+            new = [
+                {"id": cid, "lot_id": lot, "nominal_capacity_ah": ah, "created_s": now_s}
+                for cid, (lot, ah) in wanted.items()
+                if cid not in known
+            ]
+            if new:
+                conn.execute(insert(cell_t), new)
+        return len(new)
+
+    def cell(self, cell_id: str) -> Cell | None:
+        """The cell with this serial, or None."""
+        with self._session() as session:
+            return session.get(Cell, cell_id)
+
+    def lot(self, lot_id: str) -> Lot | None:
+        """The lot with this name, or None."""
+        with self._session() as session:
+            return session.get(Lot, lot_id)
+
+    def lot_cells(self, lot_id: str) -> list[Cell]:
+        """The cells of a lot, by serial."""
+        return self._all(Cell, Cell.lot_id == lot_id, order_by=[Cell.id])
+
+    def save_recipe(
+        self,
+        sha256: str,
+        name: str,
+        version: str,
+        chemistry: str | None,
+        nominal_capacity_ah: float,
+        body_json: str,
+        source_text: str,
+    ) -> bool:
+        """Store a recipe under its content hash; True if it was new (a known hash is left untouched)."""
+        row = {
+            "sha256": sha256,
+            "name": name,
+            "version": version,
+            "chemistry": chemistry,
+            "nominal_capacity_ah": nominal_capacity_ah,
+            "body_json": body_json,
+            "source_text": source_text,
+            "created_s": self._clock.now(),
+        }
+        with self._begin() as conn:
+            return conn.execute(self._insert_ignore(conn, Recipe, ["sha256"]), row).rowcount == 1
+
+    def recipe(self, sha256: str) -> Recipe | None:
+        """The recipe with this content hash, or None."""
+        with self._session() as session:
+            return session.get(Recipe, sha256)
+
+    # -- jobs and runs -------------------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        recipe_sha256: str,
+        cabinet: str,
+        channels: str,
+        clock_scale: float,
+        started_s: float,
+        note: str | None = None,
+        *,
+        state: str = "running",
+    ) -> int:
+        """Record a launch; returns the new job id."""
+        row = {
+            "recipe_sha256": recipe_sha256,
+            "cabinet": cabinet,
+            "channels": channels,
+            "state": state,
+            "clock_scale": clock_scale,
+            "started_s": started_s,
+            "note": note,
+        }
+        job_t = _table(Job)
+        with self._begin() as conn:
+            return int(conn.execute(insert(job_t).returning(job_t.c.id), row).scalar_one())
+
+    def finish_job(self, job_id: int, state: str, ended_s: float) -> None:
+        """Set a job's final state and end time."""
+        job_t = _table(Job)
+        with self._begin() as conn:
+            done = conn.execute(
+                update(job_t).where(job_t.c.id == job_id).values(state=state, ended_s=ended_s)
+            )
+        if done.rowcount != 1:
+            raise StoreError(f"no job {job_id}")
+
+    def list_jobs(self) -> list[Job]:
+        """Every job, oldest first."""
+        return self._all(Job, order_by=[Job.id])
+
+    def get_job(self, job_id: int) -> Job | None:
+        """The job with this id, or None."""
+        with self._session() as session:
+            return session.get(Job, job_id)
+
+    def create_runs(self, job_id: int, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert the runs of a job in one executemany; returns their ids in the order of ``rows``."""
+        if not rows:
+            return []
+        run_t = _table(Run)
+        params = [{"step_index": 0, "journal": "{}", "last_rec": 0, **row, "job_id": job_id} for row in rows]
+        stmt = insert(run_t).returning(run_t.c.id, sort_by_parameter_order=True)
+        with self._begin() as conn:
+            return [int(i) for i in conn.execute(stmt, params).scalars()]
+
+    def update_runs(self, updates: list[dict[str, Any]]) -> None:
+        """Update runs: each dict holds ``id`` and the columns to set (one executemany per column set)."""
+        if updates:
+            with self._begin() as conn:
+                _update_runs(conn, updates)
+
+    def get_run(self, run_id: int) -> Run | None:
+        """The run with this id, or None."""
+        with self._session() as session:
+            return session.get(Run, run_id)
+
+    def job_runs(self, job_id: int) -> list[Run]:
+        """The runs of a job, by channel."""
+        return self._all(Run, Run.job_id == job_id, order_by=[Run.channel, Run.id])
+
+    def runs_in_state(self, cabinet: str, states: Iterable[str]) -> list[Run]:
+        """The runs of a cabinet in any of ``states`` (re-attach after a restart), by channel."""
+        return self._all(
+            Run, Run.cabinet == cabinet, Run.state.in_(list(states)), order_by=[Run.channel, Run.id]
+        )  # type: ignore[attr-defined]
+
+    def cell_runs(self, cell_id: str) -> list[Run]:
+        """Every run of a cell, oldest first."""
+        return self._all(Run, Run.cell_id == cell_id, order_by=[Run.started_s, Run.id])
+
+    # -- step results --------------------------------------------------------------------------------------
+
+    def add_step_results(self, rows: list[dict[str, Any]]) -> int:
+        """Insert step results, skipping any (run_id, step_index) already stored; returns how many are new."""
+        if not rows:
+            return 0
+        params = [
+            {"details": "{}", "start_voltage_v": None, "end_voltage_v": None, "step_id": None, **r}
+            for r in rows
+        ]
+        with self._begin() as conn:
+            # RETURNING yields only the rows actually inserted (executemany rowcount is unreliable).
+            stmt = self._insert_ignore(conn, StepResult, ["run_id", "step_index"])
+            return len(conn.execute(stmt.returning(_table(StepResult).c.id), params).all())
+
+    def step_results(self, job_id: int | None = None, run_id: int | None = None) -> pd.DataFrame:
+        """Step results with the run's job_id, cell_id, cabinet and channel, by run then step."""
+        sr, run = _table(StepResult), _table(Run)
+        stmt = select(
+            *[sr.c[c] for c in ["id", *_STEP_RESULT_COLUMNS]],
+            run.c.job_id,
+            run.c.cell_id,
+            run.c.cabinet,
+            run.c.channel,
+        ).join(run, run.c.id == sr.c.run_id)
+        if job_id is not None:
+            stmt = stmt.where(run.c.job_id == job_id)
+        if run_id is not None:
+            stmt = stmt.where(sr.c.run_id == run_id)
+        with self._begin() as conn:
+            result = conn.execute(stmt.order_by(sr.c.run_id, sr.c.step_index))
+            return pd.DataFrame(result.all(), columns=list(result.keys()))
+
+    # -- samples -------------------------------------------------------------------------------------------
+
+    def write_samples(self, block: np.ndarray, run_updates: list[dict[str, Any]] | None = None) -> int:
+        """Append a sample block (columns SAMPLE_COLUMNS); returns the number of rows written.
+
+        ``run_updates`` (as for :meth:`update_runs`, typically ``last_rec``) commit in the same transaction,
+        so a crash can never store samples without the cursor that says they are stored.
+        """
+        arr = check_block(block)
+        with self._begin() as conn:
+            written = insert_block(conn, arr)
+            if run_updates:
+                _update_runs(conn, run_updates)
+        return written
+
+    def samples(self, run_id: int) -> pd.DataFrame:
+        """The samples of a run in record order, one column per SAMPLE_COLUMNS name."""
+        sample_t = _table(Sample)
+        stmt = select(*[sample_t.c[c] for c in SAMPLE_COLUMNS]).where(sample_t.c.run_id == run_id)
+        with self._begin() as conn:
+            rows = conn.execute(stmt.order_by(sample_t.c.rec, sample_t.c.id)).all()
+        frame = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+        # SQLite hands back NaN measurements as NULL; None -> NaN keeps every measured column float64.
+        return frame.astype(
+            {c: "int64" if c in ("run_id", "rec", "step_index") else "float64" for c in SAMPLE_COLUMNS}
+        )
+
+    def sample_count(self, job_id: int | None = None) -> int:
+        """How many samples are stored (for one job, or in total)."""
+        sample_t, run = _table(Sample), _table(Run)
+        stmt = select(func.count()).select_from(sample_t)
+        if job_id is not None:
+            stmt = stmt.join(run, run.c.id == sample_t.c.run_id).where(run.c.job_id == job_id)
+        with self._begin() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    # -- alarms --------------------------------------------------------------------------------------------
+
+    def add_alarm(
+        self,
+        ts_s: float,
+        severity: str,
+        code: str,
+        message: str,
+        *,
+        cabinet: str | None = None,
+        channel: int | None = None,
+        run_id: int | None = None,
+        job_id: int | None = None,
+    ) -> int:
+        """Record an alarm; returns its id. ``severity`` is one of SEVERITIES."""
+        if severity not in SEVERITIES:
+            raise ValueError(f"alarm severity must be one of {SEVERITIES}, got {severity!r}")
+        row = {
+            "ts_s": ts_s,
+            "severity": severity,
+            "code": code,
+            "message": message,
+            "cabinet": cabinet,
+            "channel": channel,
+            "run_id": run_id,
+            "job_id": job_id,
+        }
+        alarm_t = _table(Alarm)
+        with self._begin() as conn:
+            return int(conn.execute(insert(alarm_t).returning(alarm_t.c.id), row).scalar_one())
+
+    def alarms(self, job_id: int | None = None) -> list[Alarm]:
+        """Alarms (of one job, or all), oldest first."""
+        where = [Alarm.job_id == job_id] if job_id is not None else []
+        return self._all(Alarm, *where, order_by=[Alarm.ts_s, Alarm.id])
