@@ -34,6 +34,8 @@ class InputError(FormationError):
         self.field = field
         self.reason = reason
         self.source = source
+        #: Every problem found, (field, reason), when a validator collects more than the first.
+        self.errors: list[tuple[str, str]] = [(field, reason)]
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{field}: {reason}" if field else f"{where}{reason}")
 

@@ -1,8 +1,8 @@
 """The recipe model: frozen, typed steps and the recipe that orders them, with their canonical JSON form.
 
-Steps are data; the orchestrator dispatches on their type (``match step: case ChargeStep(): ...``). To add a kind
-(``dcir``, ``age``, ``chamber``), add its dataclass here, extend the ``Step`` union, and register its builder in
-``formation.recipes.parse.STEP_BUILDERS``.
+Steps are data; the orchestrator dispatches on their type (``match step: case ChargeStep(): ...``).
+To add a kind (``dcir``, ``age``, ``chamber``), add its dataclass here, extend the ``Step`` union, and
+register its builder in ``formation.recipes.parse.STEP_BUILDERS``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class RecordRule:
-    """Instrument-side data log rule: a record every ``every_s`` seconds or ``every_mv`` mV, whichever first (0 = off)."""
+    """Data log rule: a record every ``every_s`` s or ``every_mv`` mV, whichever first (0 = off)."""
 
     every_s: float = DEFAULT_EVERY_S
     every_mv: float = DEFAULT_EVERY_MV
@@ -192,6 +192,8 @@ def describe_step(step: Step) -> str:
         case ChargeStep() | DischargeStep():
             mode = f" CC-CV {fmt(step.cv_voltage_v)} V" if step.cv_voltage_v is not None else ""
             return f"{step.kind} {step.current}{mode} until {step.until.describe()}"
+        case RestStep(until=Until(voltage_v=None, duration_s=duration_s)) if duration_s is not None:
+            return f"rest {format_duration(duration_s)}"
         case RestStep():
             return f"rest until {step.until.describe()}"
     raise TypeError(f"not a recipe step: {step!r}")  # pragma: no cover - the union is exhaustive

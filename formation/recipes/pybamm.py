@@ -8,9 +8,10 @@ Accepted (case-insensitive; durations in s/min/h/d or their long forms; currents
 
 A string becomes the same raw step table a TOML step would be, so it is validated (and hashed) identically.
 
-``Hold at V`` is a pure CV step in PyBaMM. A cycler only has CC-with-voltage-clamp, so a hold becomes a CC-CV step
-at the recipe's ``limits.max_current_a`` clamped at V: if the cell already sits at V, the clamp engages at once and
-it is a pure CV hold; if not, it gets there at the fastest current the recipe allows, as PyBaMM's ideal CV would.
+``Hold at V`` is a pure CV step in PyBaMM. A cycler only has CC-with-voltage-clamp, so a hold becomes a
+CC-CV step at the recipe's ``limits.max_current_a`` clamped at V: if the cell already sits at V, the clamp
+engages at once and it is a pure CV hold; if not, it gets there at the fastest current the recipe allows,
+as PyBaMM's ideal CV would.
 Its direction is that of the nearest preceding charge/discharge step (charge when there is none), so
 ``Discharge ... until 2.5 V`` then ``Hold at 2.5 V until C/50`` is a discharge-side hold.
 """
@@ -30,7 +31,8 @@ _OR = re.compile(r"\s+or\s+(?:until\s+)?")
 
 EXPECTED = (
     "expected 'Charge|Discharge at <current> [for <duration>] [or until <voltage|current>]', "
-    "'Hold at <voltage> V [for <duration>] [or until <current>]' or 'Rest for <duration> [or until <voltage>]'"
+    "'Hold at <voltage> V [for <duration>] [or until <current>]' "
+    "or 'Rest for <duration> [or until <voltage>]'"
 )
 
 
@@ -53,10 +55,10 @@ def _until(match: re.Match[str]) -> dict[str, Any]:
 def parse_experiment_step(
     text: str, *, previous_kind: str | None = None, hold_current_a: float | None = None
 ) -> dict[str, Any]:
-    """The raw step table (``kind``, ``current``, ``cv_voltage_v``, ``until``) of one PyBaMM experiment string.
+    """The raw step table (``kind``, ``current``, ``cv_voltage_v``, ``until``) of one PyBaMM string.
 
-    ``previous_kind`` is the kind of the nearest preceding charge/discharge step (the direction of a ``Hold``),
-    ``hold_current_a`` the current a ``Hold`` uses (the recipe's max current). Raises ``ValueError`` with the reason.
+    ``previous_kind`` is the kind of the nearest preceding charge/discharge step (a ``Hold``'s direction),
+    ``hold_current_a`` the current a ``Hold`` uses (the recipe's max current). Raises ``ValueError``.
     """
     normal = " ".join(text.lower().split()).rstrip(".")
     if match := _REST.fullmatch(normal):
@@ -74,7 +76,9 @@ def parse_experiment_step(
         }
     if match := _HOLD.fullmatch(normal):
         if hold_current_a is None:
-            raise ValueError("a Hold step needs valid limits.max_current_a (or nominal_capacity_ah) for its current")
+            raise ValueError(
+                "a Hold step needs valid limits.max_current_a (or nominal_capacity_ah) for its current"
+            )
         return {
             "kind": "discharge" if previous_kind == "discharge" else "charge",
             "current": {"a": hold_current_a},

@@ -51,11 +51,13 @@ def _positive(value: float, text: object) -> float:
 
 
 def parse_duration_s(value: object) -> float:
-    """Seconds from ``"90s"``, ``"2h"``, ``"7d"``, ``"1h30m"``, ``"10 minutes"`` or a plain number of seconds."""
+    """Seconds from ``"90s"``, ``"2h"``, ``"7d"``, ``"1h30m"``, ``"10 minutes"`` or a number of seconds."""
     if is_number(value):
         return _positive(float(value), value)  # type: ignore[arg-type]
     if not isinstance(value, str):
-        raise ValueError(f"expected a duration such as '2h' or a number of seconds, got {type(value).__name__}")
+        raise ValueError(
+            f"expected a duration such as '2h' or a number of seconds, got {type(value).__name__}"
+        )
     text = value.strip().lower()
     if re.fullmatch(_NUM, text):
         return _positive(float(text), value)
@@ -73,7 +75,7 @@ def parse_duration_s(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Compact human duration: ``90`` -> ``1m30s``, ``7200`` -> ``2h``, ``5400`` -> ``1h30m``, ``0.5`` -> ``0.5s``."""
+    """Compact human duration: ``90`` -> ``1m30s``, ``7200`` -> ``2h``, ``5400`` -> ``1h30m``."""
     if seconds < 1 or seconds != int(seconds):
         return f"{seconds:g}s" if seconds < 60 else f"{seconds / 3600:.3g}h"
     rest = int(seconds)
@@ -87,7 +89,7 @@ def format_duration(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CurrentSpec:
-    """A current magnitude: fixed ``amps`` or a ``c_rate`` of the cell's nominal capacity (exactly one set)."""
+    """A current magnitude: fixed ``amps`` or a ``c_rate`` of the cell's nominal capacity (exactly one)."""
 
     amps: float | None = None
     c_rate: float | None = None
@@ -118,7 +120,8 @@ class CurrentSpec:
 
 
 def parse_current(value: object) -> CurrentSpec:
-    """A current from ``"2.5A"``, ``"500mA"``, ``"C/20"``, ``"0.5C"``, a number of amps, ``{"a": x}`` or ``{"c_rate": x}``."""
+    """A current from ``"2.5A"``, ``"500mA"``, ``"C/20"``, ``"0.5C"``, a number of amps, or the canonical
+    ``{"a": x}`` / ``{"c_rate": x}``."""
     if is_number(value):
         return CurrentSpec(amps=_positive(float(value), value))  # type: ignore[arg-type]
     if isinstance(value, dict):
@@ -141,8 +144,8 @@ def parse_current(value: object) -> CurrentSpec:
 
 
 def parse_charge(value: object) -> tuple[float | None, float | None]:
-    """Charge throughput as ``(ah, fraction_of_nominal)`` from ``"1.5Ah"``, ``"1500mAh"``, ``"30%"``, a number of Ah,
-    ``{"ah": x}`` or ``{"fraction": x}``; exactly one of the pair is set."""
+    """Charge throughput as ``(ah, fraction_of_nominal)``, exactly one set, from ``"1.5Ah"``, ``"1500mAh"``,
+    ``"30%"``, a number of Ah, or the canonical ``{"ah": x}`` / ``{"fraction": x}``."""
     if is_number(value):
         return _positive(float(value), value), None  # type: ignore[arg-type]
     if isinstance(value, dict):
@@ -162,7 +165,7 @@ def parse_charge(value: object) -> tuple[float | None, float | None]:
 
 
 def parse_percent(value: object) -> float | None:
-    """A fraction from ``"30%"`` (0.3); None when ``value`` is not a percent string. Raises on a non-positive one."""
+    """A fraction from ``"30%"`` (0.3); None when ``value`` is not a percent string; raises when not > 0."""
     if not isinstance(value, str) or not (match := _PERCENT.match(value)):
         return None
     return _positive(float(match.group(1)) / 100.0, value)
