@@ -68,6 +68,14 @@ def prepare(store: Store) -> list[int]:
     return store.create_runs(job, rows)
 
 
+_FK_SQL = "SELECT conname FROM pg_constraint WHERE conrelid = 'sample'::regclass AND contype = 'f'"
+
+
+def report(label: str, rows_per_s: float) -> None:
+    """One aligned result line."""
+    print(f"{label:<46}{rows_per_s:>12,.0f} rows/s")
+
+
 def rate(write: Callable[[np.ndarray], object], blocks: list[np.ndarray]) -> float:
     """Rows per second of ``write`` over all blocks (wall time, perf_counter)."""
     t0 = time.perf_counter()
@@ -92,7 +100,9 @@ def _zip_columns(store: Store) -> Callable[[np.ndarray], None]:
 
     def write(block: np.ndarray) -> None:
         cols = [
-            block[:, i].astype(np.int64).tolist() if name in ("run_id", "rec", "step_index") else block[:, i].tolist()
+            block[:, i].astype(np.int64).tolist()
+            if name in ("run_id", "rec", "step_index")
+            else block[:, i].tolist()
             for i, name in enumerate(SAMPLE_COLUMNS)
         ]
         with store.engine.begin() as conn:
@@ -102,30 +112,34 @@ def _zip_columns(store: Store) -> Callable[[np.ndarray], None]:
 
 
 def bench_sqlite(rows: int, batch: int) -> None:
-    """SQLite file: shipped path, FK off, and the rejected alternatives."""
+    """SQLite file: shipped path with and without FK enforcement, then the rejected alternatives."""
     with tempfile.TemporaryDirectory() as tmp:
         with Store(sqlite_url(Path(tmp) / "bench.db")) as store:
             blocks = make_blocks(prepare(store), rows, batch)
-            print(f"sqlite  write_samples (executemany, FK on)   {rate(store.write_samples, blocks):>12,.0f} rows/s")
+            report("sqlite write_samples (executemany, FK on)", rate(store.write_samples, blocks))
             size_mb = (Path(tmp) / "bench.db").stat().st_size / 1e6
-            print(f"        {store.sample_count():,} rows stored, file {size_mb:.0f} MB (+WAL)")
+            print(f"         {store.sample_count():,} rows stored, file {size_mb:.0f} MB (+WAL)")
         with Store(sqlite_url(Path(tmp) / "nofk.db")) as store:
             # A later connect listener runs after the store's own and switches enforcement off.
             sa.event.listen(store.engine, "connect", lambda c, _r: c.execute("PRAGMA foreign_keys=OFF"))
             blocks = make_blocks(prepare(store), rows, batch)
-            print(f"sqlite  write_samples (FK not enforced)     {rate(store.write_samples, blocks):>12,.0f} rows/s")
-        part = blocks[: max(1, len(blocks) // 5)]
-        with Store(sqlite_url(Path(tmp) / "alt1.db")) as store:
-            blocks = make_blocks(prepare(store), rows // 5, batch)
-            print(f"sqlite  Core insert() with dict rows        {rate(_core_dicts(store), blocks):>12,.0f} rows/s")
-        with Store(sqlite_url(Path(tmp) / "alt2.db")) as store:
-            blocks = make_blocks(prepare(store), rows // 5, batch)
-            print(f"sqlite  per-column tolist + zip             {rate(_zip_columns(store), blocks):>12,.0f} rows/s")
+            report("sqlite write_samples (FK not enforced)", rate(store.write_samples, blocks))
+        small = rows // 5
+        print(f"alternatives on {small:,} rows each (fresh file each):")
+        writers: dict[str, Callable[[Store], Callable[[np.ndarray], object]]] = {
+            "write_samples (structured tolist)": lambda st: st.write_samples,
+            "Core insert() with dict rows": _core_dicts,
+            "per-column tolist + zip": _zip_columns,
+        }
+        for i, (label, make_writer) in enumerate(writers.items()):
+            with Store(sqlite_url(Path(tmp) / f"alt{i}.db")) as store:
+                blocks = make_blocks(prepare(store), small, batch)
+                report(f"sqlite {label}", rate(make_writer(store), blocks))
         t0 = time.perf_counter()
-        for block in part:
+        for block in blocks:
             block_rows(block)
-        conv = sum(len(b) for b in part) / (time.perf_counter() - t0)
-        print(f"        (block -> tuples conversion alone      {conv:>12,.0f} rows/s)")
+        conv = small / (time.perf_counter() - t0)
+        report("(block -> tuples conversion alone)", conv)
 
 
 def bench_postgres(base_url: str, rows: int, batch: int) -> None:
@@ -141,15 +155,11 @@ def bench_postgres(base_url: str, rows: int, batch: int) -> None:
     try:
         with Store(f"{base_url}?options=-csearch_path%3D{schema}") as store:
             blocks = make_blocks(prepare(store), rows, batch)
-            print(f"postgres write_samples (binary COPY, FK on) {rate(store.write_samples, blocks):>12,.0f} rows/s")
+            report("postgres write_samples (binary COPY, FK on)", rate(store.write_samples, blocks))
             with store.engine.begin() as conn:
-                fk = conn.execute(
-                    sa.text(
-                        "SELECT conname FROM pg_constraint WHERE conrelid = 'sample'::regclass AND contype = 'f'"
-                    )
-                ).scalar_one()
+                fk = conn.execute(sa.text(_FK_SQL)).scalar_one()
                 conn.execute(sa.text(f'ALTER TABLE sample DROP CONSTRAINT "{fk}"'))
-            print(f"postgres write_samples (COPY, no FK)        {rate(store.write_samples, blocks):>12,.0f} rows/s")
+            report("postgres write_samples (COPY, no FK)", rate(store.write_samples, blocks))
             print(f"        {store.sample_count():,} rows stored")
     finally:
         with admin.begin() as conn:
@@ -164,7 +174,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument(
         "--postgres",
-        default=os.environ.get("FORMATION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "FORMATION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
     )
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()

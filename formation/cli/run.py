@@ -116,4 +116,4 @@ async def _abort(cab, channels: list[int]) -> None:  # type: ignore[no-untyped-d
     from formation.instruments.scpi import ScpiSession
 
     async with ScpiSession(cab.resource, timeout_s=cab.timeout_s, name=cab.name) as session:
-        await Bt2200Cycler(session, channels=cab.channels, name=cab.name).abort(channels)
+        await Bt2200Cycler(session).abort(channels)

@@ -23,6 +23,8 @@ class StepMode(StrEnum):
 class TestType(StrEnum):
     """Quantity a step test compares (CURR_* on |I|, AMPH_GE on the step's |Ah|)."""
 
+    __test__ = False  # not a pytest test class
+
     VOLT_GE = "VOLT_GE"
     VOLT_LE = "VOLT_LE"
     CURR_GE = "CURR_GE"
@@ -35,6 +37,8 @@ class TestType(StrEnum):
 class TestWhen(StrEnum):
     """When a test is evaluated relative to the step time ``at_s``."""
 
+    __test__ = False  # not a pytest test class
+
     AT = "AT"
     AFTER = "AFTER"
     BEFORE = "BEFORE"
@@ -42,6 +46,8 @@ class TestWhen(StrEnum):
 
 class TestAction(StrEnum):
     """What a test that holds does: end the step, or fail the cell (output off)."""
+
+    __test__ = False  # not a pytest test class
 
     NEXT = "NEXT"
     FAIL = "FAIL"

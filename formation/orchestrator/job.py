@@ -50,7 +50,7 @@ async def run_job(
 ) -> CabinetSupervisor:
     """Launch ``recipe`` on ``assignments`` and supervise it to the end; cancelling aborts the cells safely."""
     async with ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session:
-        cycler = Bt2200Cycler(session, channels=cabinet.channels, name=cabinet.name)
+        cycler = Bt2200Cycler(session)
         supervisor = CabinetSupervisor(
             cabinet.name,
             cycler,

@@ -455,5 +455,5 @@ def parse_recipe(data: object, source: str = "<recipe>", *, source_text: str | N
 def _raise(ctx: _Context, source: str) -> NoReturn:
     field_path, reason = ctx.errors[0]
     error = RecipeError(field_path, reason, source=source)
-    error.errors = list(ctx.errors)  # type: ignore[attr-defined]
+    error.errors = list(ctx.errors)
     raise error

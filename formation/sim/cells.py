@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from formation.sim.ocv import UniformTable, ocv_table
+from formation.sim.ocv import OcvCurve, ocv_curve
 
 _KELVIN = 273.15
 _T_REF_K = 298.15
 _S_PER_H = 3600.0
+_NEWTON_CORRECTIONS = 2
 
 #: Defect kinds a cell may be given (``""`` for a good cell).
 DEFECT_KINDS = ("leak", "resistance", "capacity")
@@ -85,13 +86,6 @@ class CellPreset:
     defect_capacity_min: float = 0.05
     defect_capacity_max: float = 0.10
 
-    def soc_resistance_factor(self, soc: np.ndarray) -> np.ndarray:
-        """Resistance multiplier versus SOC: 1 at 50 %, ``r_low_soc_ratio`` at 5 %, steeper below."""
-        e_5 = math.exp(-0.05 / self.r_low_soc_scale)
-        e_50 = math.exp(-0.5 / self.r_low_soc_scale)
-        a = (self.r_low_soc_ratio - 1.0) / (e_5 - self.r_low_soc_ratio * e_50)
-        return (1.0 + a * np.exp(-soc / self.r_low_soc_scale)) / (1.0 + a * e_50)
-
 
 PRESETS: dict[str, CellPreset] = {
     # NMC811 21700 (LG M50 class): 10 s DCIR ≈ 21 mΩ at 50 % SOC, 25 °C; τ_th ≈ 13 min in still air.
@@ -106,7 +100,7 @@ PRESETS: dict[str, CellPreset] = {
         name="lfp-280ah",
         chemistry="LFP",
         nominal_capacity_ah=280.0,
-        capacity_factor=1.03,
+        capacity_factor=1.033,
         max_voltage_v=3.65,
         min_voltage_v=2.5,
         abs_min_voltage_v=2.0,
@@ -157,8 +151,12 @@ class CellPopulation:
         self.preset = preset
         self.n = n
         self.nominal_capacity_ah = preset.nominal_capacity_ah
-        self._ocv = ocv_table(preset.chemistry, preset.ocv_soc_offset)
-        self._r_soc = UniformTable.from_function(preset.soc_resistance_factor)
+        self.ocv_curve: OcvCurve = ocv_curve(preset.chemistry, preset.ocv_soc_offset)
+        # R(soc) = c_r · (1 + a_r · exp(-soc / b)): computed directly, cheaper than a table lookup.
+        e_5 = math.exp(-0.05 / preset.r_low_soc_scale)
+        e_50 = math.exp(-0.5 / preset.r_low_soc_scale)
+        self._a_r = (preset.r_low_soc_ratio - 1.0) / (e_5 - preset.r_low_soc_ratio * e_50)
+        self._c_r = 1.0 / (1.0 + self._a_r * e_50)
 
         # Draw order is fixed: changing it changes every seeded population.
         rng = np.random.default_rng(seed)
@@ -237,8 +235,9 @@ class CellPopulation:
 
     def _r_scale(self, u: np.ndarray) -> np.ndarray:
         """Resistance multiplier at the present SOC and temperature."""
-        index, frac = self._r_soc.locate(self.soc)
-        return self._r_soc.at(index, frac) * np.exp(self.preset.r_activation_k * u)
+        # Below -5 % SOC the rise stops growing: abuse must not overflow the exponential.
+        low_soc = np.exp(np.maximum(self.soc, -0.05) * (-1.0 / self.preset.r_low_soc_scale))
+        return (self._c_r + (self._c_r * self._a_r) * low_soc) * np.exp(self.preset.r_activation_k * u)
 
     def _leak_a(self, u: np.ndarray) -> np.ndarray:
         """Self-discharge current (A, positive drains) at the present temperature."""
@@ -252,8 +251,7 @@ class CellPopulation:
 
     def ocv_v(self) -> np.ndarray:
         """Open-circuit voltage of every cell now."""
-        index, frac = self._ocv.locate(self.soc)
-        return self._ocv.at(index, frac) + self._ocv_shift_v()
+        return self.ocv_curve(self.soc) + self._ocv_shift_v()
 
     def terminal_voltage_v(self, current_a: np.ndarray | float) -> np.ndarray:
         """Terminal voltage of every cell if ``current_a`` flowed now (no state change)."""
@@ -270,22 +268,23 @@ class CellPopulation:
         rest_v = self._ocv_shift_v() + self.v1_v * e1 + self.v2_v * e2 - target_v
         soc_per_ah = self._inv_capacity * (dt_s / _S_PER_H)
         soc0 = self.soc - self._leak_a(u) * soc_per_ah
+        ocv = self.ocv_curve
+        residual = ocv(soc0) + rest_v
         if self._sei_active:
             x = self.sei_remaining_ah * self._inv_sei_scale_ah
             charge_gain = soc_per_ah / (1.0 + x)  # d soc / d I while charging (SEI takes the rest)
+            gain = np.where(residual < 0.0, charge_gain, soc_per_ah)
         else:
-            charge_gain = soc_per_ah
-        index, frac = self._ocv.locate(soc0)
-        residual = self._ocv.at(index, frac) + rest_v
-        gain = np.where(residual < 0.0, charge_gain, soc_per_ah)
-        current_a = np.zeros(self.n)
-        # Newton on a piecewise-linear monotone residual: exact once the end SOC stays in one table cell.
-        for _ in range(3):
-            slope = self._ocv.slope_at(index) * gain + r_eff_ohm
-            current_a -= residual / slope
-            gain = np.where(current_a > 0.0, charge_gain, soc_per_ah)
-            index, frac = self._ocv.locate(soc0 + gain * current_a)
-            residual = self._ocv.at(index, frac) + r_eff_ohm * current_a + rest_v
+            charge_gain = gain = soc_per_ah
+        current_a = -residual / (ocv.slope_v(soc0) * gain + r_eff_ohm)
+        # Newton on a piecewise-linear monotone residual: exact once the end SOC stays in one table segment,
+        # which a step rarely leaves, so two corrections are plenty.
+        for _ in range(_NEWTON_CORRECTIONS):
+            if self._sei_active:
+                gain = np.where(current_a > 0.0, charge_gain, soc_per_ah)
+            soc_end = soc0 + gain * current_a
+            residual = ocv(soc_end) + r_eff_ohm * current_a + rest_v
+            current_a -= residual / (ocv.slope_v(soc_end) * gain + r_eff_ohm)
         return current_a
 
     def step(self, dt_s: float, current_a: np.ndarray | float, ambient_c: float | np.ndarray) -> np.ndarray:
@@ -309,8 +308,7 @@ class CellPopulation:
         self.v1_v = self.v1_v * e1 + (self._r1_ohm * scale) * current_a * (1.0 - e1)
         self.v2_v = self.v2_v * e2 + (self._r2_ohm * scale) * current_a * (1.0 - e2)
         overpotential_v = current_a * r0_ohm + self.v1_v + self.v2_v
-        index, frac = self._ocv.locate(self.soc)
-        voltage_v = self._ocv.at(index, frac) + self._ocv_shift_v() + overpotential_v
+        voltage_v = self.ocv_curve(self.soc) + self._ocv_shift_v() + overpotential_v
 
         # Joule heat is I times the overpotential (>= 0 both ways); reversible heat is I·T·dU/dT.
         heat_w = current_a * (overpotential_v + t_k * self.preset.ocv_temp_coeff_v_per_k)

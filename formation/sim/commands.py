@@ -34,7 +34,7 @@ _C = CommandSpec
 COMMAND_TABLE: tuple[CommandSpec, ...] = (
     *IEEE488_COMMANDS,
     _C("CELL:DEFine", False, "c_cell_def", False, "CELL:DEF <id>,(@<chan>): define a cell on a channel"),
-    _C("CELL:DEFine:CLEar", False, "c_cell_def_cle", False, "CELL:DEF:CLE (@<ids>): forget cells (not running)"),
+    _C("CELL:DEFine:CLEar", False, "c_cell_def_cle", False, "CELL:DEF:CLE (@<ids>): forget cells"),
     _C("CELL:ENABle", False, "c_cell_enab", False, "CELL:ENAB (@<ids>),<seq>: bind cells to a sequence"),
     _C("CELL:INITiate", False, "c_cell_init", False, "CELL:INIT (@<ids>): start enabled cells at step 1"),
     _C("CELL:ABORt", False, "c_cell_abort", False, "CELL:ABORT (@<ids>): stop now, output off, ABORTED"),
@@ -42,33 +42,33 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
        "SEQ:STEP:DEF <seq>,<step>,CHARGE|DISCHARGE|REST,<dur_s>,<I_A>,<V_V>: define a step (CC, CV clamp)"),
     _C("SEQuence:STEP:LOG", False, "c_seq_step_log", True,
        "SEQ:STEP:LOG <seq>,<step>,<every_s>,<every_mv>: record rule of a step (default 60,5; 0 disables)"),
-    _C("SEQuence:STEP:COUNt", True, "q_seq_step_coun", False, "SEQ:STEP:COUN? <seq>: number of steps defined"),
+    _C("SEQuence:STEP:COUNt", True, "q_seq_step_coun", False, "SEQ:STEP:COUN? <seq>: steps defined"),
     _C("SEQuence:TEST:DEFine", False, "c_seq_test_def", False,
        "SEQ:TEST:DEF <seq>,<step>,<n>,<type>,<value>,AT|AFTER|BEFORE,<t_s>,NEXT|FAIL: a step test"),
     _C("SEQuence:CLEar", False, "c_seq_cle", False, "SEQ:CLE <seq>: forget a sequence (not in use)"),
-    _C("STATus:CELL:REPort", True, "q_stat_rep", True, "STAT:CELL:REP? (@<ids>): state code per cell (EXT table)"),
+    _C("STATus:CELL:REPort", True, "q_stat_rep", True, "STAT:CELL:REP? (@<ids>): state code per cell"),
     _C("STATus:CELL:STEP", True, "q_stat_step", True, "STAT:CELL:STEP? (@<ids>): <seq>:<step> per cell"),
     _C("STATus:CELL:VERBose", True, "q_stat_verb", False,
        "STAT:CELL:VERB? <id>: status,seq,step,step_time_s,V,A,step_ah,temp_c,last_end,\"text\""),
     _C("MEASure:CELL:VOLTage", True, "q_meas_volt", False, "MEAS:CELL:VOLT? (@<ids>): terminal voltage, V"),
     _C("MEASure:CELL:CURRent", True, "q_meas_curr", False, "MEAS:CELL:CURR? (@<ids>): current, A (+ charge)"),
-    _C("MEASure:CELL:CAPacity:AHR", True, "q_meas_ahr", False, "MEAS:CELL:CAP:AHR? (@<ids>): step Ah, signed"),
-    _C("MEASure:CELL:TEMPerature", True, "q_meas_temp", False, "MEAS:CELL:TEMP? (@<ids>): cell temperature, °C"),
+    _C("MEASure:CELL:CAPacity:AHR", True, "q_meas_ahr", False, "MEAS:CELL:CAP:AHR? (@<ids>): step Ah"),
+    _C("MEASure:CELL:TEMPerature", True, "q_meas_temp", False, "MEAS:CELL:TEMP? (@<ids>): cell °C"),
     _C("DATA:LOG", True, "q_data_log", True,
        "DATA:LOG? <from_rec>,<max_rows>: ack rec < from_rec, return records as a definite-length CSV block"),
     _C("DATA:LOG:NEXT", True, "q_data_log_next", True, "DATA:LOG:NEXT?: the rec the next record will get"),
-    _C("DATA:LOG:LOST", True, "q_data_log_lost", True, "DATA:LOG:LOST?: records dropped on overflow since *RST"),
+    _C("DATA:LOG:LOST", True, "q_data_log_lost", True, "DATA:LOG:LOST?: records dropped on overflow"),
     _C("SYSTem:COMMunicate:WATCHdog|WDOG", False, "c_wdog", True,
        "SYST:COMM:WDOG <s>: abort running cells after <s> wall seconds without any command (0 disarms)"),
     _C("SYSTem:COMMunicate:WATCHdog|WDOG", True, "q_wdog", True, "SYST:COMM:WDOG?: the watchdog setting, s"),
-    _C("SIMulation|SIM:FAULt:DROP", False, "c_fault_drop", True, "SIM:FAULT:DROP: close every other connection"),
-    _C("SIMulation|SIM:FAULt:STALl", False, "c_fault_stall", True,
+    _C("SIM:FAULT:DROP", False, "c_fault_drop", True, "SIM:FAULT:DROP: close every other connection"),
+    _C("SIM:FAULT:STALL", False, "c_fault_stall", True,
        "SIM:FAULT:STALL <s>: stop reading and answering all connections for <s> wall seconds"),
-    _C("SIMulation|SIM:FAULt:GARBage", False, "c_fault_garb", True,
+    _C("SIM:FAULT:GARBage", False, "c_fault_garb", True,
        "SIM:FAULT:GARB <n>: the next n replies to MEAS:*? are garbage text"),
-    _C("SIMulation|SIM:FAULt:CLEar", False, "c_fault_cle", True, "SIM:FAULT:CLE: clear every injected fault"),
-    _C("SIMulation|SIM:TIME", True, "q_sim_time", True, "SIM:TIME?: the plant clock, unix seconds"),
-    _C("SIMulation|SIM:CELL:TRUTh", True, "q_sim_truth", True, "SIM:CELL:TRUTH? <id>: ground truth, one JSON line"),
+    _C("SIM:FAULT:CLEar", False, "c_fault_cle", True, "SIM:FAULT:CLE: clear every injected fault"),
+    _C("SIM:TIME", True, "q_sim_time", True, "SIM:TIME?: the plant clock, unix seconds"),
+    _C("SIM:CELL:TRUTH", True, "q_sim_truth", True, "SIM:CELL:TRUTH? <id>: ground truth, one JSON line"),
 )  # fmt: skip
 
 GARBAGE_REPLY = "?!@#garbage#@!?"
@@ -122,7 +122,7 @@ class CabinetCommands(Ieee488Instrument):
         """``*RST`` on the model; injected faults stay (clear them with ``SIM:FAULT:CLE``)."""
         self.model.reset()
 
-    # cells and sequences -------------------------------------------------------------------------------------
+    # cells and sequences ----------
 
     def c_cell_def(self, args: list[str], client: object) -> None:
         expect_count(args, 2)
@@ -184,7 +184,7 @@ class CabinetCommands(Ieee488Instrument):
         expect_count(args, 1)
         self.model.clear_sequence(parse_int(args[0], 1, MAX_SEQ))
 
-    # status and measurement ----------------------------------------------------------------------------------
+    # status and measurement ----------
 
     def q_stat_rep(self, args: list[str], client: object) -> str:
         expect_count(args, 1)
@@ -227,7 +227,7 @@ class CabinetCommands(Ieee488Instrument):
     def q_meas_temp(self, args: list[str], client: object) -> str:
         return self._measure(args, self.model.cells.temperature_c, "%.3f")
 
-    # data log --------------------------------------------------------------------------------------------------
+    # data log ----------
 
     def q_data_log(self, args: list[str], client: object) -> str:
         expect_count(args, 2)

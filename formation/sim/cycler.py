@@ -1,8 +1,9 @@
 """The simulated formation cabinet: BT2200-dialect state machine over the cell arrays (no sockets, no clock).
 
-Every per-channel quantity is a numpy array indexed by channel (0-based; the cell on channel k is cell k of the
-population). Sequences are small Python structures, copied into per-channel parameter arrays when a channel
-enters a step, so the integration loop is vectorised over all channels. Dialect: docs/bt2200-dialect.md.
+Every per-channel quantity is a numpy array indexed by channel (0-based; the cell on channel k is cell k
+of the population). Sequences are small Python structures, copied into per-channel parameter arrays when a
+channel enters a step, so the integration loop is vectorised over all channels.
+Dialect: docs/bt2200-dialect.md.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from formation.instruments.program import LOG_COLUMNS, CellState, EndCode, StepMode, StepTest, TestAction, TestType
+from formation.instruments.program import (
+    LOG_COLUMNS,
+    CellState,
+    EndCode,
+    StepMode,
+    StepTest,
+    TestAction,
+    TestType,
+)
 from formation.instruments.program import TestWhen as When
 from formation.sim.cells import CellPopulation
 from formation.sim.datalog import DEFAULT_MAX_ROWS, DataLog
@@ -22,6 +31,9 @@ MAX_STEPS = 64
 MAX_TESTS = 8
 # Float slack on step-time comparisons: substeps land exactly on step ends, up to rounding.
 _EPS_S = 1e-6
+
+# The CV solve aims this far inside the clamp so that float rounding never puts a cell over it.
+_CLAMP_MARGIN_V = 1e-7
 
 _MODE_SIGN = {StepMode.REST: 0, StepMode.CHARGE: 1, StepMode.DISCHARGE: -1}
 _TYPE_CODE = {t: i + 1 for i, t in enumerate(TestType)}  # 0 = no test in that slot
@@ -58,7 +70,7 @@ def index_to_instrument_channel(index: int) -> int:
 
 
 class CabinetModel:
-    """State of one simulated cabinet: cells on channels, sequences, per-channel step machines, the data log."""
+    """One simulated cabinet: cells on channels, sequences, per-channel step machines, the data log."""
 
     def __init__(
         self,
@@ -113,7 +125,7 @@ class CabinetModel:
         self._at_done = np.zeros((n, MAX_TESTS), dtype=bool)
         self._rows = np.arange(n)[:, None]
 
-    # ----------------------------------------------------------------------------------------------- cells
+    # ---------- cells
 
     def indices(self, cell_ids: list[int]) -> np.ndarray:
         """Channel indices of defined cells, in order; -224 if any id is not defined."""
@@ -123,7 +135,7 @@ class CabinetModel:
             raise scpi_error(-224) from None
 
     def define_cell(self, cell_id: int, channel: int) -> None:
-        """``CELL:DEF``: put cell ``cell_id`` on instrument channel ``channel`` (-221 if either is running)."""
+        """``CELL:DEF``: put cell ``cell_id`` on instrument channel ``channel`` (-221 if in use)."""
         index = instrument_channel_index(channel, self.n)
         old = self._id_to_index.get(cell_id)
         for k in (old, index):
@@ -151,7 +163,7 @@ class CabinetModel:
         self.state[index] = CellState.UNDEFINED
         self.seq[index] = self.step[index] = 0
 
-    # ----------------------------------------------------------------------------------------------- sequences
+    # ---------- sequences
 
     def _editable(self, seq: int) -> None:
         bound = (self.seq == seq) & np.isin(self.state, (CellState.ENABLED, CellState.RUNNING))
@@ -195,7 +207,7 @@ class CabinetModel:
         """``SEQ:STEP:COUN?``."""
         return len(self.sequences.get(seq, []))
 
-    # ----------------------------------------------------------------------------------------------- running
+    # ---------- running
 
     def enable(self, cell_ids: list[int], seq: int) -> None:
         """``CELL:ENAB``: bind cells to a sequence (-221 if running, -224 if the sequence is empty)."""
@@ -289,7 +301,7 @@ class CabinetModel:
         self.step_wh[mask] = 0.0
         self._pending_start[mask] = True
 
-    # ----------------------------------------------------------------------------------------------- integration
+    # ---------- integration
 
     def advance_to(self, t_s: float) -> None:
         """Integrate every channel from the model's time to ``t_s`` (clock seconds) in bounded substeps."""
@@ -325,7 +337,7 @@ class CabinetModel:
         i_cc = mode * self._i_a
         if not np.any(mode):
             return i_cc
-        target = np.where(mode != 0, self._clamp_v, self.voltage_v)
+        target = np.where(mode != 0, self._clamp_v - mode * _CLAMP_MARGIN_V, self.voltage_v)
         i_cv = self.cells.current_for_voltage_a(target, dt)
         charge = np.minimum(np.maximum(i_cv, 0.0), i_cc)
         discharge = np.maximum(np.minimum(i_cv, 0.0), i_cc)
@@ -364,7 +376,7 @@ class CabinetModel:
             self._finish_steps(ended, end, i, v1)
 
     def _evaluate_tests(self, run: np.ndarray, i: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """End code per channel from its tests this substep (FAIL tests before NEXT tests), 0 when none holds."""
+        """End code per channel from its tests this substep (FAIL before NEXT), 0 when none holds."""
         end = np.zeros(self.n, dtype=np.int64)
         active = run[:, None] & (self._t_type > 0)
         if not active.any():
@@ -379,9 +391,18 @@ class CabinetModel:
             return end
         abs_i = np.abs(i)
         quantity = np.stack(
-            (np.zeros(self.n), v, v, abs_i, abs_i, np.abs(self.step_ah), self.cells.temperature_c, self.step_time_s)
+            (
+                np.zeros(self.n),
+                v,
+                v,
+                abs_i,
+                abs_i,
+                np.abs(self.step_ah),
+                self.cells.temperature_c,
+                self.step_time_s,
+            )
         )
-        # quantity rows follow _TYPE_CODE: 0 none, VOLT_GE, VOLT_LE, CURR_GE, CURR_LE, AMPH_GE, TEMP_GE, STEPTIME
+        # Rows follow _TYPE_CODE (0 = empty slot), so one fancy index picks each test's quantity.
         value = quantity[self._t_type, self._rows]
         holds = eligible & np.where(_GE_TYPE[self._t_type], value >= self._t_value, value <= self._t_value)
         if not holds.any():
@@ -409,7 +430,13 @@ class CabinetModel:
         self._output_off(failed | done)
 
     def _record(
-        self, mask: np.ndarray, i: np.ndarray, v: np.ndarray, end: np.ndarray | int, *, step_time_zero: bool = False
+        self,
+        mask: np.ndarray,
+        i: np.ndarray,
+        v: np.ndarray,
+        end: np.ndarray | int,
+        *,
+        step_time_zero: bool = False,
     ) -> None:
         idx = np.flatnonzero(mask)
         rows = np.empty((idx.size, _ROWS_COLS))
@@ -429,11 +456,13 @@ class CabinetModel:
         self._last_rec_t[idx] = self.time_s
         self._last_rec_v[idx] = v[idx]
 
-    # ----------------------------------------------------------------------------------------------- queries
+    # ---------- queries
 
     def status(self, cell_ids: list[int]) -> np.ndarray:
         """``STAT:CELL:REP?`` codes (``-1`` for an id that is not defined)."""
-        idx = np.fromiter((self._id_to_index.get(c, -1) for c in cell_ids), dtype=np.int64, count=len(cell_ids))
+        idx = np.fromiter(
+            (self._id_to_index.get(c, -1) for c in cell_ids), dtype=np.int64, count=len(cell_ids)
+        )
         return np.where(idx >= 0, self.state[np.maximum(idx, 0)], CellState.UNDEFINED)
 
     def verbose(self, cell_id: int) -> str:

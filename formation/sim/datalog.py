@@ -17,7 +17,20 @@ DEFAULT_MAX_ROWS = 2_000_000
 _N_COLS = len(LOG_COLUMNS)
 _INITIAL_ROWS = 4096
 # rec, cell, seq, step, time_s, step_time_s, voltage_v, current_a, step_ah, step_wh, temp_c, end
-LOG_FORMATS: tuple[str, ...] = ("%d", "%d", "%d", "%d", "%.3f", "%.3f", "%.6f", "%.6f", "%.9g", "%.9g", "%.3f", "%d")
+LOG_FORMATS: tuple[str, ...] = (
+    "%d",
+    "%d",
+    "%d",
+    "%d",
+    "%.3f",
+    "%.3f",
+    "%.6f",
+    "%.6f",
+    "%.9g",
+    "%.9g",
+    "%.3f",
+    "%d",
+)
 
 
 class DataLog:
@@ -72,7 +85,7 @@ class DataLog:
             return
         live = len(self)
         capacity = self._buf.shape[0]
-        # Headroom above max_rows so that a full log compacts once per max_rows/4 appended rows, not per append.
+        # Headroom above max_rows: a full log compacts once per max_rows/4 appended rows, not per append.
         limit = self.max_rows + self.max_rows // 4 + 1
         if live + k > capacity // 2 and capacity < limit:
             capacity = min(max(2 * capacity, live + k), limit)

@@ -1,8 +1,8 @@
 """SCPI line handling for simulated instruments: parsing, dispatch, error queue, IEEE 488.2 basics.
 
-Generic over instruments: a command table (:class:`CommandSpec` rows) names a handler method on a target object
-(an :class:`Ieee488Instrument` subclass). Handlers raise :class:`formation.errors.ScpiError`; the dispatcher
-turns that into an error-queue entry, as an instrument would. Dialect: docs/bt2200-dialect.md.
+Generic over instruments: a command table (:class:`CommandSpec` rows) names a handler method on a target
+object (an :class:`Ieee488Instrument` subclass). Handlers raise :class:`formation.errors.ScpiError`; the
+dispatcher turns that into an error-queue entry, as an instrument would. Dialect: docs/bt2200-dialect.md.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class ErrorQueue:
         return (STB_ERROR_QUEUE if self._codes else 0) | (STB_ESB if self.esr else 0)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------
 # Lexical helpers
 
 
@@ -191,7 +191,7 @@ def parse_choice(text: str, choices: Callable[[str], E]) -> E:
         raise scpi_error(-224) from None
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------
 # Command table and dispatch
 
 
@@ -220,7 +220,9 @@ class CommandSpec:
     @property
     def short(self) -> str:
         """Canonical short form, e.g. ``SEQ:STEP:DEF`` or ``*IDN?``."""
-        nodes = ["".join(ch for ch in node.split("|")[-1] if not ch.islower()) for node in self.header.split(":")]
+        nodes = [
+            "".join(ch for ch in node.split("|")[-1] if not ch.islower()) for node in self.header.split(":")
+        ]
         return ":".join(nodes) + ("?" if self.query else "")
 
 
@@ -273,12 +275,16 @@ class Ieee488Instrument:
 
 IEEE488_COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("*IDN", True, "q_idn", False, "Identification: maker,model,serial,version"),
-    CommandSpec("*RST", False, "c_rst", False, "Reset: abort all cells, clear sequences, cells, log, watchdog"),
+    CommandSpec(
+        "*RST", False, "c_rst", False, "Reset: abort all cells, clear sequences, cells, log, watchdog"
+    ),
     CommandSpec("*CLS", False, "c_cls", False, "Clear the error queue and the event status register"),
     CommandSpec("*OPC", True, "q_opc", False, "Operation complete: always 1 (commands complete in order)"),
-    CommandSpec("*ESR", True, "q_esr", False, "Event status register (32 command, 16 execution, 4 query error)"),
+    CommandSpec(
+        "*ESR", True, "q_esr", False, "Event status register (32 command, 16 execution, 4 query error)"
+    ),
     CommandSpec("*STB", True, "q_stb", False, "Status byte (4 error queue not empty, 32 ESR summary)"),
-    CommandSpec("SYSTem:ERRor", True, "q_syst_err", False, "Pop the oldest error: code,\"message\""),
+    CommandSpec("SYSTem:ERRor", True, "q_syst_err", False, 'Pop the oldest error: code,"message"'),
 )
 
 

@@ -10,6 +10,9 @@ from sqlmodel import SQLModel
 
 from formation.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
+#: SQLite page cache per connection in KiB: the sample index soon outgrows the 2 MiB default.
+SQLITE_CACHE_KIB = 32_768
+
 #: How long a SQLite writer waits for another writer's lock before failing, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -28,6 +31,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     finally:
         cursor.close()
 

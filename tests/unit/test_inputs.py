@@ -32,7 +32,11 @@ def test_duplicate_cell_id_names_both_lines() -> None:
     ("text", "field", "reason"),
     [
         ("cell_id,lot\nA1,L1\n", "header", "missing column(s) nominal_capacity_ah"),
-        ("cell_id,lot,nominal_capacity_ah\nA1,L1,abc\n", "line 2.nominal_capacity_ah", "'abc' is not a number"),
+        (
+            "cell_id,lot,nominal_capacity_ah\nA1,L1,abc\n",
+            "line 2.nominal_capacity_ah",
+            "'abc' is not a number",
+        ),
         ("cell_id,lot,nominal_capacity_ah\nA1,L1,-5\n", "line 2.nominal_capacity_ah", "-5 must be > 0"),
         ("cell_id,lot,nominal_capacity_ah\n,L1,5\n", "line 2.cell_id", "empty"),
         ("cell_id,lot,nominal_capacity_ah\nA1,,5\n", "line 2.lot", "empty"),
