@@ -294,6 +294,8 @@ class Bt2200Cycler:
 
     @staticmethod
     def _cells(channels: Sequence[int]) -> str:
+        if min(channels, default=1) < 1:
+            raise ValueError(f"logical channels are 1-based, got {min(channels)}")
         return compress_ids(channel_to_cell_id(ch) for ch in channels)
 
     def _floats(self, reply: str, count: int, cmd: str) -> np.ndarray:

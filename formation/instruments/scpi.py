@@ -276,6 +276,8 @@ class ScpiSession:
         if timed_out and not closed:
             self.timeouts += 1
             return InstrumentTimeout(f"no reply within {self.timeout_s:g} s", **ctx)
+        if res is None:
+            return InstrumentDisconnected(f"cannot open: {exc}", **ctx)
         if isinstance(exc, VisaIOError | InvalidSession | OSError) or closed:
             return InstrumentDisconnected(f"link lost: {exc}", **ctx)
         return InstrumentProtocolError(f"unexpected transport failure: {exc!r}", **ctx)
@@ -284,13 +286,9 @@ class ScpiSession:
         self._close_sync()
         try:
             res = self._factory(self.resource, self.timeout_s)
-        except (VisaIOError, InvalidSession, OSError) as exc:
-            raise self._translate(exc, None, None) from exc
         except Exception as exc:
             # pyvisa-py raises a bare Exception("could not connect: ...") when the socket cannot be made.
-            raise InstrumentDisconnected(
-                f"cannot open: {exc}", resource=self.resource, cabinet=self.name
-            ) from exc
+            raise self._translate(exc, None, None) from exc
         if self._peer_closed(res):
             # pyvisa-py's non-blocking connect "succeeds" on a refused port; the probe sees the reset.
             with contextlib.suppress(Exception):
