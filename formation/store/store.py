@@ -77,8 +77,12 @@ class Store:
 
     def __init__(self, url: str, *, clock: Clock | None = None) -> None:
         self.url = url
-        self.engine: Engine = make_engine(url)
+        try:
+            self.engine: Engine = make_engine(url)
+        except SQLAlchemyError as exc:  # a malformed URL or a driver that is not installed
+            raise StoreError(f"cannot use the database URL: {exc.__class__.__name__}") from exc
         self._clock = clock or WallClock()
+        self._dbapi_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -86,25 +90,24 @@ class Store:
     # -- plumbing ------------------------------------------------------------------------------------------
 
     @contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        """One transaction; database errors become StoreError."""
+    def _translated(self) -> Iterator[None]:
+        """Database errors become StoreError: SQLAlchemy's, and the driver's own from raw COPY."""
         try:
-            with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(
-                f"database error: {exc.__class__.__name__}: {exc.args[0] if exc.args else exc}"
-            ) from exc
+            yield
+        except (SQLAlchemyError, self._dbapi_error) as exc:
+            detail = exc.args[0] if exc.args else exc
+            raise StoreError(f"database error: {exc.__class__.__name__}: {detail}") from exc
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """One transaction."""
+        with self._translated(), self.engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        try:
-            with Session(self.engine, expire_on_commit=False) as session:
-                yield session
-        except SQLAlchemyError as exc:
-            raise StoreError(
-                f"database error: {exc.__class__.__name__}: {exc.args[0] if exc.args else exc}"
-            ) from exc
+        with self._translated(), Session(self.engine, expire_on_commit=False) as session:
+            yield session
 
     def _insert_ignore(self, conn: Connection, model: type[SQLModel], keys: list[str]) -> Insert:
         """INSERT that silently skips rows conflicting on ``keys`` (SQLite and PostgreSQL)."""
@@ -117,10 +120,8 @@ class Store:
 
     def create_schema(self) -> None:
         """Create the tables that do not exist yet."""
-        try:
+        with self._translated():
             create_schema(self.engine)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot create the schema: {exc}") from exc
 
     def close(self) -> None:
         """Close every pooled connection."""
