@@ -66,6 +66,8 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
        "SIM:FAULT:STALL <s>: stop reading and answering all connections for <s> wall seconds"),
     _C("SIM:FAULT:GARBage", False, "c_fault_garb", True,
        "SIM:FAULT:GARB <n>: the next n replies to MEAS:*? are garbage text"),
+    _C("SIM:FAULT:SHORt", False, "c_fault_short", True,
+       "SIM:FAULT:SHORT <id>,<leak_a>: add an internal short (leak, A at 25 °C) to a cell"),
     _C("SIM:FAULT:CLEar", False, "c_fault_cle", True, "SIM:FAULT:CLE: clear every injected fault"),
     _C("SIM:TIME", True, "q_sim_time", True, "SIM:TIME?: the plant clock, unix seconds"),
     _C("SIM:CELL:TRUTH", True, "q_sim_truth", True, "SIM:CELL:TRUTH? <id>: ground truth, one JSON line"),
@@ -264,6 +266,11 @@ class CabinetCommands(Ieee488Instrument):
     def c_fault_garb(self, args: list[str], client: object) -> None:
         expect_count(args, 1)
         self.garbage_left = parse_int(args[0], 0, 1_000_000)
+
+    def c_fault_short(self, args: list[str], client: object) -> None:
+        expect_count(args, 2)
+        index = int(self.model.indices([parse_int(args[0], 1, 65535)])[0])
+        self.model.cells.add_leak_a(index, parse_float(args[1], 0.0, 1000.0))
 
     def c_fault_cle(self, args: list[str], client: object) -> None:
         expect_count(args, 0)

@@ -15,10 +15,42 @@ SOC_POINTS = np.array([0, 2, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 98, 100]
 #: OCV (V) at :data:`SOC_POINTS`: NMC811/graphite (LG M50, 5 Ah) and LFP/graphite (2.3 Ah).
 OCV_POINTS_V: dict[str, np.ndarray] = {
     "NCM": np.array(
-        [2.509, 2.719, 3.034, 3.216, 3.347, 3.479, 3.610, 3.741, 3.848, 3.945, 4.034, 4.099, 4.126, 4.165, 4.200]
+        [
+            2.509,
+            2.719,
+            3.034,
+            3.216,
+            3.347,
+            3.479,
+            3.610,
+            3.741,
+            3.848,
+            3.945,
+            4.034,
+            4.099,
+            4.126,
+            4.165,
+            4.200,
+        ]
     ),
     "LFP": np.array(
-        [2.049, 2.116, 2.215, 2.381, 2.713, 3.045, 3.241, 3.252, 3.263, 3.278, 3.304, 3.314, 3.317, 3.353, 3.600]
+        [
+            2.049,
+            2.116,
+            2.215,
+            2.381,
+            2.713,
+            3.045,
+            3.241,
+            3.252,
+            3.263,
+            3.278,
+            3.304,
+            3.314,
+            3.317,
+            3.353,
+            3.600,
+        ]
     ),
 }
 
@@ -36,7 +68,7 @@ class OcvCurve:
         self.ocv_v_points = np.ascontiguousarray(ocv_v, dtype=float)
         if self.soc.shape != self.ocv_v_points.shape or np.any(np.diff(self.soc) <= 0.0):
             raise ValueError("OCV break points must be strictly increasing and match the voltages")
-        # Padded with a zero slope each side: searchsorted(side="right") indexes it directly, clamping included.
+        # A zero slope pads each side, so searchsorted(side="right") indexes it directly, clamping included.
         segment_slopes = np.diff(self.ocv_v_points) / np.diff(self.soc)
         self._slopes = np.concatenate(([0.0], segment_slopes, [0.0]))
 
