@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import re
 import socket
 from collections.abc import Callable, Sequence
@@ -65,6 +66,26 @@ ResourceFactory = Callable[[str, float], VisaResource]
 
 class _NotSent(Exception):
     """The link was found closed before anything was sent: resending is safe for any command."""
+
+
+_RM_LOCK = threading.Lock()
+_RM: pyvisa.ResourceManager | None = None
+
+
+def _resource_manager() -> pyvisa.ResourceManager:
+    """The process-wide pyvisa-py resource manager (shared; see ``ScpiSession._close_sync``)."""
+    global _RM
+    with _RM_LOCK:
+        if _RM is not None:
+            try:
+                _ = _RM.session
+            except InvalidSession:
+                # pyvisa hands out one ResourceManager per library, so any other code's rm.close() closes
+                # ours too: open a fresh one.
+                _RM = None
+        if _RM is None:
+            _RM = pyvisa.ResourceManager("@py")
+        return _RM
 
 
 class ScpiSession:
@@ -262,6 +283,13 @@ class ScpiSession:
             raise
         except (VisaIOError, InvalidSession, OSError, UnicodeDecodeError) as exc:
             raise self._translate(exc, res, command) from exc
+        except (TypeError, AttributeError) as exc:
+            # pyvisa-py drops its socket object when the peer closes mid-read, then fails inside select()
+            # with a TypeError: that is a lost link, not a bug of ours.
+            self._close_sync()
+            raise InstrumentDisconnected(
+                f"link lost: {exc}", resource=self.resource, cabinet=self.name, command=command
+            ) from exc
 
     def _translate(self, exc: Exception, res: VisaResource | None, command: str | None) -> InstrumentError:
         """The one place where pyvisa / socket / decoding exceptions become formation errors."""
@@ -304,15 +332,15 @@ class ScpiSession:
         if res is not None:
             with contextlib.suppress(Exception):
                 res.close()
-        if close_rm and self._rm is not None:
-            with contextlib.suppress(Exception):
-                self._rm.close()
+        # The resource manager is never closed here: pyvisa shares one library session between every
+        # ResourceManager("@py") of the process, so closing it would cut every other session's reconnects.
+        if close_rm:
             self._rm = None
 
     def _open_visa(self, resource: str, timeout_s: float) -> VisaResource:
         """The default factory: open ``resource`` with pyvisa-py, "\\n" terminations, the VISA timeout."""
         if self._rm is None:
-            self._rm = pyvisa.ResourceManager("@py")
+            self._rm = _resource_manager()
         timeout_ms = round(timeout_s * 1000)
         res = self._rm.open_resource(
             resource,

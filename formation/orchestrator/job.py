@@ -51,7 +51,7 @@ async def run_job(
     """Launch ``recipe`` on ``assignments`` and supervise it to the end; cancelling aborts the cells safely."""
     async with ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session:
         cycler = Bt2200Cycler(session)
-        supervisor = CabinetSupervisor(
+        async with CabinetSupervisor(
             cabinet.name,
             cycler,
             store,
@@ -59,18 +59,18 @@ async def run_job(
             poll_interval_s=cabinet.poll_interval_s,
             watchdog_s=cabinet.watchdog_s,
             n_channels=cabinet.channels,
-        )
-        await supervisor.launch(recipe, assignments, note=note)
-        if on_start is not None:
-            on_start(supervisor)
-        try:
-            await supervisor.run_until_done(
-                on_cycle=(lambda stats: on_cycle(supervisor, stats)) if on_cycle is not None else None
-            )
-        except asyncio.CancelledError:
-            # Ctrl-C: output off on every channel of the job, then keep what the instrument logged.
-            await asyncio.shield(_abort_and_drain(supervisor))
-            raise
+        ) as supervisor:
+            await supervisor.launch(recipe, assignments, note=note)
+            if on_start is not None:
+                on_start(supervisor)
+            try:
+                await supervisor.run_until_done(
+                    on_cycle=(lambda stats: on_cycle(supervisor, stats)) if on_cycle is not None else None
+                )
+            except asyncio.CancelledError:
+                # Ctrl-C: output off on every channel of the job, then keep what the instrument logged.
+                await asyncio.shield(_abort_and_drain(supervisor))
+                raise
         return supervisor
 
 

@@ -29,6 +29,7 @@ from formation.instruments.program import (
 from formation.orchestrator.compile import LIMIT_MARGIN_V, compile_step
 from formation.orchestrator.inputs import CellEntry, format_channel_list
 from formation.orchestrator.run import ChannelRun, RunState
+from formation.orchestrator.writer import SampleWriter
 from formation.recipes import Recipe
 from formation.store import Store
 
@@ -75,7 +76,8 @@ class CabinetSupervisor:
         self.job_id: int | None = None
         self.recipe: Recipe | None = None
         self.runs: list[ChannelRun] = []
-        self.next_rec = 1
+        self.read_rec = 0
+        self.writer: SampleWriter | None = None
         self.comm_ok = True
         self.records_total = 0
         self.alarms_raised = 0
@@ -88,6 +90,8 @@ class CabinetSupervisor:
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
+        if self.writer is not None:
+            await self.writer.close()
 
     # -- launch --------------------------------------------------------------------------------------------
     async def launch(self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None = None) -> int:
@@ -140,7 +144,10 @@ class CabinetSupervisor:
         await self.cycler.set_watchdog(self.watchdog_s)
         await self.cycler.define_cells(channels)
         # Records from before this job are not ours: start draining at the instrument's next record.
-        self.next_rec = await self.cycler.log_next_rec()
+        self.read_rec = await self.cycler.log_next_rec() - 1
+        if self.writer is None:
+            self.writer = SampleWriter(self.store, self.read_rec, name=f"{self.name}-samples")
+            self.writer.start()
         for run in self.runs:
             run.begin_step(0, compile_step(recipe.steps[0], recipe, run.nominal_capacity_ah))
         await self._start_pending()
@@ -206,11 +213,18 @@ class CabinetSupervisor:
         try:
             status = await self.cycler.status(channels)
             blocks = []
+            # Acknowledge only what the writer has committed; records read but not yet committed come again
+            # and are dropped here, so nothing is stored twice and nothing is lost if the host dies.
+            assert self.writer is not None
+            cursor = self.writer.committed_rec + 1
             while True:
-                block = await self.cycler.read_log(self.next_rec, LOG_BLOCK_ROWS)
+                block = await self.cycler.read_log(cursor, LOG_BLOCK_ROWS)
                 if len(block):
-                    blocks.append(block)
-                    self.next_rec = int(block[-1, LOG_COL["rec"]]) + 1
+                    cursor = int(block[-1, LOG_COL["rec"]]) + 1
+                    fresh = block[block[:, LOG_COL["rec"]] > self.read_rec]
+                    if len(fresh):
+                        blocks.append(fresh)
+                        self.read_rec = int(fresh[-1, LOG_COL["rec"]])
                 if len(block) < LOG_BLOCK_ROWS:
                     break
         except TransportError as exc:
@@ -232,6 +246,8 @@ class CabinetSupervisor:
         """Store the records as samples, then apply their step starts and ends, then the host checks."""
         if not len(records):
             return 0
+        assert self.writer is not None
+        last_rec = int(records[-1, LOG_COL["rec"]])
         self.records_total += len(records)
         cells = records[:, LOG_COL["cell"]].astype(np.int64)
         in_range = (cells >= 0) & (cells < len(self._run_by_cell))
@@ -239,6 +255,7 @@ class CabinetSupervisor:
         mine = idx >= 0
         records, idx = records[mine], idx[mine]
         if not len(records):
+            await self.writer.submit(np.empty((0, len(_SAMPLE_SOURCE) + 2)), last_rec)
             return 0
         run_ids = np.array([r.run_id for r in self.runs], dtype=np.float64)
         step_idx = np.array([r.step_index for r in self.runs], dtype=np.float64)
@@ -246,7 +263,7 @@ class CabinetSupervisor:
         samples = np.column_stack(
             [run_ids[idx], records[:, cols[0]], records[:, cols[1]], step_idx[idx], records[:, cols[2:]]]
         )
-        await asyncio.to_thread(self.store.write_samples, samples)
+        await self.writer.submit(samples, last_rec)
 
         # Latest reading per run, for displays and the host checks.
         last_pos = len(idx) - 1 - np.unique(idx[::-1], return_index=True)[1]
@@ -407,6 +424,8 @@ class CabinetSupervisor:
         """Write the job's final state."""
         if self.job_id is None:
             return
+        if self.writer is not None:
+            await self.writer.flush()
         states = {r.state for r in self.runs}
         if states <= {RunState.DONE}:
             state = "done"
@@ -428,7 +447,7 @@ class CabinetSupervisor:
                 "seq_id": r.seq_id,
                 "step_started_s": r.account.started_s,
                 "journal": r.journal(),
-                "last_rec": self.next_rec - 1,
+                "last_rec": self.read_rec,
                 "ended_s": now if r.terminal else None,
                 "end_reason": r.end_reason,
             }

@@ -1,0 +1,117 @@
+"""The `formation` command as a user meets it: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def formation(*args: str, cwd: Path = ROOT, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "formation", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def bad_inputs(tmp_path: Path) -> Path:
+    (tmp_path / "malformed.toml").write_text('name = "x"\nnominal_capacity_ah = [oops\n')
+    (tmp_path / "above.toml").write_text(
+        'name = "above"\nversion = "1"\nnominal_capacity_ah = 5.0\n'
+        "[limits]\nmax_voltage_v = 4.2\nmin_voltage_v = 2.5\n"
+        '[[steps]]\nkind = "charge"\ncurrent = "C/2"\nuntil = { voltage_v = 4.5 }\n'
+    )
+    (tmp_path / "dup.csv").write_text("cell_id,lot,nominal_capacity_ah\nA,L,5\nB,L,5\nA,L,5\n")
+    (tmp_path / "two.csv").write_text("cell_id,lot,nominal_capacity_ah\nA,L,5\nB,L,5\n")
+    return tmp_path
+
+
+def test_malformed_recipe_exits_2(bad_inputs: Path) -> None:
+    line = _one_line_error(formation("recipe", "validate", str(bad_inputs / "malformed.toml")))
+    assert "malformed.toml" in line
+
+
+def test_recipe_above_limits_exits_2(bad_inputs: Path) -> None:
+    line = _one_line_error(formation("recipe", "validate", str(bad_inputs / "above.toml")))
+    assert "steps[0].until.voltage_v" in line and "4.5" in line
+
+
+def test_duplicate_cell_id_exits_2(bad_inputs: Path) -> None:
+    proc = formation(
+        "run", "launch", "ncm21700-formation", "--site", "examples/site.toml", "--cabinet", "cab1",
+        "--channels", "1-3", "--cells", str(bad_inputs / "dup.csv"),
+    )
+    line = _one_line_error(proc)
+    assert "duplicate cell id 'A'" in line
+
+
+def test_channel_list_outside_cabinet_exits_2(bad_inputs: Path) -> None:
+    proc = formation(
+        "run", "launch", "ncm21700-formation", "--site", "examples/site.toml", "--cabinet", "cab1",
+        "--channels", "255-258", "--cells", str(bad_inputs / "two.csv"),
+    )
+    line = _one_line_error(proc)
+    assert "channel 257 is outside the cabinet (1-256)" in line
+
+
+def test_unknown_cabinet_exits_2(bad_inputs: Path) -> None:
+    proc = formation(
+        "run", "launch", "ncm21700-formation", "--site", "examples/site.toml", "--cabinet", "nope",
+        "--channels", "1-2", "--cells", str(bad_inputs / "two.csv"),
+    )
+    assert "no cabinet named 'nope'" in _one_line_error(proc)
+
+
+def test_recipe_list_and_show() -> None:
+    proc = formation("recipe", "list")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("lfp-280ah-formation", "ncm21700-formation", "demo-ncm21700"):
+        assert name in proc.stdout
+    proc = formation("recipe", "show", "lfp-280ah-formation")
+    assert proc.returncode == 0, proc.stderr
+    assert "sha256" in proc.stdout and "precharge" in proc.stdout
+
+
+def test_examples_validate() -> None:
+    recipes = sorted(str(p) for p in (ROOT / "examples" / "recipes").iterdir())
+    assert recipes
+    proc = formation("recipe", "validate", *recipes)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("ok") == len(recipes)
+
+
+def test_demo_runs_the_line_and_writes_under_out(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = formation("demo", "--cells", "8", "--out", str(out), "--scale", "4000", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "per-step summary" in proc.stdout
+    assert "first-cycle efficiency" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    db = out / "formation.db"
+    with sqlite3.connect(db) as conn:
+        states = conn.execute("SELECT state, count(*) FROM run GROUP BY state").fetchall()
+        samples = conn.execute("SELECT count(*) FROM sample").fetchone()[0]
+    assert states == [("done", 8)]
+    assert samples > 8 * 50
+    csv = (out / "cell-DEMO-0001.csv").read_text().splitlines()
+    assert csv[0].startswith("Test Time / s")
+    assert len(csv) > 50

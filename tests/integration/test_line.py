@@ -1,0 +1,224 @@
+"""The line end to end: simulated cabinet over real TCP, the driver, the supervisor, a SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from formation.clock import ScaledClock
+from formation.config import CabinetConfig
+from formation.instruments.bt2200 import Bt2200Cycler
+from formation.instruments.program import CellState
+from formation.instruments.scpi import ScpiSession
+from formation.orchestrator.inputs import CellEntry
+from formation.orchestrator.job import assign_cells, run_job
+from formation.orchestrator.run import RunState
+from formation.orchestrator.supervisor import CabinetSupervisor
+from formation.recipes import Recipe, load_builtin, loads_recipe
+from formation.sim.plant import CabinetSpec, SimulatedPlant
+from formation.store import Store
+
+
+@dataclass
+class Line:
+    plant: SimulatedPlant
+    clock: ScaledClock
+    cabinet: CabinetConfig
+    store: Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'line.db'}")
+    s.create_schema()
+    yield s
+    s.close()
+
+
+async def _line(store: Store, *, cells: int, scale: float, formed: bool = False, **spec_kw) -> AsyncIterator[Line]:  # type: ignore[no-untyped-def]
+    clock = ScaledClock(scale)
+    spec = CabinetSpec(name="cab", channels=cells, preset="ncm21700-5ah", seed=3, port=0, formed=formed, **spec_kw)
+    async with SimulatedPlant([spec], clock) as plant:
+        cab = CabinetConfig(
+            name="cab", resource=plant.cabinets["cab"].resource, channels=cells, poll_interval_s=20.0, timeout_s=2.0
+        )
+        yield Line(plant, clock, cab, store)
+
+
+def _entries(n: int, nominal: float = 5.0) -> list[CellEntry]:
+    return [CellEntry(f"T-{i:03d}", "LOT-T", nominal) for i in range(1, n + 1)]
+
+
+def _trapz_ah(g: pd.DataFrame) -> float:
+    t = g["ts_s"].to_numpy()
+    i = g["current_a"].to_numpy()
+    return float(np.sum((i[1:] + i[:-1]) * np.diff(t)) / 2.0 / 3600.0)
+
+
+async def test_demo_recipe_accounts_every_coulomb(store: Store) -> None:
+    """Every step's Ah equals the integral of its logged current within 0.5 %; FCE of fresh cells is 85–92 %."""
+    recipe = load_builtin("demo-ncm21700")
+    async for line in _line(store, cells=8, scale=4000.0, defect_fraction=0.0):
+        sup = await run_job(line.cabinet, recipe, assign_cells(range(1, 9), _entries(8), recipe), store, line.clock)
+    assert all(r.state is RunState.DONE for r in sup.runs), [(r.cell_id, r.state, r.end_reason) for r in sup.runs]
+    results = store.step_results(job_id=sup.job_id)
+    assert len(results) == 8 * len(recipe.steps)
+    checked = 0
+    for run in sup.runs:
+        samples = store.samples(run.run_id)
+        assert samples["rec"].is_unique
+        for _, res in results[results["run_id"] == run.run_id].iterrows():
+            g = samples[samples["step_index"] == res["step_index"]]
+            assert len(g) >= 2, f"step {res['step_id']} has {len(g)} samples"
+            logged = _trapz_ah(g)
+            if abs(res["ah"]) < 1e-6:
+                assert abs(logged) < 1e-6
+                continue
+            assert logged == pytest.approx(res["ah"], rel=0.005), (run.cell_id, res["step_id"])
+            checked += 1
+        by_kind = results[results["run_id"] == run.run_id].sort_values("step_index")
+        first_discharge = by_kind[by_kind["kind"] == "discharge"].iloc[0]
+        charged = by_kind[(by_kind["kind"] == "charge") & (by_kind["step_index"] < first_discharge["step_index"])]
+        fce = -first_discharge["ah"] / charged["ah"].sum()
+        assert 0.85 <= fce <= 0.92, (run.cell_id, fce)
+    assert checked >= 8 * 4
+
+
+async def test_formed_cell_capacity_is_nominal(store: Store) -> None:
+    """A formed NCM 21700: CC-CV to 4.2 V then C/5 to 2.5 V delivers its nominal 5 Ah within ±3 %."""
+    recipe = load_builtin("ncm21700-capacity")
+    async for line in _line(store, cells=6, scale=4000.0, formed=True, initial_soc=0.3, defect_fraction=0.0):
+        sup = await run_job(line.cabinet, recipe, assign_cells(range(1, 7), _entries(6), recipe), store, line.clock)
+    results = store.step_results(job_id=sup.job_id)
+    capacity = -results[results["step_id"] == "capacity"]["ah"].to_numpy()
+    assert len(capacity) == 6
+    assert np.all(np.abs(capacity / 5.0 - 1.0) <= 0.03), capacity
+    # The CC-CV charge never went past the clamp on the instrument.
+    for run in sup.runs:
+        assert store.samples(run.run_id)["voltage_v"].max() <= 4.2 + 0.0005
+
+
+SHORT = """
+name = "short"
+version = "1"
+nominal_capacity_ah = 5.0
+[limits]
+max_voltage_v = 4.25
+min_voltage_v = 2.45
+max_cell_temperature_c = {tmax}
+[record]
+every_s = 30
+every_mv = 5
+[[steps]]
+id = "c1"
+kind = "charge"
+current = "C/2"
+until = {{ duration = "3h", voltage_v = 4.1 }}
+[[steps]]
+id = "r1"
+kind = "rest"
+until = {{ duration = "30min" }}
+"""
+
+
+def _short(tmax: float = 60.0) -> Recipe:
+    return loads_recipe(SHORT.format(tmax=tmax), "toml", source="short.toml")
+
+
+async def test_dropped_connection_is_reconnected_without_losing_or_duplicating_samples(store: Store) -> None:
+    recipe = _short()
+    async for line in _line(store, cells=8, scale=2000.0):
+        dropped = asyncio.Event()
+
+        async def drop_midway(sup: CabinetSupervisor) -> None:
+            while not any(r.steps_done for r in sup.runs) and not sup.finished:
+                await asyncio.sleep(0.02)
+            async with ScpiSession(line.cabinet.resource, name="injector") as injector:
+                await injector.write("SIM:FAULT:DROP")
+            dropped.set()
+
+        tasks: list[asyncio.Task[None]] = []
+        sup = await run_job(
+            line.cabinet,
+            recipe,
+            assign_cells(range(1, 9), _entries(8), recipe),
+            store,
+            line.clock,
+            on_start=lambda s: tasks.append(asyncio.create_task(drop_midway(s), name="drop-midway")),
+        )
+        await asyncio.gather(*tasks)
+        assert dropped.is_set()
+    assert all(r.state is RunState.DONE for r in sup.runs), [(r.state, r.end_reason) for r in sup.runs]
+    recs = np.concatenate([store.samples(r.run_id)["rec"].to_numpy() for r in sup.runs])
+    recs.sort()
+    assert len(np.unique(recs)) == len(recs), "a sample was stored twice"
+    assert np.array_equal(recs, np.arange(recs[0], recs[0] + len(recs))), "a sample was lost"
+
+
+async def test_silent_host_leaves_every_cell_aborted_by_the_watchdog(store: Store) -> None:
+    recipe = _short()
+    async for line in _line(store, cells=4, scale=200.0):
+        async with (
+            ScpiSession(line.cabinet.resource, timeout_s=2.0) as session,
+            CabinetSupervisor("cab", Bt2200Cycler(session), store, line.clock, watchdog_s=0.5, n_channels=4) as sup,
+        ):
+            await sup.launch(recipe, assign_cells(range(1, 5), _entries(4), recipe))
+            await sup.poll_once()
+            assert all(r.state is RunState.RUNNING for r in sup.runs)
+            # The host goes silent: no command at all for longer than the watchdog (wall time).
+            await asyncio.sleep(1.2)
+            cycler = Bt2200Cycler(session)
+            status = await cycler.status([1, 2, 3, 4])
+            meas = await cycler.measure([1, 2, 3, 4])
+            assert list(status) == [CellState.ABORTED] * 4
+            assert np.all(meas.current_a == 0.0)
+            await sup.poll_once()
+    assert all(r.state is RunState.FAULTED and r.end_reason == "watchdog" for r in sup.runs)
+    assert sum(a.code == "instrument_stop" for a in store.alarms(job_id=sup.job_id)) == 4
+
+
+async def test_instrument_temperature_limit_faults_cells_and_the_rest_goes_on(store: Store) -> None:
+    """A FAIL test on the instrument stops a cell; the job finishes for the others."""
+    recipe = _short(tmax=25.6)  # the C/2 charge warms cells above this within minutes
+    async for line in _line(store, cells=4, scale=2000.0):
+        sup = await run_job(line.cabinet, recipe, assign_cells(range(1, 5), _entries(4), recipe), store, line.clock)
+    assert sup.finished
+    faulted = [r for r in sup.runs if r.state is RunState.FAULTED]
+    assert faulted, "no cell reached the temperature limit"
+    assert all(r.end_reason == "limit:max_temperature" for r in faulted)
+    results = store.step_results(job_id=sup.job_id)
+    assert set(results[results["end_reason"] == "limit:max_temperature"]["step_id"]) == {"c1"}
+
+
+async def test_ctrl_c_aborts_the_cells(store: Store) -> None:
+    recipe = _short()
+    async for line in _line(store, cells=4, scale=50.0):
+        started = asyncio.Event()
+        job = asyncio.create_task(
+            run_job(
+                line.cabinet,
+                recipe,
+                assign_cells(range(1, 5), _entries(4), recipe),
+                store,
+                line.clock,
+                on_start=lambda s: started.set(),
+            ),
+            name="job",
+        )
+        await started.wait()
+        await asyncio.sleep(0.3)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        async with ScpiSession(line.cabinet.resource) as session:
+            status = await Bt2200Cycler(session).status([1, 2, 3, 4])
+    assert list(status) == [CellState.ABORTED] * 4
+    runs = store.job_runs(store.list_jobs()[-1].id)
+    assert {r.state for r in runs} == {"aborted"}
+    assert store.list_jobs()[-1].state == "aborted"

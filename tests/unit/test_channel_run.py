@@ -1,0 +1,71 @@
+"""ChannelRun: the transition table and per-step accounting from instrument records."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from formation.errors import StateError
+from formation.instruments.program import LOG_COLUMNS, EndCode
+from formation.orchestrator.compile import compile_step
+from formation.orchestrator.run import ALLOWED_TRANSITIONS, ChannelRun, RunState
+from formation.recipes import load_builtin
+
+
+def _row(**values: float) -> np.ndarray:
+    row = np.zeros(len(LOG_COLUMNS))
+    for k, v in values.items():
+        row[LOG_COLUMNS.index(k)] = v
+    return row
+
+
+@pytest.fixture
+def run() -> ChannelRun:
+    recipe = load_builtin("ncm21700-capacity")
+    r = ChannelRun(7, "C1", "L1", 3, 5.0, recipe)
+    r.begin_step(0, compile_step(recipe.steps[0], recipe, 5.0))
+    return r
+
+
+def test_terminal_states_allow_nothing() -> None:
+    for state in (RunState.DONE, RunState.FAULTED, RunState.ABORTED):
+        assert ALLOWED_TRANSITIONS[state] == frozenset()
+
+
+def test_illegal_transition_raises(run: ChannelRun) -> None:
+    with pytest.raises(StateError, match="illegal transition pending -> done"):
+        run.transition(RunState.DONE)
+    run.transition(RunState.RUNNING)
+    run.transition(RunState.DONE)
+    with pytest.raises(StateError):
+        run.transition(RunState.RUNNING)
+
+
+def test_step_accounting_from_start_and_end_records(run: ChannelRun) -> None:
+    run.transition(RunState.RUNNING)
+    run.seq_id = 4
+    run.note_start_record(_row(time_s=1000.0, step=1, step_time_s=0.0, voltage_v=3.61))
+    # A later record with step time 0 must not move the start.
+    run.note_start_record(_row(time_s=1500.0, step=1, step_time_s=0.0, voltage_v=3.9))
+    test_n = next(n for n, name in run.compiled.end_reasons.items() if name == "current")  # type: ignore[union-attr]
+    result = run.note_end_record(
+        _row(time_s=4600.0, step=1, step_time_s=3600.0, voltage_v=4.2, step_ah=2.4, step_wh=9.8, end=test_n)
+    )
+    assert result is not None
+    assert result["step_id"] == "charge" and result["kind"] == "charge"
+    assert result["ah"] == pytest.approx(2.4) and result["wh"] == pytest.approx(9.8)
+    assert result["started_s"] == 1000.0 and result["ended_s"] == 4600.0
+    assert result["start_voltage_v"] == pytest.approx(3.61) and result["end_voltage_v"] == pytest.approx(4.2)
+    assert result["end_reason"] == "current"
+    assert json.loads(result["details"]) == {"end_code": test_n, "seq_id": 4}
+    assert run.steps_done == 1
+    journal = json.loads(run.journal())
+    assert journal["step_index"] == 0 and journal["ah"] == pytest.approx(2.4)
+
+
+def test_watchdog_end_is_reported_as_such(run: ChannelRun) -> None:
+    run.transition(RunState.RUNNING)
+    result = run.note_end_record(_row(time_s=10.0, step=1, step_time_s=10.0, end=EndCode.WATCHDOG))
+    assert result is not None and result["end_reason"] == "watchdog"
