@@ -100,9 +100,7 @@ def _zip_columns(store: Store) -> Callable[[np.ndarray], None]:
 
     def write(block: np.ndarray) -> None:
         cols = [
-            block[:, i].astype(np.int64).tolist()
-            if name in ("run_id", "rec", "step_index")
-            else block[:, i].tolist()
+            block[:, i].astype(np.int64).tolist() if name in ("run_id", "rec", "step_index") else block[:, i].tolist()
             for i, name in enumerate(SAMPLE_COLUMNS)
         ]
         with store.engine.begin() as conn:
@@ -174,9 +172,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument(
         "--postgres",
-        default=os.environ.get(
-            "FORMATION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        ),
+        default=os.environ.get("FORMATION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     )
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()

@@ -75,8 +75,19 @@ async def wait_for_port(port: int, timeout_s: float = 20.0) -> None:
 async def bench(cycles: int, scale: float, period_s: float, every_s: float, db: Path) -> dict[str, float]:
     port = free_port()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "formation", "sim", "serve", "--port", str(port), "--channels", str(CHANNELS),
-         "--scale", str(scale)],
+        [
+            sys.executable,
+            "-m",
+            "formation",
+            "sim",
+            "serve",
+            "--port",
+            str(port),
+            "--channels",
+            str(CHANNELS),
+            "--scale",
+            str(scale),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -87,28 +98,30 @@ async def bench(cycles: int, scale: float, period_s: float, every_s: float, db: 
         store.create_schema()
         recipe = loads_recipe(RECIPE.format(every=every_s), "toml")
         cells = [CellEntry(f"B-{i:04d}", "BENCH", 5.0) for i in range(1, CHANNELS + 1)]
-        async with ScpiSession(f"TCPIP0::127.0.0.1::{port}::SOCKET", timeout_s=5.0) as session:
-            async with CabinetSupervisor("bench", Bt2200Cycler(session), store, clock, n_channels=CHANNELS) as sup:
-                await sup.launch(recipe, assign_cells(range(1, CHANNELS + 1), cells, recipe))
-                await sup.poll_once()
-                assert sup.writer is not None
+        async with (
+            ScpiSession(f"TCPIP0::127.0.0.1::{port}::SOCKET", timeout_s=5.0) as session,
+            CabinetSupervisor("bench", Bt2200Cycler(session), store, clock, n_channels=CHANNELS) as sup,
+        ):
+            await sup.launch(recipe, assign_cells(range(1, CHANNELS + 1), cells, recipe))
+            await sup.poll_once()
+            assert sup.writer is not None
+            await sup.writer.flush()
+            sup.writer.write_wall_s.clear()
+            walls, walls_committed, records = [], [], []
+            for _ in range(cycles):
+                await asyncio.sleep(period_s)
+                t0 = time.perf_counter()
+                stats = await sup.poll_once()
+                walls.append(time.perf_counter() - t0)
+                # Until the samples are committed: the cycle as the issue counts it (status + drain + write).
                 await sup.writer.flush()
-                sup.writer.write_wall_s.clear()
-                walls, walls_committed, records = [], [], []
-                for _ in range(cycles):
-                    await asyncio.sleep(period_s)
-                    t0 = time.perf_counter()
-                    stats = await sup.poll_once()
-                    walls.append(time.perf_counter() - t0)
-                    # Until the samples are committed: the cycle as the issue counts it (status + drain + write).
-                    await sup.writer.flush()
-                    walls_committed.append(time.perf_counter() - t0)
-                    records.append(stats.records)
-                write_s = np.array(sup.writer.write_wall_s)
-                await sup.abort()
-                await sup.poll_once()
-                stored = store.sample_count(job_id=sup.job_id)
-                read = sup.records_total
+                walls_committed.append(time.perf_counter() - t0)
+                records.append(stats.records)
+            write_s = np.array(sup.writer.write_wall_s)
+            await sup.abort()
+            await sup.poll_once()
+            stored = store.sample_count(job_id=sup.job_id)
+            read = sup.records_total
         store.close()
     finally:
         sim.terminate()

@@ -143,9 +143,7 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
                 channels=int(channels),
                 poll_interval_s=float(_number(cab.get("poll_interval_s", 2.0), f"{path}.poll_interval_s", source)),
                 timeout_s=float(_number(cab.get("timeout_s", 2.0), f"{path}.timeout_s", source)),
-                watchdog_s=float(
-                    _number(cab.get("watchdog_s", 30.0), f"{path}.watchdog_s", source, positive=False)
-                ),
+                watchdog_s=float(_number(cab.get("watchdog_s", 30.0), f"{path}.watchdog_s", source, positive=False)),
                 sim=sim,
             )
         )

@@ -79,7 +79,13 @@ async def _demo(store: Store, recipe, assignments, cells: int, scale: float, see
         console.print(f"simulated cabinet listening on {server.resource}")
         with job_progress() as progress:
             sup = await run_job(
-                cabinet, recipe, assignments, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle,
+                cabinet,
+                recipe,
+                assignments,
+                store,
+                clock,
+                on_start=progress.on_start,
+                on_cycle=progress.on_cycle,
                 note="formation demo",
             )
     assert sup.job_id is not None

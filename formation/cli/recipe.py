@@ -42,7 +42,11 @@ def show(recipe: Annotated[str, typer.Argument(help="Recipe file or built-in nam
         table.add_column(col)
     for i, step in enumerate(r.steps):
         table.add_row(
-            str(i), step.id, step.kind, describe_step(step), f"{step.record.every_s:g} s / {step.record.every_mv:g} mV"
+            str(i),
+            step.id,
+            step.kind,
+            describe_step(step),
+            f"{step.record.every_s:g} s / {step.record.every_mv:g} mV",
         )
     console.print(table)
 

@@ -55,7 +55,16 @@ def launch(
     console.print(f"launching [bold]{r.name}[/] {r.version} on {cab.name} channels {channels} ({len(chans)} cells)")
     with job_progress() as progress:
         sup = asyncio.run(
-            run_job(cab, r, assignments, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle, note=note)
+            run_job(
+                cab,
+                r,
+                assignments,
+                store,
+                clock,
+                on_start=progress.on_start,
+                on_cycle=progress.on_cycle,
+                note=note,
+            )
         )
     console.print(step_summary_table(store.step_results(job_id=sup.job_id)))
     console.print(f"job {sup.job_id}: data in {store.url}")
@@ -84,9 +93,7 @@ def show(job: Annotated[int, typer.Argument(help="Job id")], site: SiteOpt = Non
     for col in ("run", "cell", "channel", "state", "step", "end reason"):
         table.add_column(col)
     for run in store.job_runs(job):
-        table.add_row(
-            str(run.id), run.cell_id, str(run.channel), run.state, run.step_id or "", run.end_reason or ""
-        )
+        table.add_row(str(run.id), run.cell_id, str(run.channel), run.state, run.step_id or "", run.end_reason or "")
     console.print(table)
     console.print(step_summary_table(store.step_results(job_id=job)))
 

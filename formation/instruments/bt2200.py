@@ -311,6 +311,4 @@ class Bt2200Cycler:
         return values
 
     def _garbage(self, message: str, cmd: str) -> InstrumentProtocolError:
-        return InstrumentProtocolError(
-            message, resource=self.session.resource, command=cmd, cabinet=self.session.name
-        )
+        return InstrumentProtocolError(message, resource=self.session.resource, command=cmd, cabinet=self.session.name)

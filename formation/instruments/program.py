@@ -116,9 +116,7 @@ class EndCode:
             return f"test{code - EndCode.NEXT_BASE}"
         if EndCode.FAIL_BASE < code < EndCode.ABORT:
             return f"fail{code - EndCode.FAIL_BASE}"
-        return {EndCode.ABORT: "abort", EndCode.WATCHDOG: "watchdog", EndCode.FAULT: "fault"}.get(
-            code, f"code{code}"
-        )
+        return {EndCode.ABORT: "abort", EndCode.WATCHDOG: "watchdog", EndCode.FAULT: "fault"}.get(code, f"code{code}")
 
 
 #: Columns of a data-log record, in order (docs/bt2200-dialect.md).

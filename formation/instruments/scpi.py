@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import re
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -53,9 +53,7 @@ class VisaResource(Protocol):
 
     def read(self) -> str: ...
 
-    def read_bytes(
-        self, count: int, chunk_size: int | None = None, break_on_termchar: bool = False
-    ) -> bytes: ...
+    def read_bytes(self, count: int, chunk_size: int | None = None, break_on_termchar: bool = False) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -321,9 +319,7 @@ class ScpiSession:
             # pyvisa-py's non-blocking connect "succeeds" on a refused port; the probe sees the reset.
             with contextlib.suppress(Exception):
                 res.close()
-            raise InstrumentDisconnected(
-                "connection refused or closed", resource=self.resource, cabinet=self.name
-            )
+            raise InstrumentDisconnected("connection refused or closed", resource=self.resource, cabinet=self.name)
         self._res = res
         self._resync = False
 

@@ -52,13 +52,9 @@ def _safety_tests(recipe: Recipe) -> list[tuple[StepTest, str]]:
     tests: list[tuple[StepTest, str]] = []
     # The clamp already holds charges at or below max_voltage_v; the FAIL test catches anything else.
     tests.append((StepTest(TestType.VOLT_GE, lim.max_voltage_v + LIMIT_MARGIN_V, TestAction.FAIL), "limit:max_voltage"))
-    tests.append(
-        (StepTest(TestType.VOLT_LE, lim.min_voltage_v - LIMIT_MARGIN_V, TestAction.FAIL), "limit:min_voltage")
-    )
+    tests.append((StepTest(TestType.VOLT_LE, lim.min_voltage_v - LIMIT_MARGIN_V, TestAction.FAIL), "limit:min_voltage"))
     if lim.max_cell_temperature_c is not None:
-        tests.append(
-            (StepTest(TestType.TEMP_GE, lim.max_cell_temperature_c, TestAction.FAIL), "limit:max_temperature")
-        )
+        tests.append((StepTest(TestType.TEMP_GE, lim.max_cell_temperature_c, TestAction.FAIL), "limit:max_temperature"))
     return tests
 
 
@@ -93,7 +89,10 @@ def compile_step(step: Step, recipe: Recipe, nominal_capacity_ah: float) -> Comp
             if until.current is not None:
                 taper_a = until.current.resolve_a(nominal_capacity_ah)
                 ends.append(
-                    (StepTest(TestType.CURR_LE, taper_a, when=TestWhen.AFTER, at_s=TAPER_HOLDOFF_S), "current")
+                    (
+                        StepTest(TestType.CURR_LE, taper_a, when=TestWhen.AFTER, at_s=TAPER_HOLDOFF_S),
+                        "current",
+                    )
                 )
             charge_ah = until.charge_limit_ah(nominal_capacity_ah)
             if charge_ah is not None:

@@ -49,7 +49,9 @@ def parse_cells_csv(text: str, source: str = "<cells>") -> list[CellEntry]:
             raise CellsFileError(f"line {lineno}.cell_id", "empty", source=source)
         if cell_id in seen:
             raise CellsFileError(
-                f"line {lineno}.cell_id", f"duplicate cell id {cell_id!r} (first on line {seen[cell_id]})", source=source
+                f"line {lineno}.cell_id",
+                f"duplicate cell id {cell_id!r} (first on line {seen[cell_id]})",
+                source=source,
             )
         if not lot:
             raise CellsFileError(f"line {lineno}.lot", "empty", source=source)

@@ -21,7 +21,8 @@ def assign_cells(channels: Sequence[int], cells: Sequence[CellEntry], recipe: Re
     """Pair channels with cells in order and check every resolved current against the recipe's limit."""
     if len(cells) != len(channels):
         raise InputError(
-            "cells", f"{len(cells)} cells in the cells file for {len(channels)} channels: give one cell per channel"
+            "cells",
+            f"{len(cells)} cells in the cells file for {len(channels)} channels: give one cell per channel",
         )
     pairs = list(zip(channels, cells, strict=True))
     max_a = recipe.limits.max_current_a

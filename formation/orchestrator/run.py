@@ -122,9 +122,7 @@ class ChannelRun:
         assert self.compiled is not None
         n_steps = len(self.compiled.program.steps)
         finished = (
-            code in _STOPPING_CODES
-            or EndCode.FAIL_BASE < code < EndCode.ABORT
-            or int(row[LOG_COL["step"]]) >= n_steps
+            code in _STOPPING_CODES or EndCode.FAIL_BASE < code < EndCode.ABORT or int(row[LOG_COL["step"]]) >= n_steps
         )
         if not finished:
             return None

@@ -8,6 +8,7 @@ cells finish steps at different times, and each next step is started in groups o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -94,7 +95,9 @@ class CabinetSupervisor:
             await self.writer.close()
 
     # -- launch --------------------------------------------------------------------------------------------
-    async def launch(self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None = None) -> int:
+    async def launch(
+        self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None = None
+    ) -> int:
         """Record the job and its runs, define the cells and start every channel on the recipe's first step."""
         channels = [ch for ch, _ in assignments]
         self.recipe = recipe
@@ -321,7 +324,10 @@ class CabinetSupervisor:
             return
         if run.end_reason == "backstop":
             await self._alarm(
-                "warning", "backstop", f"{run.cell_id}: step {run.step.id} ended on its time backstop", run=run
+                "warning",
+                "backstop",
+                f"{run.cell_id}: step {run.step.id} ended on its time backstop",
+                run=run,
             )
         nxt = run.step_index + 1
         if nxt >= len(self.recipe.steps):
@@ -410,10 +416,8 @@ class CabinetSupervisor:
                 on_cycle(stats)
             if self.finished:
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=loop_wall)
-            except TimeoutError:
-                pass
         await self.close_job()
 
     def stop(self) -> None:

@@ -8,6 +8,7 @@ up to that record, so records not yet in the database stay on the instrument and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -77,10 +78,8 @@ class SampleWriter:
             if task is None:
                 continue
             task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         self._task = self._checkpointer = None
 
     async def _checkpoint_loop(self) -> None:

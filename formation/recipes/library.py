@@ -65,9 +65,7 @@ def _library() -> Any:
 
 def builtin_recipes() -> list[str]:
     """Names of the built-in recipes, sorted (``lfp-280ah-formation``, ``ncm21700-formation``, ...)."""
-    return sorted(
-        entry.name.removesuffix(".toml") for entry in _library().iterdir() if entry.name.endswith(".toml")
-    )
+    return sorted(entry.name.removesuffix(".toml") for entry in _library().iterdir() if entry.name.endswith(".toml"))
 
 
 def load_builtin(name: str) -> Recipe:

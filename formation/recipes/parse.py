@@ -106,9 +106,7 @@ def _table(
     return value
 
 
-def _number(
-    table: dict[str, Any], key: str, path: str, ctx: _Context, *, allow_zero: bool = False
-) -> float | None:
+def _number(table: dict[str, Any], key: str, path: str, ctx: _Context, *, allow_zero: bool = False) -> float | None:
     """A finite number ``> 0`` (``>= 0`` with ``allow_zero``) at ``table[key]``, or None (absent or bad)."""
     if key not in table:
         return None
@@ -173,9 +171,7 @@ def _limits(value: object, ctx: _Context) -> Limits | None:
     max_v = _number(table, "max_voltage_v", "limits", ctx)
     min_v = _number(table, "min_voltage_v", "limits", ctx)
     if max_v is not None and max_v > MAX_CELL_VOLTAGE_V:
-        ctx.error(
-            "limits.max_voltage_v", f"{fmt(max_v)} V is above {fmt(MAX_CELL_VOLTAGE_V)} V (no Li-ion cell)"
-        )
+        ctx.error("limits.max_voltage_v", f"{fmt(max_v)} V is above {fmt(MAX_CELL_VOLTAGE_V)} V (no Li-ion cell)")
         max_v = None
     if max_v is not None and min_v is not None and min_v >= max_v:
         ctx.error("limits.min_voltage_v", f"{fmt(min_v)} V is not below limits.max_voltage_v {fmt(max_v)} V")
@@ -229,9 +225,7 @@ def _until(value: object, path: str, kind: str, ctx: _Context) -> Until | None:
             ctx.error(_join(path, key), f"not an end of a {kind} step (allowed: {', '.join(allowed)})")
         elif key not in allowed:
             ctx.error(_join(path, key), f"unknown key (expected one of: {', '.join(allowed)})")
-    duration_s = (
-        _parsed(parse_duration_s, value["duration"], f"{path}.duration", ctx) if "duration" in value else None
-    )
+    duration_s = _parsed(parse_duration_s, value["duration"], f"{path}.duration", ctx) if "duration" in value else None
     voltage_v = _number(value, "voltage_v", path, ctx)
     _check_voltage(voltage_v, f"{path}.voltage_v", ctx)
     current = _parsed(parse_current, value["current"], f"{path}.current", ctx) if "current" in value else None
@@ -271,9 +265,7 @@ def _current_step(raw: dict[str, Any], path: str, step_id: str, ctx: _Context) -
     cv_v = _number(raw, "cv_voltage_v", path, ctx)
     _check_voltage(cv_v, f"{path}.cv_voltage_v", ctx)
     if "until" not in raw:
-        ctx.error(
-            f"{path}.until", f"missing: a {kind} step needs an end (duration, voltage_v, charge or current)"
-        )
+        ctx.error(f"{path}.until", f"missing: a {kind} step needs an end (duration, voltage_v, charge or current)")
         return None
     until = _until(raw["until"], f"{path}.until", kind, ctx)
     if until is not None:
@@ -285,21 +277,15 @@ def _current_step(raw: dict[str, Any], path: str, step_id: str, ctx: _Context) -
     return cls(id=step_id, current=current, cv_voltage_v=cv_v, until=until, record=record)
 
 
-def _check_ends(
-    until: Until, kind: str, current_a: float | None, cv_v: float | None, path: str, ctx: _Context
-) -> None:
+def _check_ends(until: Until, kind: str, current_a: float | None, cv_v: float | None, path: str, ctx: _Context) -> None:
     """Refuse a charge/discharge whose ends cannot be trusted to end it."""
     if until.is_empty():
-        ctx.error(
-            path, f"a {kind} step needs an end: duration, voltage_v, charge or (with cv_voltage_v) current"
-        )
+        ctx.error(path, f"a {kind} step needs an end: duration, voltage_v, charge or (with cv_voltage_v) current")
         return
     if until.current is not None and cv_v is None:
         ctx.error(f"{path}.current", "a taper-current end needs cv_voltage_v (a CC step holds its current)")
     if cv_v is not None and until.current is None and until.duration_s is None:
-        ctx.error(
-            path, "a CC-CV step needs a taper current or a duration end (the CV hold may never end otherwise)"
-        )
+        ctx.error(path, "a CC-CV step needs a taper current or a duration end (the CV hold may never end otherwise)")
     if cv_v is not None and until.voltage_v is not None:
         never = until.voltage_v >= cv_v if kind == "charge" else until.voltage_v <= cv_v
         if never:
@@ -335,9 +321,7 @@ STEP_BUILDERS: dict[str, Callable[[dict[str, Any], str, str, _Context], Step | N
 }
 
 
-def _expand_text(
-    raw: dict[str, Any], path: str, previous_kind: str | None, ctx: _Context
-) -> dict[str, Any] | None:
+def _expand_text(raw: dict[str, Any], path: str, previous_kind: str | None, ctx: _Context) -> dict[str, Any] | None:
     """The raw table of a PyBaMM ``text`` step (carrying its ``id`` and ``record``), or None."""
     for key in raw:
         if key not in _TEXT_STEP_KEYS:
@@ -355,9 +339,7 @@ def _expand_text(
     return expanded
 
 
-def _step(
-    raw: object, index: int, previous_kind: str | None, ctx: _Context
-) -> tuple[str | None, Step | None]:
+def _step(raw: object, index: int, previous_kind: str | None, ctx: _Context) -> tuple[str | None, Step | None]:
     """The id (given or ``step{n}``) and the step at ``steps[index]``; the step is None when it is invalid."""
     path = f"steps[{index}]"
     if not isinstance(raw, dict):
@@ -378,9 +360,7 @@ def _step(
     elif not isinstance(kind, str):
         ctx.error(f"{path}.kind", f"expected a string, got {_type_name(kind)}")
     elif kind in UNSUPPORTED_KINDS:
-        ctx.error(
-            f"{path}.kind", f"step kind {kind!r} is not supported yet (supported: {', '.join(STEP_BUILDERS)})"
-        )
+        ctx.error(f"{path}.kind", f"step kind {kind!r} is not supported yet (supported: {', '.join(STEP_BUILDERS)})")
     elif kind not in STEP_BUILDERS:
         ctx.error(f"{path}.kind", f"unknown step kind {kind!r} (expected one of: {', '.join(STEP_BUILDERS)})")
     elif step_id is not None:

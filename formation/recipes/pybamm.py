@@ -76,9 +76,7 @@ def parse_experiment_step(
         }
     if match := _HOLD.fullmatch(normal):
         if hold_current_a is None:
-            raise ValueError(
-                "a Hold step needs valid limits.max_current_a (or nominal_capacity_ah) for its current"
-            )
+            raise ValueError("a Hold step needs valid limits.max_current_a (or nominal_capacity_ah) for its current")
         return {
             "kind": "discharge" if previous_kind == "discharge" else "charge",
             "current": {"a": hold_current_a},

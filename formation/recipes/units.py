@@ -55,9 +55,7 @@ def parse_duration_s(value: object) -> float:
     if is_number(value):
         return _positive(float(value), value)  # type: ignore[arg-type]
     if not isinstance(value, str):
-        raise ValueError(
-            f"expected a duration such as '2h' or a number of seconds, got {type(value).__name__}"
-        )
+        raise ValueError(f"expected a duration such as '2h' or a number of seconds, got {type(value).__name__}")
     text = value.strip().lower()
     if re.fullmatch(_NUM, text):
         return _positive(float(text), value)

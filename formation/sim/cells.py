@@ -167,9 +167,7 @@ class CellPopulation:
         rng = np.random.default_rng(seed)
         clip = preset.spread_clip_sigma
         capacity_ah = (
-            preset.nominal_capacity_ah
-            * preset.capacity_factor
-            * _clipped_normal(rng, n, preset.capacity_sigma, clip)
+            preset.nominal_capacity_ah * preset.capacity_factor * _clipped_normal(rng, n, preset.capacity_sigma, clip)
         )
         r_scale = _clipped_normal(rng, n, preset.resistance_sigma, clip)
         tau1_s = preset.tau1_s * _clipped_normal(rng, n, preset.tau_sigma, clip)
@@ -189,14 +187,10 @@ class CellPopulation:
                 lo, hi = math.log(preset.defect_leak_min_a), math.log(preset.defect_leak_max_a)
                 leak_a[cell] += math.exp(lo + u * (hi - lo))
             elif name == "resistance":
-                extra = preset.defect_resistance_min + u * (
-                    preset.defect_resistance_max - preset.defect_resistance_min
-                )
+                extra = preset.defect_resistance_min + u * (preset.defect_resistance_max - preset.defect_resistance_min)
                 r_scale[cell] *= 1.0 + extra
             else:
-                missing = preset.defect_capacity_min + u * (
-                    preset.defect_capacity_max - preset.defect_capacity_min
-                )
+                missing = preset.defect_capacity_min + u * (preset.defect_capacity_max - preset.defect_capacity_min)
                 capacity_ah[cell] *= 1.0 - missing
 
         self.capacity_ah: np.ndarray = capacity_ah

@@ -460,9 +460,7 @@ class CabinetModel:
 
     def status(self, cell_ids: list[int]) -> np.ndarray:
         """``STAT:CELL:REP?`` codes (``-1`` for an id that is not defined)."""
-        idx = np.fromiter(
-            (self._id_to_index.get(c, -1) for c in cell_ids), dtype=np.int64, count=len(cell_ids)
-        )
+        idx = np.fromiter((self._id_to_index.get(c, -1) for c in cell_ids), dtype=np.int64, count=len(cell_ids))
         return np.where(idx >= 0, self.state[np.maximum(idx, 0)], CellState.UNDEFINED)
 
     def verbose(self, cell_id: int) -> str:

@@ -34,9 +34,7 @@ def build_cabinet(spec: CabinetSpec, start_time_s: float) -> CabinetModel:
     try:
         preset = PRESETS[spec.preset]
     except KeyError:
-        raise ValueError(
-            f"unknown cell preset {spec.preset!r}; known: {', '.join(sorted(PRESETS))}"
-        ) from None
+        raise ValueError(f"unknown cell preset {spec.preset!r}; known: {', '.join(sorted(PRESETS))}") from None
     cells = CellPopulation(
         preset,
         spec.channels,

@@ -220,9 +220,7 @@ class CommandSpec:
     @property
     def short(self) -> str:
         """Canonical short form, e.g. ``SEQ:STEP:DEF`` or ``*IDN?``."""
-        nodes = [
-            "".join(ch for ch in node.split("|")[-1] if not ch.islower()) for node in self.header.split(":")
-        ]
+        nodes = ["".join(ch for ch in node.split("|")[-1] if not ch.islower()) for node in self.header.split(":")]
         return ":".join(nodes) + ("?" if self.query else "")
 
 
@@ -275,14 +273,10 @@ class Ieee488Instrument:
 
 IEEE488_COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("*IDN", True, "q_idn", False, "Identification: maker,model,serial,version"),
-    CommandSpec(
-        "*RST", False, "c_rst", False, "Reset: abort all cells, clear sequences, cells, log, watchdog"
-    ),
+    CommandSpec("*RST", False, "c_rst", False, "Reset: abort all cells, clear sequences, cells, log, watchdog"),
     CommandSpec("*CLS", False, "c_cls", False, "Clear the error queue and the event status register"),
     CommandSpec("*OPC", True, "q_opc", False, "Operation complete: always 1 (commands complete in order)"),
-    CommandSpec(
-        "*ESR", True, "q_esr", False, "Event status register (32 command, 16 execution, 4 query error)"
-    ),
+    CommandSpec("*ESR", True, "q_esr", False, "Event status register (32 command, 16 execution, 4 query error)"),
     CommandSpec("*STB", True, "q_stb", False, "Status byte (4 error queue not empty, 32 ESR summary)"),
     CommandSpec("SYSTem:ERRor", True, "q_syst_err", False, 'Pop the oldest error: code,"message"'),
 )

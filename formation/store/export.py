@@ -69,9 +69,7 @@ def bdf_frame(samples: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def export_cell_bdf(
-    store: Store, cell_id: str, path: str | Path, run_id: int | None = None, fmt: str = "csv"
-) -> Path:
+def export_cell_bdf(store: Store, cell_id: str, path: str | Path, run_id: int | None = None, fmt: str = "csv") -> Path:
     """Write a cell's samples (its latest run unless ``run_id``) as a BDF file at ``path``; returns the path.
 
     Raises StoreError for an unknown cell, a run of another cell or a run without samples, and InputError for

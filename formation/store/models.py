@@ -158,9 +158,7 @@ class Alarm(SQLModel, table=True):
     """An alarm raised by the line, kept forever."""
 
     __tablename__ = "alarm"
-    __table_args__ = (
-        CheckConstraint("severity IN ('info', 'warning', 'critical')", name="ck_alarm_severity"),
-    )
+    __table_args__ = (CheckConstraint("severity IN ('info', 'warning', 'critical')", name="ck_alarm_severity"),)
 
     id: int | None = Field(default=None, primary_key=True)
     ts_s: float = Field(index=True)

@@ -22,11 +22,7 @@ ROW_DTYPE = np.dtype([(name, np.int64 if name in _INT_COLUMNS else np.float64) f
 _PG_WIDTH = {"run_id": ">i4", "rec": ">i8", "step_index": ">i4"}
 _PG_DTYPE = np.dtype(
     [("nfields", ">i2")]
-    + [
-        field
-        for name in SAMPLE_COLUMNS
-        for field in ((f"len_{name}", ">i4"), (name, _PG_WIDTH.get(name, ">f8")))
-    ]
+    + [field for name in SAMPLE_COLUMNS for field in ((f"len_{name}", ">i4"), (name, _PG_WIDTH.get(name, ">f8")))]
 )
 _PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _PG_TRAILER = (-1).to_bytes(2, "big", signed=True)

@@ -63,9 +63,7 @@ def _update_runs(conn: Connection, updates: list[dict[str, Any]]) -> None:
         if unknown or "id" not in row:
             raise ValueError(f"bad run update {row!r}: unknown columns {sorted(unknown)} or no id")
         if columns:
-            groups.setdefault(columns, []).append(
-                {"run_pk": row["id"], **{f"v_{c}": row[c] for c in columns}}
-            )
+            groups.setdefault(columns, []).append({"run_pk": row["id"], **{f"v_{c}": row[c] for c in columns}})
     run_t = _table(Run)
     for columns, params in groups.items():
         stmt = update(run_t).where(run_t.c.id == bindparam("run_pk"))
@@ -165,9 +163,7 @@ class Store:
         with self._begin() as conn:
             known: dict[str, str] = {}
             for chunk in _chunks(list(wanted)):
-                known.update(
-                    conn.execute(select(cell_t.c.id, cell_t.c.lot_id).where(cell_t.c.id.in_(chunk))).all()
-                )
+                known.update(conn.execute(select(cell_t.c.id, cell_t.c.lot_id).where(cell_t.c.id.in_(chunk))).all())
             clashes += [
                 f"{cid} (already in lot {lot!r}, not {wanted[cid][0]!r})"
                 for cid, lot in known.items()
@@ -176,9 +172,7 @@ class Store:
             if clashes:
                 raise StoreError(f"cells in another lot: {', '.join(sorted(clashes))}")
             lots = sorted({lot for lot, _ in wanted.values()})
-            conn.execute(
-                self._insert_ignore(conn, Lot, ["id"]), [{"id": lot, "created_s": now_s} for lot in lots]
-            )
+            conn.execute(self._insert_ignore(conn, Lot, ["id"]), [{"id": lot, "created_s": now_s} for lot in lots])
             new = [
                 {"id": cid, "lot_id": lot, "nominal_capacity_ah": ah, "created_s": now_s}
                 for cid, (lot, ah) in wanted.items()
@@ -262,9 +256,7 @@ class Store:
         """Set a job's final state and end time."""
         job_t = _table(Job)
         with self._begin() as conn:
-            done = conn.execute(
-                update(job_t).where(job_t.c.id == job_id).values(state=state, ended_s=ended_s)
-            )
+            done = conn.execute(update(job_t).where(job_t.c.id == job_id).values(state=state, ended_s=ended_s))
         if done.rowcount != 1:
             raise StoreError(f"no job {job_id}")
 
@@ -304,9 +296,7 @@ class Store:
 
     def runs_in_state(self, cabinet: str, states: Iterable[str]) -> list[Run]:
         """The runs of a cabinet in any of ``states`` (re-attach after a restart), by channel."""
-        return self._all(
-            Run, Run.cabinet == cabinet, Run.state.in_(list(states)), order_by=[Run.channel, Run.id]
-        )  # type: ignore[attr-defined]
+        return self._all(Run, Run.cabinet == cabinet, Run.state.in_(list(states)), order_by=[Run.channel, Run.id])  # type: ignore[attr-defined]
 
     def cell_runs(self, cell_id: str) -> list[Run]:
         """Every run of a cell, oldest first."""
@@ -318,10 +308,7 @@ class Store:
         """Insert step results, skipping any (run_id, step_index) already stored; returns how many are new."""
         if not rows:
             return 0
-        params = [
-            {"details": "{}", "start_voltage_v": None, "end_voltage_v": None, "step_id": None, **r}
-            for r in rows
-        ]
+        params = [{"details": "{}", "start_voltage_v": None, "end_voltage_v": None, "step_id": None, **r} for r in rows]
         with self._begin() as conn:
             # RETURNING yields only the rows actually inserted (executemany rowcount is unreliable).
             stmt = self._insert_ignore(conn, StepResult, ["run_id", "step_index"])
@@ -368,9 +355,7 @@ class Store:
             rows = conn.execute(stmt.order_by(sample_t.c.rec, sample_t.c.id)).all()
         frame = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
         # SQLite hands back NaN measurements as NULL; None -> NaN keeps every measured column float64.
-        return frame.astype(
-            {c: "int64" if c in ("run_id", "rec", "step_index") else "float64" for c in SAMPLE_COLUMNS}
-        )
+        return frame.astype({c: "int64" if c in ("run_id", "rec", "step_index") else "float64" for c in SAMPLE_COLUMNS})
 
     def sample_count(self, job_id: int | None = None) -> int:
         """How many samples are stored (for one job, or in total)."""

@@ -57,8 +57,17 @@ def test_recipe_above_limits_exits_2(bad_inputs: Path) -> None:
 
 def test_duplicate_cell_id_exits_2(bad_inputs: Path) -> None:
     proc = formation(
-        "run", "launch", "ncm21700-formation", "--site", "examples/site.toml", "--cabinet", "cab1",
-        "--channels", "1-3", "--cells", str(bad_inputs / "dup.csv"),
+        "run",
+        "launch",
+        "ncm21700-formation",
+        "--site",
+        "examples/site.toml",
+        "--cabinet",
+        "cab1",
+        "--channels",
+        "1-3",
+        "--cells",
+        str(bad_inputs / "dup.csv"),
     )
     line = _one_line_error(proc)
     assert "duplicate cell id 'A'" in line
@@ -66,8 +75,17 @@ def test_duplicate_cell_id_exits_2(bad_inputs: Path) -> None:
 
 def test_channel_list_outside_cabinet_exits_2(bad_inputs: Path) -> None:
     proc = formation(
-        "run", "launch", "ncm21700-formation", "--site", "examples/site.toml", "--cabinet", "cab1",
-        "--channels", "255-258", "--cells", str(bad_inputs / "two.csv"),
+        "run",
+        "launch",
+        "ncm21700-formation",
+        "--site",
+        "examples/site.toml",
+        "--cabinet",
+        "cab1",
+        "--channels",
+        "255-258",
+        "--cells",
+        str(bad_inputs / "two.csv"),
     )
     line = _one_line_error(proc)
     assert "channel 257 is outside the cabinet (1-256)" in line
@@ -75,8 +93,17 @@ def test_channel_list_outside_cabinet_exits_2(bad_inputs: Path) -> None:
 
 def test_unknown_cabinet_exits_2(bad_inputs: Path) -> None:
     proc = formation(
-        "run", "launch", "ncm21700-formation", "--site", "examples/site.toml", "--cabinet", "nope",
-        "--channels", "1-2", "--cells", str(bad_inputs / "two.csv"),
+        "run",
+        "launch",
+        "ncm21700-formation",
+        "--site",
+        "examples/site.toml",
+        "--cabinet",
+        "nope",
+        "--channels",
+        "1-2",
+        "--cells",
+        str(bad_inputs / "two.csv"),
     )
     assert "no cabinet named 'nope'" in _one_line_error(proc)
 

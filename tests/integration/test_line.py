@@ -46,7 +46,11 @@ async def _line(store: Store, *, cells: int, scale: float, formed: bool = False,
     spec = CabinetSpec(name="cab", channels=cells, preset="ncm21700-5ah", seed=3, port=0, formed=formed, **spec_kw)
     async with SimulatedPlant([spec], clock) as plant:
         cab = CabinetConfig(
-            name="cab", resource=plant.cabinets["cab"].resource, channels=cells, poll_interval_s=20.0, timeout_s=2.0
+            name="cab",
+            resource=plant.cabinets["cab"].resource,
+            channels=cells,
+            poll_interval_s=20.0,
+            timeout_s=2.0,
         )
         yield Line(plant, clock, cab, store)
 
@@ -64,7 +68,7 @@ def _trapz_ah(g: pd.DataFrame) -> float:
 async def test_demo_recipe_accounts_every_coulomb(store: Store) -> None:
     """Every step's Ah equals the integral of its logged current within 0.5 %; FCE of fresh cells is 85–92 %."""
     recipe = load_builtin("demo-ncm21700")
-    async for line in _line(store, cells=8, scale=4000.0, defect_fraction=0.0):
+    async with _line(store, cells=8, scale=4000.0, defect_fraction=0.0) as line:
         sup = await run_job(line.cabinet, recipe, assign_cells(range(1, 9), _entries(8), recipe), store, line.clock)
     assert all(r.state is RunState.DONE for r in sup.runs), [(r.cell_id, r.state, r.end_reason) for r in sup.runs]
     results = store.step_results(job_id=sup.job_id)
@@ -93,7 +97,7 @@ async def test_demo_recipe_accounts_every_coulomb(store: Store) -> None:
 async def test_formed_cell_capacity_is_nominal(store: Store) -> None:
     """A formed NCM 21700: CC-CV to 4.2 V then C/5 to 2.5 V delivers its nominal 5 Ah within ±3 %."""
     recipe = load_builtin("ncm21700-capacity")
-    async for line in _line(store, cells=6, scale=4000.0, formed=True, initial_soc=0.3, defect_fraction=0.0):
+    async with _line(store, cells=6, scale=4000.0, formed=True, initial_soc=0.3, defect_fraction=0.0) as line:
         sup = await run_job(line.cabinet, recipe, assign_cells(range(1, 7), _entries(6), recipe), store, line.clock)
     results = store.step_results(job_id=sup.job_id)
     capacity = -results[results["step_id"] == "capacity"]["ah"].to_numpy()
@@ -133,7 +137,7 @@ def _short(tmax: float = 60.0) -> Recipe:
 
 async def test_dropped_connection_is_reconnected_without_losing_or_duplicating_samples(store: Store) -> None:
     recipe = _short()
-    async for line in _line(store, cells=8, scale=2000.0):
+    async with _line(store, cells=8, scale=2000.0) as line:
         dropped = asyncio.Event()
 
         async def drop_midway(sup: CabinetSupervisor) -> None:
@@ -163,22 +167,22 @@ async def test_dropped_connection_is_reconnected_without_losing_or_duplicating_s
 
 async def test_silent_host_leaves_every_cell_aborted_by_the_watchdog(store: Store) -> None:
     recipe = _short()
-    async for line in _line(store, cells=4, scale=200.0):
-        async with (
-            ScpiSession(line.cabinet.resource, timeout_s=2.0) as session,
-            CabinetSupervisor("cab", Bt2200Cycler(session), store, line.clock, watchdog_s=0.5, n_channels=4) as sup,
-        ):
-            await sup.launch(recipe, assign_cells(range(1, 5), _entries(4), recipe))
-            await sup.poll_once()
-            assert all(r.state is RunState.RUNNING for r in sup.runs)
-            # The host goes silent: no command at all for longer than the watchdog (wall time).
-            await asyncio.sleep(1.2)
-            cycler = Bt2200Cycler(session)
-            status = await cycler.status([1, 2, 3, 4])
-            meas = await cycler.measure([1, 2, 3, 4])
-            assert list(status) == [CellState.ABORTED] * 4
-            assert np.all(meas.current_a == 0.0)
-            await sup.poll_once()
+    async with (
+        _line(store, cells=4, scale=200.0) as line,
+        ScpiSession(line.cabinet.resource, timeout_s=2.0) as session,
+        CabinetSupervisor("cab", Bt2200Cycler(session), store, line.clock, watchdog_s=0.5, n_channels=4) as sup,
+    ):
+        await sup.launch(recipe, assign_cells(range(1, 5), _entries(4), recipe))
+        await sup.poll_once()
+        assert all(r.state is RunState.RUNNING for r in sup.runs)
+        # The host goes silent: no command at all for longer than the watchdog (wall time).
+        await asyncio.sleep(1.2)
+        cycler = Bt2200Cycler(session)
+        status = await cycler.status([1, 2, 3, 4])
+        meas = await cycler.measure([1, 2, 3, 4])
+        assert list(status) == [CellState.ABORTED] * 4
+        assert np.all(meas.current_a == 0.0)
+        await sup.poll_once()
     assert all(r.state is RunState.FAULTED and r.end_reason == "watchdog" for r in sup.runs)
     assert sum(a.code == "instrument_stop" for a in store.alarms(job_id=sup.job_id)) == 4
 
@@ -186,7 +190,7 @@ async def test_silent_host_leaves_every_cell_aborted_by_the_watchdog(store: Stor
 async def test_instrument_temperature_limit_faults_cells_and_the_rest_goes_on(store: Store) -> None:
     """A FAIL test on the instrument stops a cell; the job finishes for the others."""
     recipe = _short(tmax=25.6)  # the C/2 charge warms cells above this within minutes
-    async for line in _line(store, cells=4, scale=2000.0):
+    async with _line(store, cells=4, scale=2000.0) as line:
         sup = await run_job(line.cabinet, recipe, assign_cells(range(1, 5), _entries(4), recipe), store, line.clock)
     assert sup.finished
     faulted = [r for r in sup.runs if r.state is RunState.FAULTED]
@@ -198,7 +202,7 @@ async def test_instrument_temperature_limit_faults_cells_and_the_rest_goes_on(st
 
 async def test_ctrl_c_aborts_the_cells(store: Store) -> None:
     recipe = _short()
-    async for line in _line(store, cells=4, scale=50.0):
+    async with _line(store, cells=4, scale=50.0) as line:
         started = asyncio.Event()
         job = asyncio.create_task(
             run_job(

@@ -105,9 +105,7 @@ async def test_two_step_sequence_over_pyvisa(plant: SimulatedPlant, worker: Thre
             while (state := await in_thread(worker, inst.query, "STAT:CELL:REP? (@1001,1002)")) != "3,3":
                 assert state in {"2,2", "2,3", "3,2"}
                 await asyncio.sleep(0.02)
-        volts = [
-            float(v) for v in (await in_thread(worker, inst.query, "MEAS:CELL:VOLT? (@1001,1002)")).split(",")
-        ]
+        volts = [float(v) for v in (await in_thread(worker, inst.query, "MEAS:CELL:VOLT? (@1001,1002)")).split(",")]
         assert all(3.0 < v < 4.2 for v in volts)
         assert await in_thread(worker, inst.query, "STAT:CELL:STEP? (@1001,1002)") == "1:2,1:2"
 

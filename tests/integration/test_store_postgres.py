@@ -56,9 +56,7 @@ def sample_block(run_id: int, n: int, rec0: int) -> np.ndarray:
 def test_schema_is_created_in_the_fresh_schema(store: Store) -> None:
     store.create_schema()  # idempotent
     inspector = sa.inspect(store.engine)
-    assert {"lot", "cell", "recipe", "job", "run", "step_result", "sample", "alarm"} <= set(
-        inspector.get_table_names()
-    )
+    assert {"lot", "cell", "recipe", "job", "run", "step_result", "sample", "alarm"} <= set(inspector.get_table_names())
     assert {ix["name"] for ix in inspector.get_indexes("run")} >= {"ix_run_cabinet_state"}
     assert store.engine.dialect.name == "postgresql"
     assert store.engine.url.drivername == "postgresql+psycopg"

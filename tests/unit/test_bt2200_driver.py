@@ -60,8 +60,7 @@ TWO_STEP_COMMANDS = [
     ),
     NO_ERROR,
     (
-        "SEQ:STEP:DEF 1,2,REST,3600,0,0;SEQ:STEP:LOG 1,2,10,1;"
-        "SEQ:TEST:DEF 1,2,1,STEPTIME_GE,1800,AT,1800,NEXT",
+        "SEQ:STEP:DEF 1,2,REST,3600,0,0;SEQ:STEP:LOG 1,2,10,1;SEQ:TEST:DEF 1,2,1,STEPTIME_GE,1800,AT,1800,NEXT",
         None,
     ),
     NO_ERROR,
@@ -161,9 +160,7 @@ async def test_load_program_downloads_once_per_identical_program(rig: Rig) -> No
     equal_copy = StepProgram(steps=tuple(TWO_STEP.steps))
     assert await rig.cycler.load_program(equal_copy) == 1  # cached: nothing sent
     rest = StepProgram(steps=(InstrumentStep(mode=StepMode.REST, duration_s=60),))
-    rig.expect(
-        ("SEQ:CLE 2", None), NO_ERROR, ("SEQ:STEP:DEF 2,1,REST,60,0,0;SEQ:STEP:LOG 2,1,60,5", None), NO_ERROR
-    )
+    rig.expect(("SEQ:CLE 2", None), NO_ERROR, ("SEQ:STEP:DEF 2,1,REST,60,0,0;SEQ:STEP:LOG 2,1,60,5", None), NO_ERROR)
     assert await rig.cycler.load_program(rest) == 2
     rig.cycler.forget_programs()
     rig.expect(*[(c.replace(" 1,", " 3,").replace("CLE 1", "CLE 3"), r) for c, r in TWO_STEP_COMMANDS])
@@ -213,9 +210,7 @@ async def test_start_enables_then_initiates_with_checks(rig: Rig) -> None:
 
 
 async def test_start_does_not_initiate_after_a_refused_enable(rig: Rig) -> None:
-    rig.expect(
-        ("CELL:ENAB (@1001),3", None), ("*OPC?", "1"), ("SYST:ERR?", '-221,"Settings conflict"'), NO_ERROR
-    )
+    rig.expect(("CELL:ENAB (@1001),3", None), ("*OPC?", "1"), ("SYST:ERR?", '-221,"Settings conflict"'), NO_ERROR)
     with pytest.raises(ScpiError) as info:
         await rig.cycler.start([1], 3)
     assert (info.value.code, info.value.command) == (-221, "CELL:ENAB (@1001),3")
@@ -286,9 +281,7 @@ async def test_read_log_parses_the_block(rig: Rig) -> None:
         [18, 1002, 1, 1, 1.7e9 + 0.5, 0, 3.21, 14, 0, 0, 25.2, 0],
         [19, 1001, 1, 1, 1.7e9 + 60, 60, 3.3, 14, 0.233, 0.77, 25.4, 11],
     ]
-    rig.expect(
-        ("DATA:LOG? 17,100000", log_block(rows)), ("DATA:LOG? 20,5", b"#10\n"), ("DATA:LOG:NEXT?", "20")
-    )
+    rig.expect(("DATA:LOG? 17,100000", log_block(rows)), ("DATA:LOG? 20,5", b"#10\n"), ("DATA:LOG:NEXT?", "20"))
     block = await rig.cycler.read_log(17)
     assert block.shape == (3, len(LOG_COLUMNS)) and block.dtype == np.float64
     np.testing.assert_allclose(block, rows)

@@ -354,9 +354,7 @@ def test_pybamm_strings(text: str, raw: dict[str, object]) -> None:
 
 
 def test_pybamm_hold_takes_the_direction_of_the_previous_current_step() -> None:
-    after_discharge = parse_experiment_step(
-        "Hold at 2.5 V until C/50", previous_kind="discharge", hold_current_a=5
-    )
+    after_discharge = parse_experiment_step("Hold at 2.5 V until C/50", previous_kind="discharge", hold_current_a=5)
     after_charge = parse_experiment_step("Hold at 4.2 V until C/50", previous_kind="charge", hold_current_a=5)
     assert after_discharge["kind"] == "discharge"
     assert after_charge["kind"] == "charge"

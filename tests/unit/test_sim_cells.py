@@ -252,9 +252,7 @@ def test_sei_is_consumed_mostly_in_the_first_fifth_of_soc() -> None:
 # --- CV inversion ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("preset_name", "c_rate", "dt_s"), [("ncm21700-5ah", 2.0, 10.0), ("lfp-280ah", 1.0, 10.0)]
-)
+@pytest.mark.parametrize(("preset_name", "c_rate", "dt_s"), [("ncm21700-5ah", 2.0, 10.0), ("lfp-280ah", 1.0, 10.0)])
 def test_cv_hold_sits_on_target(preset_name: str, c_rate: float, dt_s: float) -> None:
     preset = PRESETS[preset_name]
     capacity_ah = preset.nominal_capacity_ah

@@ -212,9 +212,7 @@ def test_end_record_ah_matches_trapezoid_of_logged_current(
         assert end[LOG_COL["end"]] == EndCode.TIME
         assert end[LOG_COL["step_ah"]] == pytest.approx(trapezoid_ah(rows), rel=0.005, abs=1e-9)
     start_row = step_rows(model, 1001, 1)[0]
-    assert start_row[LOG_COL["current_a"]] == pytest.approx(
-        {"CHARGE": 1, "DISCHARGE": -1, "REST": 0}[mode] * current_a
-    )
+    assert start_row[LOG_COL["current_a"]] == pytest.approx({"CHARGE": 1, "DISCHARGE": -1, "REST": 0}[mode] * current_a)
 
 
 def test_start_record_uses_the_applied_current() -> None:

@@ -189,9 +189,7 @@ def test_data_log_block_and_next(scpi: Dispatcher) -> None:
 def test_rst_clears_cells_sequences_log_and_watchdog(scpi: Dispatcher) -> None:
     scpi.execute("CELL:DEF 1001,(@101);SEQ:STEP:DEF 1,1,REST,30,0,0;SYST:COMM:WDOG 3")
     scpi.execute("*RST")
-    assert (
-        scpi.execute("STAT:CELL:REP? (@1001);SEQ:STEP:COUN? 1;SYST:COMM:WDOG?;DATA:LOG:NEXT?") == "-1;0;0;1"
-    )
+    assert scpi.execute("STAT:CELL:REP? (@1001);SEQ:STEP:COUN? 1;SYST:COMM:WDOG?;DATA:LOG:NEXT?") == "-1;0;0;1"
 
 
 def test_command_table_is_consistent() -> None:

@@ -244,9 +244,7 @@ def test_step_results_are_written_once(store: Store) -> None:
     job_id, (r1, r2) = launch(store)
     assert store.add_step_results([step_row(r1, 0), step_row(r2, 0)]) == 2
     # A replayed transition (same run, same step) is ignored, new steps in the same call still land.
-    assert (
-        store.add_step_results([step_row(r1, 0, ah=99.0), step_row(r1, 1, details='{"dcir_mohm": 0.4}')]) == 1
-    )
+    assert store.add_step_results([step_row(r1, 0, ah=99.0), step_row(r1, 1, details='{"dcir_mohm": 0.4}')]) == 1
     frame = store.step_results(job_id=job_id)
     assert list(frame[["run_id", "step_index"]].itertuples(index=False, name=None)) == [
         (r1, 0),
