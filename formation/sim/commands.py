@@ -284,3 +284,12 @@ class CabinetCommands(Ieee488Instrument):
     def q_sim_truth(self, args: list[str], client: object) -> str:
         expect_count(args, 1)
         return json.dumps(self.model.truth(parse_int(args[0], 1, 65535)), default=float)
+
+
+def command_table_markdown() -> str:
+    """The README's table of every accepted command (kept in step by tests/unit/test_readme.py)."""
+    lines = ["| command | EXT | what it does |", "|---|---|---|"]
+    for spec in COMMAND_TABLE:
+        header = spec.header.replace("|", "` or `") + ("?" if spec.query else "")
+        lines.append(f"| `{header}` | {'EXT' if spec.ext else ''} | {spec.description.replace('|', '/')} |")
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""`formation sim serve` in its own process, driven by an independent pyvisa client and by `formation run launch`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pyvisa
+
+ROOT = Path(__file__).resolve().parents[2]
+SCALE = 2000.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def sim_port() -> Iterator[int]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "formation",
+            "sim",
+            "serve",
+            "--port",
+            str(port),
+            "--channels",
+            "8",
+            "--scale",
+            str(SCALE),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "simulator did not listen"
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
+def test_independent_pyvisa_client_drives_a_cell(sim_port: int) -> None:
+    rm = pyvisa.ResourceManager("@py")
+    inst = rm.open_resource(
+        f"TCPIP0::127.0.0.1::{sim_port}::SOCKET", read_termination="\n", write_termination="\n", timeout=5000
+    )
+    try:
+        assert inst.query("*IDN?").startswith("Formation,BT2200-SIM,")
+        inst.write("CELL:DEF 1001,(@101)")
+        inst.write("SEQ:STEP:DEF 1,1,CHARGE,600,2.5,4.2")
+        inst.write("SEQ:STEP:DEF 1,2,REST,600,0,0")
+        inst.write("CELL:ENAB (@1001),1")
+        inst.write("CELL:INIT (@1001)")
+        assert inst.query("SYST:ERR?") == '+0,"No error"'
+        volts = float(inst.query("MEAS:CELL:VOLT? (@1001)"))
+        assert 2.4 < volts < 4.2
+        deadline = time.monotonic() + 10
+        while inst.query("STAT:CELL:REP? (@1001)") != "3":  # DONE after 1200 clock seconds
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert float(inst.query("MEAS:CELL:CURR? (@1001)")) == 0.0
+        assert float(inst.query("MEAS:CELL:VOLT? (@1001)")) > volts  # charged for 10 minutes at C/2
+        inst.write("FOO:BAR 1")
+        assert inst.query("SYST:ERR?") == '-113,"Undefined header"'
+    finally:
+        inst.close()
+
+
+RECIPE = """
+name = "cli-short"
+version = "1"
+nominal_capacity_ah = 5.0
+[limits]
+max_voltage_v = 4.25
+min_voltage_v = 2.45
+[[steps]]
+text = "Charge at 1C for 20 minutes or until 4.1 V"
+[[steps]]
+text = "Rest for 10 minutes"
+"""
+
+
+def test_run_launch_over_tcp(sim_port: int, tmp_path: Path) -> None:
+    (tmp_path / "site.toml").write_text(
+        f'[database]\npath = "line.db"\n[clock]\nscale = {SCALE}\n'
+        f'[[cabinets]]\nname = "cab1"\nresource = "TCPIP0::127.0.0.1::{sim_port}::SOCKET"\nchannels = 8\n'
+        "poll_interval_s = 20.0\n"
+    )
+    (tmp_path / "short.toml").write_text(RECIPE)
+    (tmp_path / "cells.csv").write_text(
+        "cell_id,lot,nominal_capacity_ah\n" + "".join(f"S-{i},LOT-S,5.0\n" for i in range(1, 5))
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "formation",
+            "run",
+            "launch",
+            str(tmp_path / "short.toml"),
+            "--site",
+            str(tmp_path / "site.toml"),
+            "--cabinet",
+            "cab1",
+            "--channels",
+            "5-8",
+            "--cells",
+            str(tmp_path / "cells.csv"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Per-step summary" in proc.stdout
+    with sqlite3.connect(tmp_path / "line.db") as conn:
+        runs = conn.execute("SELECT channel, state FROM run ORDER BY channel").fetchall()
+        results = conn.execute("SELECT count(*) FROM step_result").fetchone()[0]
+    assert runs == [(5, "done"), (6, "done"), (7, "done"), (8, "done")]
+    assert results == 8
+    listed = subprocess.run(
+        [sys.executable, "-m", "formation", "run", "list", "--site", str(tmp_path / "site.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert listed.returncode == 0 and "done" in listed.stdout
