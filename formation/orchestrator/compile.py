@@ -8,6 +8,7 @@ dies can never push a cell past its recipe limit.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from formation.instruments.program import (
     EndCode,
@@ -19,7 +20,7 @@ from formation.instruments.program import (
     TestType,
     TestWhen,
 )
-from formation.recipes import ChargeStep, DischargeStep, Recipe, RestStep, Step
+from formation.recipes import AgeStep, ChargeStep, DcirStep, DischargeStep, Recipe, RestStep, Step
 
 #: A FAIL test sits this far beyond a limit that a clamp already enforces, so it only trips on a real fault.
 LIMIT_MARGIN_V = 0.010
@@ -64,60 +65,99 @@ def _backstop_s(current_a: float, nominal_ah: float) -> float:
     return max(BACKSTOP_MIN_S, BACKSTOP_FACTOR * nominal_ah / current_a * 3600.0)
 
 
-def compile_step(step: Step, recipe: Recipe, nominal_capacity_ah: float) -> CompiledStep:
-    """The instrument program for ``step`` on a cell of ``nominal_capacity_ah``."""
-    lim = recipe.limits
-    until = step.until
-    ends: list[tuple[StepTest, str]] = []
-    match step:
-        case ChargeStep() | DischargeStep():
-            charging = isinstance(step, ChargeStep)
-            mode = StepMode.CHARGE if charging else StepMode.DISCHARGE
-            current_a = step.current.resolve_a(nominal_capacity_ah)
-            if step.cv_voltage_v is not None:
-                clamp_v = step.cv_voltage_v
-            else:
-                clamp_v = lim.max_voltage_v if charging else lim.min_voltage_v
-            if until.voltage_v is not None:
-                vtype = TestType.VOLT_GE if charging else TestType.VOLT_LE
-                end_v = until.voltage_v
-                if abs(end_v - clamp_v) < CLAMP_TEST_GUARD_V:
-                    # A clamp regulates to a hair short of its value; a test at the very same value might never
-                    # hold, so it sits just inside the clamp.
-                    end_v = clamp_v - CLAMP_TEST_GUARD_V if charging else clamp_v + CLAMP_TEST_GUARD_V
-                ends.append((StepTest(vtype, end_v), "voltage"))
-            if until.current is not None:
-                taper_a = until.current.resolve_a(nominal_capacity_ah)
-                ends.append(
-                    (
-                        StepTest(TestType.CURR_LE, taper_a, when=TestWhen.AFTER, at_s=TAPER_HOLDOFF_S),
-                        "current",
-                    )
-                )
-            charge_ah = until.charge_limit_ah(nominal_capacity_ah)
-            if charge_ah is not None:
-                ends.append((StepTest(TestType.AMPH_GE, charge_ah), "charge"))
-            duration_s = until.duration_s or _backstop_s(current_a, nominal_capacity_ah)
-        case RestStep():
-            mode, current_a, clamp_v = StepMode.REST, 0.0, 0.0
-            if until.voltage_v is not None:
-                ends.append((StepTest(TestType.VOLT_LE, until.voltage_v), "voltage"))
-            duration_s = until.duration_s or BACKSTOP_MIN_S
-        case _:  # pragma: no cover - the recipe parser refuses other kinds for now
-            raise NotImplementedError(f"step kind {step.kind!r} cannot be compiled yet")
-    # FAIL tests are numbered first so the end code says at once that a limit tripped.
-    tests = _safety_tests(recipe) + ends
+def _numbered(tests: list[tuple[StepTest, str]]) -> dict[int, str]:
     end_reasons: dict[int, str] = {}
     for n, (test, name) in enumerate(tests, start=1):
         base = EndCode.FAIL_BASE if test.action is TestAction.FAIL else EndCode.NEXT_BASE
         end_reasons[base + n] = name
-    inst = InstrumentStep(
+    return end_reasons
+
+
+def _instrument_step(
+    mode: StepMode, duration_s: float, current_a: float, clamp_v: float, tests: list[tuple[StepTest, str]], record: Any
+) -> InstrumentStep:
+    return InstrumentStep(
         mode=mode,
         duration_s=float(duration_s),
         current_a=float(current_a),
         voltage_v=float(clamp_v),
         tests=tuple(t for t, _ in tests),
-        every_s=float(step.record.every_s),
-        every_mv=float(step.record.every_mv),
+        every_s=float(record.every_s),
+        every_mv=float(record.every_mv),
     )
-    return CompiledStep(StepProgram((inst,)), end_reasons, until.duration_s is not None)
+
+
+def compile_step(step: Step, recipe: Recipe, nominal_capacity_ah: float) -> CompiledStep:
+    """The instrument program for ``step`` on a cell of ``nominal_capacity_ah``."""
+    match step:
+        case ChargeStep() | DischargeStep():
+            return _compile_current_step(step, recipe, nominal_capacity_ah)
+        case RestStep():
+            return _compile_rest(step, recipe)
+        case DcirStep():
+            return _compile_dcir(step, recipe, nominal_capacity_ah)
+        case AgeStep():
+            safety = _safety_tests(recipe)
+            inst = _instrument_step(StepMode.REST, step.duration_s, 0.0, 0.0, safety, step.record)
+            return CompiledStep(StepProgram((inst,)), _numbered(safety), True)
+        case _:  # pragma: no cover - the recipe parser refuses other kinds
+            raise NotImplementedError(f"step kind {step.kind!r} cannot be compiled yet")
+
+
+def _compile_current_step(step: ChargeStep | DischargeStep, recipe: Recipe, nominal_capacity_ah: float) -> CompiledStep:
+    lim = recipe.limits
+    until = step.until
+    ends: list[tuple[StepTest, str]] = []
+    charging = isinstance(step, ChargeStep)
+    mode = StepMode.CHARGE if charging else StepMode.DISCHARGE
+    current_a = step.current.resolve_a(nominal_capacity_ah)
+    if step.cv_voltage_v is not None:
+        clamp_v = step.cv_voltage_v
+    else:
+        clamp_v = lim.max_voltage_v if charging else lim.min_voltage_v
+    if until.voltage_v is not None:
+        vtype = TestType.VOLT_GE if charging else TestType.VOLT_LE
+        end_v = until.voltage_v
+        if abs(end_v - clamp_v) < CLAMP_TEST_GUARD_V:
+            # A clamp regulates to a hair short of its value; a test at the very same value might never
+            # hold, so it sits just inside the clamp.
+            end_v = clamp_v - CLAMP_TEST_GUARD_V if charging else clamp_v + CLAMP_TEST_GUARD_V
+        ends.append((StepTest(vtype, end_v), "voltage"))
+    if until.current is not None:
+        taper_a = until.current.resolve_a(nominal_capacity_ah)
+        ends.append((StepTest(TestType.CURR_LE, taper_a, when=TestWhen.AFTER, at_s=TAPER_HOLDOFF_S), "current"))
+    charge_ah = until.charge_limit_ah(nominal_capacity_ah)
+    if charge_ah is not None:
+        ends.append((StepTest(TestType.AMPH_GE, charge_ah), "charge"))
+    duration_s = until.duration_s or _backstop_s(current_a, nominal_capacity_ah)
+    # FAIL tests are numbered first so the end code says at once that a limit tripped.
+    tests = _safety_tests(recipe) + ends
+    inst = _instrument_step(mode, duration_s, current_a, clamp_v, tests, step.record)
+    return CompiledStep(StepProgram((inst,)), _numbered(tests), until.duration_s is not None)
+
+
+def _compile_rest(step: RestStep, recipe: Recipe) -> CompiledStep:
+    until = step.until
+    ends: list[tuple[StepTest, str]] = []
+    if until.voltage_v is not None:
+        ends.append((StepTest(TestType.VOLT_LE, until.voltage_v), "voltage"))
+    tests = _safety_tests(recipe) + ends
+    inst = _instrument_step(StepMode.REST, until.duration_s or BACKSTOP_MIN_S, 0.0, 0.0, tests, step.record)
+    return CompiledStep(StepProgram((inst,)), _numbered(tests), until.duration_s is not None)
+
+
+def _compile_dcir(step: DcirStep, recipe: Recipe, nominal_capacity_ah: float) -> CompiledStep:
+    """Baseline rest, then one pulse (single) or two (IEC 61960), all in one sequence so no host gap."""
+    lim = recipe.limits
+    charging = step.direction == "charge"
+    mode = StepMode.CHARGE if charging else StepMode.DISCHARGE
+    clamp_v = lim.max_voltage_v if charging else lim.min_voltage_v
+    safety = _safety_tests(recipe)
+    steps = [_instrument_step(StepMode.REST, step.rest_s, 0.0, 0.0, safety, recipe.record)]
+    if step.method == "iec61960":
+        assert step.low_current is not None and step.low_duration_s is not None
+        low_a = step.low_current.resolve_a(nominal_capacity_ah)
+        steps.append(_instrument_step(mode, step.low_duration_s, low_a, clamp_v, safety, step.record))
+    current_a = step.current.resolve_a(nominal_capacity_ah)
+    steps.append(_instrument_step(mode, step.duration_s, current_a, clamp_v, safety, step.record))
+    return CompiledStep(StepProgram(tuple(steps)), _numbered(safety), True)

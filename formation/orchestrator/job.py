@@ -13,6 +13,7 @@ from formation.instruments.scpi import ScpiSession
 from formation.orchestrator.compile import compile_step
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.supervisor import CabinetSupervisor, PollStats
+from formation.orchestrator.timers import LineTimers
 from formation.recipes import Recipe
 from formation.store import Store
 
@@ -50,29 +51,32 @@ async def run_job(
     note: str | None = None,
 ) -> CabinetSupervisor:
     """Launch ``recipe`` on ``assignments`` and supervise it to the end; cancelling aborts the cells safely."""
-    async with ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session:
-        cycler = Bt2200Cycler(session)
-        async with CabinetSupervisor(
+    async with (
+        ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session,
+        LineTimers(store, clock) as timers,
+        CabinetSupervisor(
             cabinet.name,
-            cycler,
+            Bt2200Cycler(session),
             store,
             clock,
             poll_interval_s=cabinet.poll_interval_s,
             watchdog_s=cabinet.watchdog_s,
             n_channels=cabinet.channels,
-        ) as supervisor:
-            await supervisor.launch(recipe, assignments, note=note)
-            if on_start is not None:
-                on_start(supervisor)
-            try:
-                await supervisor.run_until_done(
-                    on_cycle=(lambda stats: on_cycle(supervisor, stats)) if on_cycle is not None else None
-                )
-            except asyncio.CancelledError:
-                # Ctrl-C: output off on every channel of the job, then keep what the instrument logged.
-                await asyncio.shield(_abort_and_drain(supervisor))
-                raise
-        return supervisor
+            timers=timers,
+        ) as supervisor,
+    ):
+        await supervisor.launch(recipe, assignments, note=note)
+        if on_start is not None:
+            on_start(supervisor)
+        try:
+            await supervisor.run_until_done(
+                on_cycle=(lambda stats: on_cycle(supervisor, stats)) if on_cycle is not None else None
+            )
+        except asyncio.CancelledError:
+            # Ctrl-C: output off on every channel of the job, then keep what the instrument logged.
+            await asyncio.shield(_abort_and_drain(supervisor))
+            raise
+    return supervisor
 
 
 async def _abort_and_drain(supervisor: CabinetSupervisor) -> None:

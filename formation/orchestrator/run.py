@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from formation.errors import StateError
 from formation.instruments.program import LOG_COL, EndCode
+from formation.orchestrator import metrics
 from formation.orchestrator.compile import CompiledStep
 from formation.recipes import Recipe
 
@@ -74,6 +77,17 @@ class ChannelRun:
     last_temperature_c: float = float("nan")
     last_ts_s: float = float("nan")
     steps_done: int = 0
+    #: Net Ah since the last full discharge (the 0 % reference), and the capacity that SOC is reckoned against.
+    soc_ah: float = 0.0
+    capacity_ref_ah: float | None = None
+    #: Records of the current step, kept only for steps whose result needs them (dcir, age).
+    captured: list[np.ndarray] = field(default_factory=list)
+    #: OCV checkpoints measured by the timers in the current age step: index -> (host clock s, volts).
+    checkpoints: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: The host clock's reading at the current step's start (host and instrument clocks may differ by an offset).
+    step_t0_host_s: float | None = None
+    #: Age-step seconds during which the chamber was out of band: the K clock pauses (the chamber loop adds them).
+    k_paused_s: float = 0.0
 
     # -- state machine -------------------------------------------------------------------------------------
     def transition(self, new: RunState) -> None:
@@ -88,6 +102,17 @@ class ChannelRun:
     def terminal(self) -> bool:
         """True once the run is done, faulted or aborted."""
         return self.state in TERMINAL_STATES
+
+    @property
+    def soc(self) -> float:
+        """The host's SOC estimate (coulomb count from the last full discharge), 0–1."""
+        return self.soc_ah / (self.capacity_ref_ah or self.nominal_capacity_ah)
+
+    @property
+    def needs_records(self) -> bool:
+        """Whether the current step's result is computed from its records (so the supervisor keeps them)."""
+        step = self.step
+        return step is not None and step.kind in ("dcir", "age")
 
     @property
     def step(self) -> Any:
@@ -105,6 +130,10 @@ class ChannelRun:
         self.awaiting_start = True
         self.start_attempted = False
         self.account = StepAccount()
+        self.captured = []
+        self.checkpoints = {}
+        self.step_t0_host_s = None
+        self.k_paused_s = 0.0
 
     def note_start_record(self, row: Any) -> None:
         """A record with step time 0 on the sequence's first instrument step: the step has begun."""
@@ -132,6 +161,15 @@ class ChannelRun:
         self.end_reason = reason
         self.steps_done += 1
         step = self.step
+        details: dict[str, Any] = {"end_code": code, "seq_id": self.seq_id}
+        soc_start = self.soc
+        try:
+            details.update(self._step_measurements(step, reason, acc.started_s))
+        except ValueError as exc:
+            details["error"] = str(exc)
+        self._account_soc(step, reason, acc.ah)
+        details["soc_start"] = round(soc_start, 6)
+        details["soc_end"] = round(self.soc, 6)
         return {
             "run_id": self.run_id,
             "step_index": self.step_index,
@@ -145,8 +183,52 @@ class ChannelRun:
             "start_voltage_v": acc.start_voltage_v if acc.start_voltage_v is not None else float("nan"),
             "end_voltage_v": float(row[LOG_COL["voltage_v"]]),
             "end_reason": reason,
-            "details": json.dumps({"end_code": code, "seq_id": self.seq_id}),
+            "details": json.dumps(details, sort_keys=True),
         }
+
+    def _step_measurements(self, step: Any, reason: str, started_s: float | None) -> dict[str, Any]:
+        """DCIR or OCV/K-value of a finished dcir or age step (only when it ran to its end)."""
+        if step.kind not in ("dcir", "age") or reason != "duration":
+            return {}
+        rows = np.concatenate(self.captured) if self.captured else np.empty((0, len(LOG_COL)))
+        if step.kind == "dcir":
+            out = (
+                metrics.dcir_iec61960(rows)
+                if step.method == "iec61960"
+                else metrics.dcir_single(rows, step.sample_at_s)
+            )
+            out.update(method=step.method, direction=step.direction, pulse_s=step.duration_s, soc=round(self.soc, 6))
+            return out
+        # age: timer-measured checkpoints where the timers caught the cell in this step, else the data log.
+        start = started_s if started_s is not None else float(rows[0, LOG_COL["time_s"]])
+        from_log = metrics.ocv_from_log(rows, start, step.ocv_at_s) if len(rows) else []
+        times, volts, sources = [], [], []
+        for k, at_s in enumerate(step.ocv_at_s):
+            if k in self.checkpoints:
+                t, v = self.checkpoints[k]
+                times.append(t - (self.step_t0_host_s if self.step_t0_host_s is not None else t - at_s))
+                volts.append(v)
+                sources.append("timer")
+            elif from_log:
+                times.append(at_s)
+                volts.append(from_log[k])
+                sources.append("log")
+        k_value = metrics.k_value_mv_per_day(times, volts, paused_s=self.k_paused_s)
+        return {
+            "ocv_at_s": [round(t, 3) for t in times],
+            "ocv_v": [round(v, 6) for v in volts],
+            "ocv_source": sources,
+            "k_mv_per_day": k_value,
+            "temperature_c": float(rows[-1, LOG_COL["temp_c"]]) if len(rows) else float("nan"),
+        }
+
+    def _account_soc(self, step: Any, reason: str, ah: float) -> None:
+        self.soc_ah += ah
+        if step.kind == "discharge" and reason == "voltage":
+            # Discharged to the cut-off: this is the 0 % reference, and a deep one measures the capacity.
+            if -ah > 0.5 * self.nominal_capacity_ah:
+                self.capacity_ref_ah = -ah
+            self.soc_ah = 0.0
 
     def journal(self) -> str:
         """The resume point as JSON: enough for a restarted host to re-attach without repeating a charge."""

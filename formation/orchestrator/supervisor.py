@@ -30,6 +30,7 @@ from formation.instruments.program import (
 from formation.orchestrator.compile import LIMIT_MARGIN_V, compile_step
 from formation.orchestrator.inputs import CellEntry, format_channel_list
 from formation.orchestrator.run import ChannelRun, RunState
+from formation.orchestrator.timers import LineTimers
 from formation.orchestrator.writer import SampleWriter
 from formation.recipes import Recipe
 from formation.store import Store
@@ -66,6 +67,7 @@ class CabinetSupervisor:
         poll_interval_s: float = 2.0,
         watchdog_s: float = 30.0,
         n_channels: int = 256,
+        timers: LineTimers | None = None,
     ) -> None:
         self.name = name
         self.cycler = cycler
@@ -85,12 +87,16 @@ class CabinetSupervisor:
         self._run_by_cell = np.full(n_channels + 1001, -1, dtype=np.int64)
         self._program_seq: dict[StepProgram, int] = {}
         self._stop = asyncio.Event()
+        self.timers = timers
+        self._due_checkpoints: list[tuple[int, int, int]] = []
 
     async def __aenter__(self) -> CabinetSupervisor:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
+        if self.timers is not None:
+            self.timers.unregister(self.name, self)
         if self.writer is not None:
             await self.writer.close()
 
@@ -143,6 +149,8 @@ class CabinetSupervisor:
         ]
         for i, run in enumerate(self.runs):
             self._run_by_cell[channel_to_cell_id(run.channel)] = i
+        if self.timers is not None:
+            self.timers.register(self.name, self)
         await self.cycler.clear_status()
         await self.cycler.set_watchdog(self.watchdog_s)
         await self.cycler.define_cells(channels)
@@ -237,6 +245,11 @@ class CabinetSupervisor:
             await self._comm_restored()
         records = np.concatenate(blocks) if blocks else np.empty((0, len(LOG_COL)))
         step_ends = await self._ingest(records)
+        if self._due_checkpoints:
+            try:
+                await self._measure_checkpoints()
+            except TransportError as exc:
+                await self._comm_lost(exc)
         await self._settle_aborting(active, status)
         try:
             await self._start_pending()
@@ -278,9 +291,16 @@ class CabinetSupervisor:
             run.last_temperature_c = float(row[LOG_COL["temp_c"]])
             run.last_ts_s = float(row[LOG_COL["time_s"]])
 
+        self._capture(records, idx)
         starts = np.nonzero((records[:, LOG_COL["step_time_s"]] == 0) & (records[:, LOG_COL["step"]] == 1))[0]
+        latest_s = float(records[:, LOG_COL["time_s"]].max())
         for pos in starts:
-            self.runs[idx[pos]].note_start_record(records[pos])
+            run = self.runs[idx[pos]]
+            run.note_start_record(records[pos])
+            # The host clock may be offset from the instrument's: anchor the step start on the host's.
+            run.step_t0_host_s = self.clock.now() - (latest_s - float(records[pos, LOG_COL["time_s"]]))
+            if run.step is not None and run.step.kind == "age":
+                self._schedule_checkpoints(run)
         ends = np.nonzero(records[:, LOG_COL["end"]] != 0)[0]
         results: list[dict[str, Any]] = []
         changed: list[ChannelRun] = []
@@ -300,6 +320,48 @@ class CabinetSupervisor:
         if changed:
             await self._journal(changed)
         return len(ends)
+
+    def _capture(self, records: np.ndarray, idx: np.ndarray) -> None:
+        """Keep the records of runs whose current step is computed from them (dcir pulses, age OCV)."""
+        wanted = np.array([r.needs_records and not r.terminal for r in self.runs])
+        mask = wanted[idx]
+        if not mask.any():
+            return
+        sel_idx, sel_rows = idx[mask], records[mask]
+        for i in np.unique(sel_idx):
+            self.runs[i].captured.append(sel_rows[sel_idx == i])
+
+    def _schedule_checkpoints(self, run: ChannelRun) -> None:
+        if self.timers is None or self.job_id is None or run.step_t0_host_s is None:
+            return
+        for k, at_s in enumerate(run.step.ocv_at_s):
+            self.timers.schedule_checkpoint(
+                self.name, self.job_id, run.run_id, run.step_index, k, run.step_t0_host_s + at_s
+            )
+
+    def on_checkpoint(self, job_id: int, run_id: int, step_index: int, k: int) -> None:
+        """A checkpoint timer fired: measure that cell's OCV in the next poll (batched with any others due)."""
+        if job_id == self.job_id:
+            self._due_checkpoints.append((run_id, step_index, k))
+
+    async def _measure_checkpoints(self) -> None:
+        """One batched voltage query for every run whose checkpoint is due and which is still in that step."""
+        due, self._due_checkpoints = self._due_checkpoints, []
+        by_id = {r.run_id: r for r in self.runs}
+        targets = [
+            (by_id[rid], k)
+            for rid, step_index, k in due
+            if rid in by_id
+            and by_id[rid].step_index == step_index
+            and not by_id[rid].terminal
+            and not by_id[rid].awaiting_start
+        ]
+        if not targets:
+            return
+        measured = await self.cycler.measure([r.channel for r, _ in targets])
+        now = self.clock.now()
+        for (run, k), volts in zip(targets, measured.voltage_v, strict=True):
+            run.checkpoints[k] = (now, float(volts))
 
     async def _advance(self, run: ChannelRun, code: int) -> None:
         """After a recipe step ended: next step, done, or the fault/abort it ended with."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def store(tmp_path: Path) -> Store:
     s.close()
 
 
+@asynccontextmanager
 async def _line(store: Store, *, cells: int, scale: float, formed: bool = False, **spec_kw) -> AsyncIterator[Line]:  # type: ignore[no-untyped-def]
     clock = ScaledClock(scale)
     spec = CabinetSpec(name="cab", channels=cells, preset="ncm21700-5ah", seed=3, port=0, formed=formed, **spec_kw)
