@@ -7,6 +7,8 @@ Pure: nothing here does I/O beyond reading the recipe file it is given.
     for step in recipe.steps:
         match step:
             case ChargeStep(current=current, cv_voltage_v=cv_v, until=until): ...
+            case DcirStep(rest_s=rest_s, current=current, sample_at_s=sample_at_s): ...
+            case AgeStep(duration_s=duration_s, ocv_at_s=ocv_at_s): ...
 """
 
 from formation.recipes.library import (
@@ -18,7 +20,11 @@ from formation.recipes.library import (
     resolve_recipe,
 )
 from formation.recipes.model import (
+    AgeStep,
     ChargeStep,
+    DcirDirection,
+    DcirMethod,
+    DcirStep,
     DischargeStep,
     Limits,
     Recipe,
@@ -34,8 +40,12 @@ from formation.recipes.units import CurrentSpec, format_duration, parse_current,
 
 __all__ = [
     "UNSUPPORTED_KINDS",
+    "AgeStep",
     "ChargeStep",
     "CurrentSpec",
+    "DcirDirection",
+    "DcirMethod",
+    "DcirStep",
     "DischargeStep",
     "Limits",
     "Recipe",

@@ -1,8 +1,8 @@
 """The recipe model: frozen, typed steps and the recipe that orders them, with their canonical JSON form.
 
 Steps are data; the orchestrator dispatches on their type (``match step: case ChargeStep(): ...``).
-To add a kind (``dcir``, ``age``, ``chamber``), add its dataclass here, extend the ``Step`` union, and
-register its builder in ``formation.recipes.parse.STEP_BUILDERS``.
+To add a kind (``chamber``), add its dataclass here, extend the ``Step`` union, and register its builder in
+``formation.recipes.parse.STEP_BUILDERS``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from formation.recipes.units import CurrentSpec, fmt, format_duration
 
@@ -21,6 +21,9 @@ DEFAULT_EVERY_MV = 5.0
 DEFAULT_MAX_C_RATE = 2.0
 #: ``limits.max_cell_temperature_c`` when a recipe leaves it out.
 DEFAULT_MAX_CELL_TEMPERATURE_C = 60.0
+
+DcirMethod = Literal["single", "iec61960"]
+DcirDirection = Literal["discharge", "charge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +186,89 @@ class RestStep:
         }
 
 
-Step = ChargeStep | DischargeStep | RestStep
+@dataclass(frozen=True, slots=True)
+class DcirStep:
+    """Rest ``rest_s`` (recipe record rule), then a current pulse; DCIR = ΔV/ΔI at each ``sample_at_s``.
+
+    ``single``: one pulse of ``current`` for ``duration_s`` (HPPC style), sampled at ``sample_at_s``.
+    ``iec61960``: ``low_current`` for ``low_duration_s``, then ``current`` for ``duration_s``;
+    R = (U1 − U2) / (I2 − I1) at the end of each pulse, so ``sample_at_s`` is empty.
+    ``record`` applies to the pulses only.
+    """
+
+    id: str
+    rest_s: float
+    method: DcirMethod
+    direction: DcirDirection
+    current: CurrentSpec
+    duration_s: float
+    sample_at_s: tuple[float, ...]
+    low_current: CurrentSpec | None
+    low_duration_s: float | None
+    record: RecordRule
+
+    kind: ClassVar[str] = "dcir"
+
+    @property
+    def total_s(self) -> float:
+        """Rest plus pulse time: how long the step runs."""
+        return self.rest_s + (self.low_duration_s or 0.0) + self.duration_s
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical JSON form (iec61960 has ``low_*`` and no ``sample_at``)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "rest": self.rest_s,
+            "method": self.method,
+            "direction": self.direction,
+            "current": self.current.to_canonical(),
+            "duration": self.duration_s,
+            "record": self.record.to_canonical(),
+        }
+        if self.method == "single":
+            out["sample_at"] = list(self.sample_at_s)
+        if self.low_current is not None:
+            out["low_current"] = self.low_current.to_canonical()
+        if self.low_duration_s is not None:
+            out["low_duration"] = self.low_duration_s
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AgeStep:
+    """Open circuit for ``duration_s`` at an optional chamber setpoint, reading OCV at each ``ocv_at_s``.
+
+    The K-value (mV/day) comes from the first and last checkpoint; ``chamber_c`` None means cabinet ambient.
+    """
+
+    id: str
+    duration_s: float
+    ocv_at_s: tuple[float, ...]
+    chamber_c: float | None
+    record: RecordRule
+
+    kind: ClassVar[str] = "age"
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical JSON form."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "duration": self.duration_s,
+            "ocv_at": list(self.ocv_at_s),
+            "record": self.record.to_canonical(),
+        }
+        if self.chamber_c is not None:
+            out["chamber_c"] = self.chamber_c
+        return out
+
+
+Step = ChargeStep | DischargeStep | RestStep | DcirStep | AgeStep
 
 
 def describe_step(step: Step) -> str:
-    """One human line for tables: ``charge C/5 CC-CV 3.65 V until I < C/20 or 8h``."""
+    """One human line for tables: ``charge C/5 CC-CV 3.65 V until I < C/20 or 8h``, ``age 7d, OCV at 1d, 7d``."""
     match step:
         case ChargeStep() | DischargeStep():
             mode = f" CC-CV {fmt(step.cv_voltage_v)} V" if step.cv_voltage_v is not None else ""
@@ -196,6 +277,17 @@ def describe_step(step: Step) -> str:
             return f"rest {format_duration(duration_s)}"
         case RestStep():
             return f"rest until {step.until.describe()}"
+        case DcirStep(method="iec61960", low_current=low, low_duration_s=low_s) if low is not None and low_s:
+            pulses = f"{low} {format_duration(low_s)} then {step.current} {format_duration(step.duration_s)}"
+            return f"dcir iec61960 {step.direction} {pulses} after {format_duration(step.rest_s)} rest"
+        case DcirStep():
+            at = ", ".join(format_duration(t) for t in step.sample_at_s)
+            pulse = f"{step.current} {format_duration(step.duration_s)}"
+            return f"dcir {step.direction} {pulse} after {format_duration(step.rest_s)} rest, at {at}"
+        case AgeStep():
+            where = "" if step.chamber_c is None else f" at {fmt(step.chamber_c)} °C"
+            at = ", ".join(format_duration(t) for t in step.ocv_at_s)
+            return f"age {format_duration(step.duration_s)}{where}, OCV at {at}"
     raise TypeError(f"not a recipe step: {step!r}")  # pragma: no cover - the union is exhaustive
 
 

@@ -9,10 +9,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from formation.errors import RecipeError
+from formation.recipes.fields import (
+    Context,
+    check_voltage,
+    join,
+    read_current,
+    read_number,
+    read_parsed,
+    read_string,
+    read_table,
+    record_rule,
+    resolve_a,
+    type_name,
+)
 from formation.recipes.model import (
     DEFAULT_MAX_C_RATE,
     DEFAULT_MAX_CELL_TEMPERATURE_C,
@@ -25,17 +38,9 @@ from formation.recipes.model import (
     Step,
     Until,
 )
+from formation.recipes.parse_measure import age_step, dcir_step
 from formation.recipes.pybamm import parse_experiment_step
-from formation.recipes.units import (
-    CurrentSpec,
-    clean,
-    fmt,
-    is_number,
-    parse_charge,
-    parse_current,
-    parse_duration_s,
-    parse_percent,
-)
+from formation.recipes.units import clean, fmt, parse_charge, parse_current, parse_duration_s, parse_percent
 
 #: No lithium-ion cell is charged above this; a larger limit is a typo (42 for 4.2), not a recipe.
 MAX_CELL_VOLTAGE_V = 5.0
@@ -51,7 +56,6 @@ _TOP_KEYS = (
     "steps",
 )
 _LIMIT_KEYS = ("max_voltage_v", "min_voltage_v", "max_cell_temperature_c", "max_current_a")
-_RECORD_KEYS = ("every_s", "every_mv")
 _CURRENT_STEP_KEYS = ("id", "kind", "current", "cv_voltage_v", "until", "record")
 _CURRENT_STEP_ENDS = ("duration", "voltage_v", "current", "charge", "soc")
 _REST_KEYS = ("id", "kind", "until", "record")
@@ -60,127 +64,31 @@ _TEXT_STEP_KEYS = ("text", "id", "record")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 #: Kinds of DESIGN §3 that a later issue brings; refused with a clear reason until then.
-UNSUPPORTED_KINDS = ("dcir", "age", "chamber")
-
-
-@dataclass
-class _Context:
-    """What step validation needs from the recipe head, and where errors are collected."""
-
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    nominal_ah: float | None = None
-    max_voltage_v: float | None = None
-    min_voltage_v: float | None = None
-    max_current_a: float | None = None
-    record: RecordRule = field(default_factory=RecordRule)
-
-    def error(self, path: str, reason: str) -> None:
-        self.errors.append((path, reason))
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _type_name(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if is_number(value):
-        return "number"
-    return {str: "string", dict: "table", list: "array"}.get(type(value), type(value).__name__)
-
-
-def _table(
-    value: object, path: str, allowed: tuple[str, ...], ctx: _Context, required: tuple[str, ...] = ()
-) -> dict[str, Any] | None:
-    """``value`` as a table with only ``allowed`` keys and every ``required`` one (errors recorded)."""
-    if not isinstance(value, dict):
-        ctx.error(path or "<recipe>", f"expected a table, got {_type_name(value)}")
-        return None
-    for key in value:
-        if key not in allowed:
-            ctx.error(_join(path, str(key)), f"unknown key (expected one of: {', '.join(allowed)})")
-    for key in required:
-        if key not in value:
-            ctx.error(_join(path, key), "missing required key")
-    return value
-
-
-def _number(table: dict[str, Any], key: str, path: str, ctx: _Context, *, allow_zero: bool = False) -> float | None:
-    """A finite number ``> 0`` (``>= 0`` with ``allow_zero``) at ``table[key]``, or None (absent or bad)."""
-    if key not in table:
-        return None
-    value = table[key]
-    where = _join(path, key)
-    if not is_number(value):
-        ctx.error(where, f"expected a number, got {_type_name(value)}")
-        return None
-    number = float(value)
-    if number != number or number in (float("inf"), float("-inf")):
-        ctx.error(where, "must be a finite number")
-    elif number < 0 or (number == 0 and not allow_zero):
-        ctx.error(where, f"{fmt(number)} must be {'zero or ' if allow_zero else ''}positive")
-    else:
-        return clean(number)
-    return None
-
-
-def _string(table: dict[str, Any], key: str, path: str, ctx: _Context) -> str | None:
-    """A non-empty string at ``table[key]``, or None (absent or bad)."""
-    if key not in table:
-        return None
-    value = table[key]
-    if not isinstance(value, str) or not value.strip():
-        ctx.error(_join(path, key), f"expected a non-empty string, got {_type_name(value)}")
-        return None
-    return value
-
-
-def _parsed(parser: Callable[[object], Any], value: object, where: str, ctx: _Context) -> Any:
-    """``parser(value)``, recording its ``ValueError`` reason at ``where``."""
-    try:
-        return parser(value)
-    except ValueError as exc:
-        ctx.error(where, str(exc))
-        return None
-
-
-def _check_voltage(volts: float | None, where: str, ctx: _Context) -> None:
-    if volts is None:
-        return
-    if ctx.max_voltage_v is not None and volts > ctx.max_voltage_v:
-        ctx.error(where, f"{fmt(volts)} V is above limits.max_voltage_v {fmt(ctx.max_voltage_v)} V")
-    elif ctx.min_voltage_v is not None and volts < ctx.min_voltage_v:
-        ctx.error(where, f"{fmt(volts)} V is below limits.min_voltage_v {fmt(ctx.min_voltage_v)} V")
-
-
-def _resolve(current: CurrentSpec, ctx: _Context) -> float | None:
-    if current.amps is not None:
-        return current.amps
-    return None if ctx.nominal_ah is None else current.resolve_a(ctx.nominal_ah)
+UNSUPPORTED_KINDS = ("chamber",)
 
 
 # -- recipe head -------------------------------------------------------------------------------------------
 
 
-def _limits(value: object, ctx: _Context) -> Limits | None:
-    table = _table(value, "limits", _LIMIT_KEYS, ctx, required=("max_voltage_v", "min_voltage_v"))
+def _limits(value: object, ctx: Context) -> Limits | None:
+    table = read_table(value, "limits", _LIMIT_KEYS, ctx, required=("max_voltage_v", "min_voltage_v"))
     if table is None:
         return None
     before = len(ctx.errors)
-    max_v = _number(table, "max_voltage_v", "limits", ctx)
-    min_v = _number(table, "min_voltage_v", "limits", ctx)
+    max_v = read_number(table, "max_voltage_v", "limits", ctx)
+    min_v = read_number(table, "min_voltage_v", "limits", ctx)
     if max_v is not None and max_v > MAX_CELL_VOLTAGE_V:
         ctx.error("limits.max_voltage_v", f"{fmt(max_v)} V is above {fmt(MAX_CELL_VOLTAGE_V)} V (no Li-ion cell)")
         max_v = None
     if max_v is not None and min_v is not None and min_v >= max_v:
         ctx.error("limits.min_voltage_v", f"{fmt(min_v)} V is not below limits.max_voltage_v {fmt(max_v)} V")
         min_v = None
-    temp_c = _number(table, "max_cell_temperature_c", "limits", ctx)
-    max_a = _number(table, "max_current_a", "limits", ctx)
+    temp_c = read_number(table, "max_cell_temperature_c", "limits", ctx)
+    max_a = read_number(table, "max_current_a", "limits", ctx)
     if max_a is None and "max_current_a" not in table and ctx.nominal_ah is not None:
         max_a = clean(DEFAULT_MAX_C_RATE * ctx.nominal_ah)
     ctx.max_voltage_v, ctx.min_voltage_v, ctx.max_current_a = max_v, min_v, max_a
+    ctx.max_cell_temperature_c = DEFAULT_MAX_CELL_TEMPERATURE_C if temp_c is None else temp_c
     if len(ctx.errors) > before or max_v is None or min_v is None or max_a is None:
         return None
     return Limits(
@@ -191,54 +99,36 @@ def _limits(value: object, ctx: _Context) -> Limits | None:
     )
 
 
-def _record(value: object, path: str, base: RecordRule, ctx: _Context) -> RecordRule | None:
-    """A record rule; keys left out inherit from ``base`` (the recipe-wide rule for a step override)."""
-    table = _table(value, path, _RECORD_KEYS, ctx)
-    if table is None:
-        return None
-    before = len(ctx.errors)
-    every_s = _number(table, "every_s", path, ctx, allow_zero=True)
-    every_mv = _number(table, "every_mv", path, ctx, allow_zero=True)
-    if len(ctx.errors) > before:
-        return None
-    rule = RecordRule(
-        every_s=base.every_s if every_s is None else every_s,
-        every_mv=base.every_mv if every_mv is None else every_mv,
-    )
-    if rule.every_s == 0 and rule.every_mv == 0:
-        ctx.error(path, "every_s and every_mv are both 0: nothing would be logged between step start and end")
-        return None
-    return rule
-
-
 # -- steps -------------------------------------------------------------------------------------------------
 
 
-def _until(value: object, path: str, kind: str, ctx: _Context) -> Until | None:
+def _until(value: object, path: str, kind: str, ctx: Context) -> Until | None:
     allowed = _REST_ENDS if kind == "rest" else _CURRENT_STEP_ENDS
     if not isinstance(value, dict):
-        ctx.error(path, f"expected a table, got {_type_name(value)}")
+        ctx.error(path, f"expected a table, got {type_name(value)}")
         return None
     before = len(ctx.errors)
     for key in value:
         if key in _CURRENT_STEP_ENDS and key not in allowed:
-            ctx.error(_join(path, key), f"not an end of a {kind} step (allowed: {', '.join(allowed)})")
+            ctx.error(join(path, key), f"not an end of a {kind} step (allowed: {', '.join(allowed)})")
         elif key not in allowed:
-            ctx.error(_join(path, key), f"unknown key (expected one of: {', '.join(allowed)})")
-    duration_s = _parsed(parse_duration_s, value["duration"], f"{path}.duration", ctx) if "duration" in value else None
-    voltage_v = _number(value, "voltage_v", path, ctx)
-    _check_voltage(voltage_v, f"{path}.voltage_v", ctx)
-    current = _parsed(parse_current, value["current"], f"{path}.current", ctx) if "current" in value else None
+            ctx.error(join(path, key), f"unknown key (expected one of: {', '.join(allowed)})")
+    duration_s = (
+        read_parsed(parse_duration_s, value["duration"], f"{path}.duration", ctx) if "duration" in value else None
+    )
+    voltage_v = read_number(value, "voltage_v", path, ctx)
+    check_voltage(voltage_v, f"{path}.voltage_v", ctx)
+    current = read_parsed(parse_current, value["current"], f"{path}.current", ctx) if "current" in value else None
     charge_ah, charge_fraction = None, None
     if "charge" in value and "soc" in value:
         ctx.error(f"{path}.soc", "give charge or soc, not both")
     elif "charge" in value:
-        charge_ah, charge_fraction = _parsed(parse_charge, value["charge"], f"{path}.charge", ctx) or (
+        charge_ah, charge_fraction = read_parsed(parse_charge, value["charge"], f"{path}.charge", ctx) or (
             None,
             None,
         )
     elif "soc" in value:
-        charge_fraction = _parsed(_soc, value["soc"], f"{path}.soc", ctx)
+        charge_fraction = read_parsed(_soc, value["soc"], f"{path}.soc", ctx)
     if len(ctx.errors) > before:
         return None
     return Until(duration_s, voltage_v, current, charge_ah, charge_fraction)
@@ -251,33 +141,27 @@ def _soc(value: object) -> float:
     return fraction
 
 
-def _current_step(raw: dict[str, Any], path: str, step_id: str, ctx: _Context) -> Step | None:
+def _current_step(raw: dict[str, Any], path: str, step_id: str, ctx: Context) -> Step | None:
     kind = raw["kind"]
     before = len(ctx.errors)
-    _table(raw, path, _CURRENT_STEP_KEYS, ctx, required=("current",))
-    current = _parsed(parse_current, raw["current"], f"{path}.current", ctx) if "current" in raw else None
-    current_a = None if current is None else _resolve(current, ctx)
-    if current_a is not None and ctx.max_current_a is not None and current_a > ctx.max_current_a:
-        ctx.error(
-            f"{path}.current",
-            f"{current} is {fmt(current_a)} A, above limits.max_current_a {fmt(ctx.max_current_a)} A",
-        )
-    cv_v = _number(raw, "cv_voltage_v", path, ctx)
-    _check_voltage(cv_v, f"{path}.cv_voltage_v", ctx)
+    read_table(raw, path, _CURRENT_STEP_KEYS, ctx, required=("current",))
+    current, current_a = read_current(raw, "current", path, ctx)
+    cv_v = read_number(raw, "cv_voltage_v", path, ctx)
+    check_voltage(cv_v, f"{path}.cv_voltage_v", ctx)
     if "until" not in raw:
         ctx.error(f"{path}.until", f"missing: a {kind} step needs an end (duration, voltage_v, charge or current)")
         return None
     until = _until(raw["until"], f"{path}.until", kind, ctx)
     if until is not None:
         _check_ends(until, kind, current_a, cv_v, f"{path}.until", ctx)
-    record = _record(raw.get("record", {}), f"{path}.record", ctx.record, ctx)
+    record = record_rule(raw.get("record", {}), f"{path}.record", ctx.record, ctx)
     if len(ctx.errors) > before or current is None or until is None or record is None:
         return None
     cls = ChargeStep if kind == "charge" else DischargeStep
     return cls(id=step_id, current=current, cv_voltage_v=cv_v, until=until, record=record)
 
 
-def _check_ends(until: Until, kind: str, current_a: float | None, cv_v: float | None, path: str, ctx: _Context) -> None:
+def _check_ends(until: Until, kind: str, current_a: float | None, cv_v: float | None, path: str, ctx: Context) -> None:
     """Refuse a charge/discharge whose ends cannot be trusted to end it."""
     if until.is_empty():
         ctx.error(path, f"a {kind} step needs an end: duration, voltage_v, charge or (with cv_voltage_v) current")
@@ -293,7 +177,7 @@ def _check_ends(until: Until, kind: str, current_a: float | None, cv_v: float | 
             reason = f"{fmt(until.voltage_v)} V is {side} cv_voltage_v {fmt(cv_v)} V"
             ctx.error(f"{path}.voltage_v", f"{reason}: the CV hold never reaches it")
     if until.current is not None and current_a is not None:
-        taper_a = _resolve(until.current, ctx)
+        taper_a = resolve_a(until.current, ctx)
         if taper_a is not None and taper_a >= current_a:
             ctx.error(
                 f"{path}.current",
@@ -301,34 +185,36 @@ def _check_ends(until: Until, kind: str, current_a: float | None, cv_v: float | 
             )
 
 
-def _rest_step(raw: dict[str, Any], path: str, step_id: str, ctx: _Context) -> Step | None:
+def _rest_step(raw: dict[str, Any], path: str, step_id: str, ctx: Context) -> Step | None:
     before = len(ctx.errors)
-    _table(raw, path, _REST_KEYS, ctx)
+    read_table(raw, path, _REST_KEYS, ctx)
     until = _until(raw.get("until", {}), f"{path}.until", "rest", ctx)
     if until is not None and until.duration_s is None:
         ctx.error(f"{path}.until.duration", "a rest step needs a duration end")
-    record = _record(raw.get("record", {}), f"{path}.record", ctx.record, ctx)
+    record = record_rule(raw.get("record", {}), f"{path}.record", ctx.record, ctx)
     if len(ctx.errors) > before or until is None or record is None:
         return None
     return RestStep(id=step_id, until=until, record=record)
 
 
 #: Step kind -> builder ``(raw table, path, id, context) -> step or None``. A new kind registers here.
-STEP_BUILDERS: dict[str, Callable[[dict[str, Any], str, str, _Context], Step | None]] = {
+STEP_BUILDERS: dict[str, Callable[[dict[str, Any], str, str, Context], Step | None]] = {
     "charge": _current_step,
     "discharge": _current_step,
     "rest": _rest_step,
+    "dcir": dcir_step,
+    "age": age_step,
 }
 
 
-def _expand_text(raw: dict[str, Any], path: str, previous_kind: str | None, ctx: _Context) -> dict[str, Any] | None:
+def _expand_text(raw: dict[str, Any], path: str, previous_kind: str | None, ctx: Context) -> dict[str, Any] | None:
     """The raw table of a PyBaMM ``text`` step (carrying its ``id`` and ``record``), or None."""
     for key in raw:
         if key not in _TEXT_STEP_KEYS:
-            ctx.error(_join(path, str(key)), "not allowed beside text (a text step takes only id and record)")
+            ctx.error(join(path, str(key)), "not allowed beside text (a text step takes only id and record)")
     text = raw["text"]
     if not isinstance(text, str):
-        ctx.error(f"{path}.text", f"expected a string, got {_type_name(text)}")
+        ctx.error(f"{path}.text", f"expected a string, got {type_name(text)}")
         return None
     try:
         expanded = parse_experiment_step(text, previous_kind=previous_kind, hold_current_a=ctx.max_current_a)
@@ -339,13 +225,13 @@ def _expand_text(raw: dict[str, Any], path: str, previous_kind: str | None, ctx:
     return expanded
 
 
-def _step(raw: object, index: int, previous_kind: str | None, ctx: _Context) -> tuple[str | None, Step | None]:
+def _step(raw: object, index: int, previous_kind: str | None, ctx: Context) -> tuple[str | None, Step | None]:
     """The id (given or ``step{n}``) and the step at ``steps[index]``; the step is None when it is invalid."""
     path = f"steps[{index}]"
     if not isinstance(raw, dict):
-        ctx.error(path, f"expected a table, got {_type_name(raw)}")
+        ctx.error(path, f"expected a table, got {type_name(raw)}")
         return None, None
-    step_id = _string(raw, "id", path, ctx) if "id" in raw else f"step{index + 1}"
+    step_id = read_string(raw, "id", path, ctx) if "id" in raw else f"step{index + 1}"
     if step_id is not None and not _ID.fullmatch(step_id):
         ctx.error(f"{path}.id", f"{step_id!r} is not a valid id (letters, digits, '_', '.', '-')")
         step_id = None
@@ -356,9 +242,9 @@ def _step(raw: object, index: int, previous_kind: str | None, ctx: _Context) -> 
         raw = expanded
     kind = raw.get("kind")
     if kind is None:
-        ctx.error(f"{path}.kind", "missing required key (charge, discharge or rest; or a PyBaMM text)")
+        ctx.error(f"{path}.kind", f"missing required key ({', '.join(STEP_BUILDERS)}; or a PyBaMM text)")
     elif not isinstance(kind, str):
-        ctx.error(f"{path}.kind", f"expected a string, got {_type_name(kind)}")
+        ctx.error(f"{path}.kind", f"expected a string, got {type_name(kind)}")
     elif kind in UNSUPPORTED_KINDS:
         ctx.error(f"{path}.kind", f"step kind {kind!r} is not supported yet (supported: {', '.join(STEP_BUILDERS)})")
     elif kind not in STEP_BUILDERS:
@@ -368,9 +254,9 @@ def _step(raw: object, index: int, previous_kind: str | None, ctx: _Context) -> 
     return step_id, None
 
 
-def _steps(value: object, ctx: _Context) -> tuple[Step, ...]:
+def _steps(value: object, ctx: Context) -> tuple[Step, ...]:
     if not isinstance(value, list):
-        ctx.error("steps", f"expected an array of step tables, got {_type_name(value)}")
+        ctx.error("steps", f"expected an array of step tables, got {type_name(value)}")
         return ()
     if not value:
         ctx.error("steps", "a recipe needs at least one step")
@@ -399,19 +285,19 @@ def parse_recipe(data: object, source: str = "<recipe>", *, source_text: str | N
     Raises ``RecipeError`` for the first problem, with every ``(field, reason)`` in its ``errors`` attribute.
     ``source_text`` is kept as :attr:`Recipe.source_text` (the canonical JSON when not given).
     """
-    ctx = _Context()
-    table = _table(data, "", _TOP_KEYS, ctx, required=("name", "nominal_capacity_ah", "steps"))
+    ctx = Context()
+    table = read_table(data, "", _TOP_KEYS, ctx, required=("name", "nominal_capacity_ah", "steps"))
     if table is None:
         _raise(ctx, source)
-    name = _string(table, "name", "", ctx)
-    version = _string(table, "version", "", ctx) if "version" in table else "1"
-    chemistry = _string(table, "chemistry", "", ctx)
+    name = read_string(table, "name", "", ctx)
+    version = read_string(table, "version", "", ctx) if "version" in table else "1"
+    chemistry = read_string(table, "chemistry", "", ctx)
     description = table.get("description", "")
     if not isinstance(description, str):
-        ctx.error("description", f"expected a string, got {_type_name(description)}")
-    ctx.nominal_ah = _number(table, "nominal_capacity_ah", "", ctx)
+        ctx.error("description", f"expected a string, got {type_name(description)}")
+    ctx.nominal_ah = read_number(table, "nominal_capacity_ah", "", ctx)
     limits = _limits(table.get("limits", {}), ctx)
-    record = _record(table.get("record", {}), "record", RecordRule(), ctx)
+    record = record_rule(table.get("record", {}), "record", RecordRule(), ctx)
     ctx.record = record or RecordRule()
     steps = _steps(table["steps"], ctx) if "steps" in table else ()
     if ctx.errors:
@@ -432,7 +318,7 @@ def parse_recipe(data: object, source: str = "<recipe>", *, source_text: str | N
     return replace(recipe, source_text=recipe.canonical_json() if source_text is None else source_text)
 
 
-def _raise(ctx: _Context, source: str) -> NoReturn:
+def _raise(ctx: Context, source: str) -> NoReturn:
     field_path, reason = ctx.errors[0]
     error = RecipeError(field_path, reason, source=source)
     error.errors = list(ctx.errors)
