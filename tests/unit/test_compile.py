@@ -120,3 +120,65 @@ def test_identical_steps_compile_to_equal_hashable_programs(recipe) -> None:  # 
     b = compile_step(recipe.steps[1], recipe, 5.0).program
     assert a == b and hash(a) == hash(b)
     assert compile_step(recipe.steps[1], recipe, 4.9).program != a
+
+
+MEASURE = """
+name = "m"
+version = "1"
+nominal_capacity_ah = 5.0
+[limits]
+max_voltage_v = 4.25
+min_voltage_v = 2.45
+max_current_a = 10.0
+[record]
+every_s = 60
+every_mv = 5
+[[steps]]
+id = "d1"
+kind = "dcir"
+rest = "30min"
+current = "1C"
+duration = "18s"
+sample_at = ["1s", "10s", "18s"]
+[[steps]]
+id = "d2"
+kind = "dcir"
+rest = "10min"
+method = "iec61960"
+[[steps]]
+id = "age"
+kind = "age"
+duration = "7d"
+ocv_at = ["1d", "7d"]
+record = { every_s = 3600, every_mv = 1.0 }
+"""
+
+
+def test_dcir_single_is_rest_then_pulse_in_one_sequence() -> None:
+    r = loads_recipe(MEASURE, "toml")
+    c = compile_step(r.steps[0], r, 5.0)
+    rest, pulse = c.program.steps
+    assert (rest.mode, rest.duration_s, rest.current_a) == (StepMode.REST, 1800.0, 0.0)
+    assert (rest.every_s, rest.every_mv) == (60.0, 5.0)
+    assert (pulse.mode, pulse.duration_s) == (StepMode.DISCHARGE, 18.0)
+    assert pulse.current_a == pytest.approx(5.0)
+    assert pulse.voltage_v == pytest.approx(2.45)  # clamp at the recipe floor
+    assert pulse.every_s <= 1.0
+    assert all(t.action is TestAction.FAIL for t in pulse.tests)
+    assert c.end_reason(EndCode.TIME) == "duration"
+
+
+def test_dcir_iec61960_is_rest_low_pulse_high_pulse() -> None:
+    r = loads_recipe(MEASURE, "toml")
+    rest, low, high = compile_step(r.steps[1], r, 5.0).program.steps
+    assert rest.mode is StepMode.REST and rest.duration_s == 600.0
+    assert (low.current_a, low.duration_s) == (pytest.approx(1.0), 10.0)  # 0.2C for 10 s
+    assert (high.current_a, high.duration_s) == (pytest.approx(5.0), 1.0)  # 1C for 1 s
+
+
+def test_age_is_a_long_open_circuit_rest_with_its_record_rule() -> None:
+    r = loads_recipe(MEASURE, "toml")
+    (inst,) = compile_step(r.steps[2], r, 5.0).program.steps
+    assert (inst.mode, inst.duration_s, inst.current_a) == (StepMode.REST, 7 * 86400.0, 0.0)
+    assert (inst.every_s, inst.every_mv) == (3600.0, 1.0)
+    assert {t.type for t in inst.tests} == {TestType.VOLT_GE, TestType.VOLT_LE, TestType.TEMP_GE}
