@@ -11,6 +11,8 @@ thermal node (Joule + entropic heat) cooling to the ambient.
 Within one :meth:`CellPopulation.step` the circuit parameters are frozen at their start-of-step values and the
 RC states and the thermal node are integrated exactly (exponentials); only the OCV is read at the end-of-step
 SOC. :meth:`CellPopulation.current_for_voltage_a` inverts that same map, so a CV hold lands on its target.
+At open circuit every state is integrated exactly (RC and thermal exponentials, SOC linear in the leak), so a
+long rest may take long steps without changing its relaxation curve or its self-discharge drift.
 
 ``capacity_ah`` is the true 0–100 % capacity of the OCV curve. A standard discharge reaches its cut-off a
 few % above 0 % SOC (R rises steeply there), so the presets' ``capacity_factor`` (≈ 1.03) is tuned so that the
@@ -21,6 +23,7 @@ The same few % make the measured first-cycle efficiency ≈ 0.97 × (1 − SEI f
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +34,7 @@ _KELVIN = 273.15
 _T_REF_K = 298.15
 _S_PER_H = 3600.0
 _NEWTON_CORRECTIONS = 2
+_H_PER_DAY = 24.0
 
 #: Defect kinds a cell may be given (``""`` for a good cell).
 DEFECT_KINDS = ("leak", "resistance", "capacity")
@@ -97,6 +101,10 @@ PRESETS: dict[str, CellPreset] = {
         chemistry="NCM",
         nominal_capacity_ah=5.0,
         capacity_factor=1.03,
+        # A micro-short of >= 50 µA adds >= ~0.3 mV/day at 30 % SOC: well clear of the ~0.1 mV/day lot, so
+        # every high-leak defect is caught by its K-value.
+        defect_leak_min_a=50e-6,
+        defect_leak_max_a=1000e-6,
     ),
     # LFP prismatic 280 Ah (~5.4 kg): R0 ≈ 0.25 mΩ, τ_th ≈ 1.5 h; leak ~0.5 mA.
     "lfp-280ah": CellPreset(
@@ -217,12 +225,18 @@ class CellPopulation:
         self.heat_w: np.ndarray = np.zeros(n)
         self._h_w_per_k = preset.heat_capacity_j_per_k / preset.thermal_tau_s
         self._decay_dt_s: float | None = None
-        self._decays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] = self._decay(0.0)
+        self._decays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | np.ndarray] = self._decay(0.0)
 
     # --- parameters at the present state -------------------------------------------------------------------
 
-    def _decay(self, dt_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    def _decay(
+        self, dt_s: float | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | np.ndarray]:
         """e1, 1 - e1, e2, 1 - e2 (e = exp(-dt/τ) of each RC pair) and the thermal node's e, cached per dt."""
+        if isinstance(dt_s, np.ndarray):  # a per-cell dt (probes inside a substep): not worth caching
+            e1 = np.exp(-dt_s / self.tau1_s)
+            e2 = np.exp(-dt_s / self.tau2_s)
+            return e1, 1.0 - e1, e2, 1.0 - e2, np.exp(-dt_s / self.preset.thermal_tau_s)
         if dt_s != self._decay_dt_s:
             e1 = np.exp(-dt_s / self.tau1_s)
             e2 = np.exp(-dt_s / self.tau2_s)
@@ -288,8 +302,10 @@ class CellPopulation:
             current_a -= residual / (ocv.slope_v(soc_end) * gain + r_eff_ohm)
         return current_a
 
-    def step(self, dt_s: float, current_a: np.ndarray | float, ambient_c: float | np.ndarray) -> np.ndarray:
-        """Advance every cell by ``dt_s`` at ``current_a``; return the terminal voltage at the end."""
+    def step(
+        self, dt_s: float | np.ndarray, current_a: np.ndarray | float, ambient_c: float | np.ndarray
+    ) -> np.ndarray:
+        """Advance every cell by ``dt_s`` (one value, or one per cell) at ``current_a``; return the end voltage."""
         current_a = np.asarray(current_a, dtype=float)
         u = self._arrhenius_u()
         scale = self._r_scale(u)
@@ -323,6 +339,67 @@ class CellPopulation:
         self.heat_w = heat_w
         return voltage_v
 
+    def clone(self, index: int | Sequence[int] | np.ndarray) -> CellPopulation:
+        """An independent copy of the cells at ``index`` (parameters and state): a sandbox for what-if runs."""
+        idx = np.atleast_1d(np.asarray(index, dtype=np.int64))
+        twin = object.__new__(CellPopulation)
+        for name, value in vars(self).items():
+            # Every per-cell quantity is an (n,) array; everything else (preset, curve, constants) is shared.
+            if isinstance(value, np.ndarray) and value.shape == (self.n,):
+                value = value[idx]  # fancy indexing copies
+            setattr(twin, name, value)
+        twin.n = int(idx.size)
+        twin._sei_active = bool(twin.n and twin.sei_remaining_ah.max() > 0.0)
+        twin._decay_dt_s = None
+        twin._decays = twin._decay(0.0)
+        return twin
+
+    def pulse_voltage_v(
+        self,
+        index: int | Sequence[int] | np.ndarray,
+        current_a: float,
+        times_s: Sequence[float] | np.ndarray,
+        ambient_c: float,
+        *,
+        max_dt_s: float = 0.1,
+    ) -> np.ndarray:
+        """Terminal voltage (shape ``(len(times_s), cells)``) at ``times_s`` into a constant-current pulse.
+
+        Evaluated on a :meth:`clone` from the present state in substeps of at most ``max_dt_s``; no state changes.
+        """
+        times = np.asarray(times_s, dtype=float)
+        if times.ndim != 1 or times.size == 0 or not np.all(times > 0.0):
+            raise ValueError(f"pulse times must be a non-empty list of positive seconds, got {times_s!r}")
+        if max_dt_s <= 0.0:
+            raise ValueError(f"max_dt_s must be > 0, got {max_dt_s}")
+        twin = self.clone(index)
+        out = np.empty((times.size, twin.n))
+        elapsed_s = 0.0
+        voltage_v = twin.terminal_voltage_v(current_a)
+        for j in np.argsort(times, kind="stable").tolist():
+            span_s = float(times[j]) - elapsed_s
+            if span_s > 0.0:
+                # Equal substeps that land exactly on the sample time.
+                k = max(1, math.ceil(span_s / max_dt_s - 1e-9))
+                for _ in range(k):
+                    voltage_v = twin.step(span_s / k, current_a, ambient_c)
+                elapsed_s = float(times[j])
+            out[j] = voltage_v
+        return out
+
+    def open_circuit_rate_v_per_s(self, ambient_c: float) -> np.ndarray:
+        """Upper bound of |dV/dt| (V/s) of each cell at open circuit now (relaxation, leak, thermal OCV shift)."""
+        u = self._arrhenius_u()
+        leak_soc_per_s = self._leak_a(u) * self._inv_capacity * (1.0 / _S_PER_H)
+        return (
+            np.abs(self.v1_v) / self.tau1_s
+            + np.abs(self.v2_v) / self.tau2_s
+            + self.ocv_curve.slope_v(self.soc) * leak_soc_per_s
+            + abs(self.preset.ocv_temp_coeff_v_per_k)
+            * np.abs(self.temperature_c - ambient_c)
+            / self.preset.thermal_tau_s
+        )
+
     # --- ground truth --------------------------------------------------------------------------------------
 
     def add_leak_a(self, index: int | np.ndarray, extra_a: float) -> None:
@@ -335,6 +412,10 @@ class CellPopulation:
         scale = self._r_scale(u)
         r0, r1, r2 = self._r0_ohm * scale, self._r1_ohm * scale, self._r2_ohm * scale
         dcir_10s = r0 + r1 * (1.0 - np.exp(-10.0 / self.tau1_s)) + r2 * (1.0 - np.exp(-10.0 / self.tau2_s))
+        leak_a = self._leak_a(u)
+        # Self-discharge moves the SOC down: the slope of the segment below (it differs only at a table node).
+        ocv_slope_v = self.ocv_curve.slope_v(np.nextafter(self.soc, -np.inf))
+        k_mv_per_day = leak_a * _H_PER_DAY * self._inv_capacity * ocv_slope_v * 1000.0
         return {
             "capacity_ah": self.capacity_ah.copy(),
             "soc": self.soc.copy(),
@@ -346,7 +427,9 @@ class CellPopulation:
             "r2_ohm": r2,
             "tau2_s": self.tau2_s.copy(),
             "dcir_10s_ohm": dcir_10s,
-            "leak_a": self._leak_a(u),
+            "leak_a": leak_a,
+            "ocv_slope_v": ocv_slope_v,
+            "k_mv_per_day": k_mv_per_day,
             "sei_remaining_ah": self.sei_remaining_ah.copy(),
             "defect": self.defect.copy(),
         }

@@ -3,7 +3,16 @@
 ``ext=True`` marks extensions beyond the public Keysight BT2200 set (docs/bt2200-dialect.md).
 
 ``SIM:CELL:TRUTH? <id>`` (simulator only) replies with one line of JSON: ``{"cell": <id>, "channel": <BT2200
-channel>, ...}`` plus every key of ``CellPopulation.truth(i)`` (capacity_ah, soc, r0_ohm, leak_a, ...).
+channel>, ...}`` plus every key of ``CellPopulation.truth(i)``: capacity_ah, soc, ocv_v, temperature_c, r0_ohm,
+r1_ohm, tau1_s, r2_ohm, tau2_s, dcir_10s_ohm, leak_a (A at the present temperature), ocv_slope_v (dOCV/dSOC, V per
+unit SOC, of the segment the leak moves into), k_mv_per_day (leak × 24 h / capacity × ocv_slope_v, in mV/day),
+sei_remaining_ah, defect.
+
+``SIM:CELL:DCIR? <id>,<current_a>,<t_s>[,<t_s>...]`` (simulator only) replies with ΔV/ΔI in ohms at each time
+(``%.9g``, comma-separated, in the order asked): a constant-current pulse of ``current_a`` (+ charge, − discharge)
+from the cell's present state, run on a copy in substeps of at most 0.1 s, against the present terminal voltage
+and current. At most :data:`MAX_DCIR_TIMES` times, each 0 < t ≤ :data:`MAX_DCIR_S`; -224 if ``current_a`` is the
+present current.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import numpy as np
 
 import formation
 from formation.instruments.program import StepMode, StepTest, TestAction, TestType, TestWhen
-from formation.sim.cycler import MAX_SEQ, MAX_STEPS, MAX_TESTS, CabinetModel
+from formation.sim.cycler import MAX_SEQ, MAX_STEPS, CabinetModel
 from formation.sim.datalog import format_records
 from formation.sim.scpi import (
     IEEE488_COMMANDS,
@@ -29,6 +38,7 @@ from formation.sim.scpi import (
     parse_int,
     scpi_error,
 )
+from formation.sim.steptests import MAX_TESTS
 
 _C = CommandSpec
 COMMAND_TABLE: tuple[CommandSpec, ...] = (
@@ -70,10 +80,16 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
        "SIM:FAULT:SHORT <id>,<leak_a>: add an internal short (leak, A at 25 °C) to a cell"),
     _C("SIM:FAULT:CLEar", False, "c_fault_cle", True, "SIM:FAULT:CLE: clear every injected fault"),
     _C("SIM:TIME", True, "q_sim_time", True, "SIM:TIME?: the plant clock, unix seconds"),
-    _C("SIM:CELL:TRUTH", True, "q_sim_truth", True, "SIM:CELL:TRUTH? <id>: ground truth, one JSON line"),
+    _C("SIM:CELL:TRUTH", True, "q_sim_truth", True,
+       "SIM:CELL:TRUTH? <id>: ground truth, one JSON line (incl. k_mv_per_day, ocv_slope_v)"),
+    _C("SIM:CELL:DCIR", True, "q_sim_dcir", True,
+       "SIM:CELL:DCIR? <id>,<current_a>,<t_s>[,<t_s>...]: true ΔV/ΔI (ohm) at each time of a pulse from now"),
 )  # fmt: skip
 
 GARBAGE_REPLY = "?!@#garbage#@!?"
+#: Bounds of ``SIM:CELL:DCIR?`` (the copy is integrated in 0.1 s substeps, so the longest pulse bounds its cost).
+MAX_DCIR_TIMES = 32
+MAX_DCIR_S = 3600.0
 
 
 class FaultHooks(Protocol):
@@ -284,6 +300,18 @@ class CabinetCommands(Ieee488Instrument):
     def q_sim_truth(self, args: list[str], client: object) -> str:
         expect_count(args, 1)
         return json.dumps(self.model.truth(parse_int(args[0], 1, 65535)), default=float)
+
+    def q_sim_dcir(self, args: list[str], client: object) -> str:
+        if len(args) < 3:
+            raise scpi_error(-109)
+        if len(args) > 2 + MAX_DCIR_TIMES:
+            raise scpi_error(-108)
+        cell_id = parse_int(args[0], 1, 65535)
+        current_a = parse_float(args[1], -1e4, 1e4)
+        times_s = [parse_float(a, 0.0, MAX_DCIR_S) for a in args[2:]]
+        if min(times_s) <= 0.0:
+            raise scpi_error(-222)
+        return _fmt(self.model.truth_dcir_ohm(cell_id, current_a, times_s), "%.9g")
 
 
 def command_table_markdown() -> str:

@@ -4,6 +4,11 @@ Every per-channel quantity is a numpy array indexed by channel (0-based; the cel
 of the population). Sequences are small Python structures, copied into per-channel parameter arrays when a
 channel enters a step, so the integration loop is vectorised over all channels.
 Dialect: docs/bt2200-dialect.md.
+
+Substeps are at most ``max_dt_s`` (5 s), or ``max_rest_dt_s`` (60 s) while every running cell rests, and never
+cross a step end, an ``AT`` test time or a record period. Time-rule records sit on each step's own grid
+(``every_s``, ``2·every_s``, … of step time): a grid point that falls inside a substep is recorded from a probe
+of those cells advanced exactly to it, so records never drift and channels out of phase cost no extra substeps.
 """
 
 from __future__ import annotations
@@ -12,23 +17,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from formation.instruments.program import (
-    LOG_COLUMNS,
-    CellState,
-    EndCode,
-    StepMode,
-    StepTest,
-    TestAction,
-    TestType,
-)
-from formation.instruments.program import TestWhen as When
+from formation.instruments.program import LOG_COLUMNS, CellState, EndCode, StepMode, StepTest
 from formation.sim.cells import CellPopulation
 from formation.sim.datalog import DEFAULT_MAX_ROWS, DataLog
 from formation.sim.scpi import scpi_error
+from formation.sim.steptests import StepTestTable
 
 MAX_SEQ = 1024
 MAX_STEPS = 64
-MAX_TESTS = 8
 # Float slack on step-time comparisons: substeps land exactly on step ends, up to rounding.
 _EPS_S = 1e-6
 
@@ -36,9 +32,6 @@ _EPS_S = 1e-6
 _CLAMP_MARGIN_V = 1e-7
 
 _MODE_SIGN = {StepMode.REST: 0, StepMode.CHARGE: 1, StepMode.DISCHARGE: -1}
-_TYPE_CODE = {t: i + 1 for i, t in enumerate(TestType)}  # 0 = no test in that slot
-_GE_TYPE = np.array([False] + [t.value.endswith("_GE") for t in TestType])
-_WHEN_CODE = {When.AT: 0, When.AFTER: 1, When.BEFORE: 2}
 _ROWS_COLS = len(LOG_COLUMNS)
 
 
@@ -80,16 +73,20 @@ class CabinetModel:
         start_time_s: float,
         ambient_c: float = 25.0,
         max_dt_s: float = 5.0,
+        max_rest_dt_s: float = 60.0,
         serial: str = "SIM0001",
         max_log_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
         if cells.n != n_channels:
             raise ValueError(f"population has {cells.n} cells for {n_channels} channels")
+        if not 0.0 < max_dt_s <= max_rest_dt_s:
+            raise ValueError(f"need 0 < max_dt_s <= max_rest_dt_s, got {max_dt_s} and {max_rest_dt_s}")
         self.n = n_channels
         self.cells = cells
         self.time_s = float(start_time_s)
         self.ambient_c = ambient_c
         self.max_dt_s = max_dt_s
+        self.max_rest_dt_s = max_rest_dt_s
         self.serial = serial
         self.watchdog_s = 0.0
         self.substeps = 0
@@ -107,8 +104,9 @@ class CabinetModel:
         self.last_end = np.zeros(n, dtype=np.int64)
         self.current_a = np.zeros(n)
         self.voltage_v = np.asarray(cells.terminal_voltage_v(np.zeros(n)), dtype=np.float64).copy()
-        self._last_rec_t = np.zeros(n)
         self._last_rec_v = np.zeros(n)
+        # Step time of each channel's next time-rule record (inf: no time rule).
+        self._next_rec_st = np.full(n, np.inf)
         self._pending_start = np.zeros(n, dtype=bool)
         # Parameters of each channel's current step.
         self._mode = np.zeros(n, dtype=np.int8)
@@ -117,13 +115,7 @@ class CabinetModel:
         self._clamp_v = np.zeros(n)
         self._every_s = np.zeros(n)
         self._every_mv = np.zeros(n)
-        self._t_type = np.zeros((n, MAX_TESTS), dtype=np.int64)
-        self._t_value = np.zeros((n, MAX_TESTS))
-        self._t_when = np.zeros((n, MAX_TESTS), dtype=np.int8)
-        self._t_at_s = np.zeros((n, MAX_TESTS))
-        self._t_fail = np.zeros((n, MAX_TESTS), dtype=bool)
-        self._at_done = np.zeros((n, MAX_TESTS), dtype=bool)
-        self._rows = np.arange(n)[:, None]
+        self._tests = StepTestTable(n)
 
     # ---------- cells
 
@@ -286,16 +278,8 @@ class CabinetModel:
         self._clamp_v[mask] = s.voltage_v
         self._every_s[mask] = s.every_s
         self._every_mv[mask] = s.every_mv
-        t_type = np.zeros(MAX_TESTS, dtype=np.int64)
-        t_value, t_at = np.zeros(MAX_TESTS), np.zeros(MAX_TESTS)
-        t_when, t_fail = np.zeros(MAX_TESTS, dtype=np.int8), np.zeros(MAX_TESTS, dtype=bool)
-        for n, test in s.tests.items():
-            t_type[n - 1] = _TYPE_CODE[test.type]
-            t_value[n - 1], t_at[n - 1] = test.value, test.at_s
-            t_when[n - 1], t_fail[n - 1] = _WHEN_CODE[test.when], test.action == TestAction.FAIL
-        self._t_type[mask], self._t_value[mask], self._t_at_s[mask] = t_type, t_value, t_at
-        self._t_when[mask], self._t_fail[mask] = t_when, t_fail
-        self._at_done[mask] = False
+        self._next_rec_st[mask] = s.every_s if s.every_s > 0 else np.inf
+        self._tests.load(mask, s.tests)
         self.step_time_s[mask] = 0.0
         self.step_ah[mask] = 0.0
         self.step_wh[mask] = 0.0
@@ -313,8 +297,10 @@ class CabinetModel:
                 self.time_s = t_s  # no rounding drift against the caller's clock
 
     def _next_dt(self, remaining: float) -> float:
-        dt = min(self.max_dt_s, remaining)
         run = self.state == CellState.RUNNING
+        # Open circuit everywhere (running cells rest, the rest is off): every state integrates exactly.
+        resting = not np.any(self._mode[run])
+        dt = min(self._rest_dt_s(run) if resting else self.max_dt_s, remaining)
         if not run.any():
             return dt
         st = self.step_time_s[run]
@@ -323,13 +309,19 @@ class CabinetModel:
         every = every[every > 0]
         if every.size:
             dt = min(dt, float(every.min()))
-        at_pending = (self._t_when[run] == 0) & (self._t_type[run] > 0) & ~self._at_done[run]
-        if at_pending.any():
-            to_at = (self._t_at_s[run] - st[:, None])[at_pending]
-            to_at = to_at[to_at > _EPS_S]
-            if to_at.size:
-                dt = min(dt, float(to_at.min()))
+        dt = min(dt, self._tests.time_to_next_at_s(run, self.step_time_s))
         return max(dt, _EPS_S)
+
+    def _rest_dt_s(self, run: np.ndarray) -> float:
+        """Longest substep while all rest: ``max_rest_dt_s``, shortened so an ``every_mv`` rule still sees each mV."""
+        watch = run & (self._every_mv > 0)
+        if not watch.any():
+            return self.max_rest_dt_s
+        rate_v_per_s = self.cells.open_circuit_rate_v_per_s(self.ambient_c)[watch]
+        with np.errstate(divide="ignore"):
+            mv_dt_s = float(np.min(self._every_mv[watch] * 1e-3 / rate_v_per_s))
+        # Never below the ordinary substep: early relaxation is logged exactly as in any other step.
+        return min(self.max_rest_dt_s, max(self.max_dt_s, mv_dt_s))
 
     def _applied_current(self, run: np.ndarray, dt: float) -> np.ndarray:
         """CC current, or the CV current that puts the terminal voltage on the clamp at the substep's end."""
@@ -351,6 +343,9 @@ class CabinetModel:
         if starts.any():
             self._record(starts, i, v0, 0, step_time_zero=True)
             self._pending_start[starts] = False
+        inside = run & (self._next_rec_st < self.step_time_s + dt - _EPS_S)
+        if inside.any():
+            self._record_inside(inside, i, v0)
         v1 = np.asarray(self.cells.step(dt, i, self.ambient_c), dtype=np.float64)
         self.substeps += 1
         self.time_s += dt
@@ -362,55 +357,46 @@ class CabinetModel:
         self.voltage_v = v1
         if not run.any():
             return
-        end = self._evaluate_tests(run, i, v1)
+        end = self._tests.evaluate(run, self.step_time_s, v1, i, self.step_ah, self.cells.temperature_c)
         timed = run & (end == 0) & (self.step_time_s >= self._dur_s - _EPS_S)
         end[timed] = EndCode.TIME
         ended = end != 0
-        periodic = run & ~ended
-        due_t = (self._every_s > 0) & (self.time_s - self._last_rec_t >= self._every_s - _EPS_S)
-        due_v = (self._every_mv > 0) & (np.abs(v1 - self._last_rec_v) * 1000.0 >= self._every_mv)
-        periodic &= due_t | due_v
+        due_t = run & (self.step_time_s >= self._next_rec_st - _EPS_S)
+        due_v = run & (self._every_mv > 0) & (np.abs(v1 - self._last_rec_v) * 1000.0 >= self._every_mv)
+        periodic = ~ended & (due_t | due_v)
         if periodic.any():
             self._record(periodic, i, v1, 0)
+        if due_t.any():
+            # An ended step's grid is reset when it enters its next step.
+            self._next_rec_st[due_t] = self._grid_after(self.step_time_s[due_t], self._every_s[due_t])
         if ended.any():
             self._finish_steps(ended, end, i, v1)
 
-    def _evaluate_tests(self, run: np.ndarray, i: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """End code per channel from its tests this substep (FAIL before NEXT), 0 when none holds."""
-        end = np.zeros(self.n, dtype=np.int64)
-        active = run[:, None] & (self._t_type > 0)
-        if not active.any():
-            return end
-        st = self.step_time_s[:, None]
-        reached = st >= self._t_at_s - _EPS_S
-        when = self._t_when
-        at_due = active & (when == 0) & ~self._at_done & reached
-        self._at_done |= at_due
-        eligible = at_due | (active & (((when == 1) & reached) | ((when == 2) & ~reached)))
-        if not eligible.any():
-            return end
-        abs_i = np.abs(i)
-        quantity = np.stack(
-            (
-                np.zeros(self.n),
-                v,
-                v,
-                abs_i,
-                abs_i,
-                np.abs(self.step_ah),
-                self.cells.temperature_c,
-                self.step_time_s,
-            )
+    @staticmethod
+    def _grid_after(step_time_s: np.ndarray, every_s: np.ndarray) -> np.ndarray:
+        """The first record-grid point (a multiple of ``every_s``) after ``step_time_s``."""
+        return (np.floor((step_time_s + _EPS_S) / every_s) + 1.0) * every_s
+
+    def _record_inside(self, mask: np.ndarray, i: np.ndarray, v0: np.ndarray) -> None:
+        """Record cells whose grid point falls inside this substep, from a probe advanced exactly to it."""
+        idx = np.flatnonzero(mask)
+        grid_s = self._next_rec_st[idx]
+        part_s = np.maximum(grid_s - self.step_time_s[idx], 0.0)
+        probe = self.cells.clone(idx)
+        i_part = i[idx]
+        v_part = np.asarray(probe.step(part_s, i_part, self.ambient_c), dtype=np.float64)
+        self._append(
+            idx,
+            time_s=self.time_s + part_s,
+            step_time_s=grid_s,
+            v=v_part,
+            i=i_part,
+            ah=self.step_ah[idx] + i_part * (part_s / 3600.0),
+            wh=self.step_wh[idx] + i_part * (v0[idx] + v_part) * (part_s / 7200.0),
+            temp_c=probe.temperature_c,
+            end=0,
         )
-        # Rows follow _TYPE_CODE (0 = empty slot), so one fancy index picks each test's quantity.
-        value = quantity[self._t_type, self._rows]
-        holds = eligible & np.where(_GE_TYPE[self._t_type], value >= self._t_value, value <= self._t_value)
-        if not holds.any():
-            return end
-        fail = holds & self._t_fail
-        nxt = holds & ~self._t_fail
-        end = np.where(nxt.any(axis=1), EndCode.NEXT_BASE + 1 + nxt.argmax(axis=1), 0)
-        return np.where(fail.any(axis=1), EndCode.FAIL_BASE + 1 + fail.argmax(axis=1), end)
+        self._next_rec_st[idx] = self._grid_after(grid_s, self._every_s[idx])
 
     def _finish_steps(self, ended: np.ndarray, end: np.ndarray, i: np.ndarray, v: np.ndarray) -> None:
         self._record(ended, i, v, end)
@@ -439,22 +425,47 @@ class CabinetModel:
         step_time_zero: bool = False,
     ) -> None:
         idx = np.flatnonzero(mask)
+        self._append(
+            idx,
+            time_s=self.time_s,
+            step_time_s=0.0 if step_time_zero else self.step_time_s[idx],
+            v=v[idx],
+            i=i[idx],
+            ah=0.0 if step_time_zero else self.step_ah[idx],
+            wh=0.0 if step_time_zero else self.step_wh[idx],
+            temp_c=self.cells.temperature_c[idx],
+            end=end if isinstance(end, int) else end[idx],
+        )
+
+    def _append(
+        self,
+        idx: np.ndarray,
+        *,
+        time_s: float | np.ndarray,
+        step_time_s: float | np.ndarray,
+        v: np.ndarray,
+        i: np.ndarray,
+        ah: float | np.ndarray,
+        wh: float | np.ndarray,
+        temp_c: np.ndarray,
+        end: int | np.ndarray,
+    ) -> None:
+        """Append one record per channel in ``idx`` (values already per ``idx``) to the data log."""
         rows = np.empty((idx.size, _ROWS_COLS))
         rows[:, 0] = 0.0  # rec: assigned by the log
         rows[:, 1] = self.cell_id[idx]
         rows[:, 2] = self.seq[idx]
         rows[:, 3] = self.step[idx]
-        rows[:, 4] = self.time_s
-        rows[:, 5] = 0.0 if step_time_zero else self.step_time_s[idx]
-        rows[:, 6] = v[idx]
-        rows[:, 7] = i[idx]
-        rows[:, 8] = 0.0 if step_time_zero else self.step_ah[idx]
-        rows[:, 9] = 0.0 if step_time_zero else self.step_wh[idx]
-        rows[:, 10] = self.cells.temperature_c[idx]
-        rows[:, 11] = end if isinstance(end, int) else end[idx]
+        rows[:, 4] = time_s
+        rows[:, 5] = step_time_s
+        rows[:, 6] = v
+        rows[:, 7] = i
+        rows[:, 8] = ah
+        rows[:, 9] = wh
+        rows[:, 10] = temp_c
+        rows[:, 11] = end
         self.log.append(rows)
-        self._last_rec_t[idx] = self.time_s
-        self._last_rec_v[idx] = v[idx]
+        self._last_rec_v[idx] = v
 
     # ---------- queries
 
@@ -482,6 +493,19 @@ class CabinetModel:
         """Ground truth of the cell behind ``cell_id`` (simulator only)."""
         k = int(self.indices([cell_id])[0])
         return {"cell": cell_id, "channel": index_to_instrument_channel(k), **self.cells.truth(k)}
+
+    def truth_dcir_ohm(self, cell_id: int, current_a: float, times_s: list[float]) -> np.ndarray:
+        """True ΔV/ΔI (ohm) at ``times_s`` into a ``current_a`` pulse from the present state (simulator only).
+
+        The pulse runs on a copy of the cell at the cabinet ambient; the baseline is the present terminal voltage
+        and current. -224 if the pulse current equals the present current.
+        """
+        k = int(self.indices([cell_id])[0])
+        delta_a = current_a - float(self.current_a[k])
+        if abs(delta_a) < 1e-9:
+            raise scpi_error(-224)
+        voltage_v = self.cells.pulse_voltage_v(k, current_a, times_s, self.ambient_c)[:, 0]
+        return (voltage_v - float(self.voltage_v[k])) / delta_a
 
     def check_definition(self, seq: int, step: int) -> None:
         """-222 unless ``seq``/``step`` are within the instrument's ranges."""

@@ -15,7 +15,10 @@ from formation.sim.server import CabinetServer
 
 @dataclass(frozen=True, slots=True)
 class CabinetSpec:
-    """How to simulate one cabinet: channels, cell preset and population, TCP port (0 = ephemeral)."""
+    """How to simulate one cabinet: channels, cell preset and population, TCP port (0 = ephemeral).
+
+    The cells' temperature follows ``ambient_c`` (the cabinet's air) through each cell's thermal node.
+    """
 
     name: str
     channels: int = 256
@@ -27,6 +30,8 @@ class CabinetSpec:
     ambient_c: float = 25.0
     defect_fraction: float = 0.03
     watchdog_s: float = 0.0
+    #: Longest integration substep while every running cell rests (open circuit integrates exactly).
+    max_rest_dt_s: float = 60.0
 
 
 def build_cabinet(spec: CabinetSpec, start_time_s: float) -> CabinetModel:
@@ -45,7 +50,12 @@ def build_cabinet(spec: CabinetSpec, start_time_s: float) -> CabinetModel:
         defect_fraction=spec.defect_fraction,
     )
     model = CabinetModel(
-        spec.channels, cells, start_time_s=start_time_s, ambient_c=spec.ambient_c, serial=f"SIM-{spec.name}"
+        spec.channels,
+        cells,
+        start_time_s=start_time_s,
+        ambient_c=spec.ambient_c,
+        max_rest_dt_s=spec.max_rest_dt_s,
+        serial=f"SIM-{spec.name}",
     )
     model.watchdog_s = spec.watchdog_s
     return model

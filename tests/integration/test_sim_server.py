@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -176,3 +178,18 @@ async def test_several_clients_share_one_error_queue(plant: SimulatedPlant) -> N
         await a.write("BOGUS")
         assert await b.query("SYST:ERR?") == '-113,"Undefined header"'
         assert await a.query("SYST:ERR?") == '+0,"No error"'
+
+
+async def test_ground_truth_queries_over_tcp(plant: SimulatedPlant) -> None:
+    server = plant.cabinets["cab1"]
+    async with connect(server) as host:
+        await host.write("CELL:DEF 1001,(@101)")
+        truth = json.loads(await host.query("SIM:CELL:TRUTH? 1001"))
+        assert truth["k_mv_per_day"] > 0.0 and truth["ocv_slope_v"] > 0.0
+        dcir_ohm = [float(v) for v in (await host.query("SIM:CELL:DCIR? 1001,-5,1,10,18")).split(",")]
+        circuit_1s_ohm = sum(
+            truth[r] * (1.0 - math.exp(-1.0 / truth[tau])) for r, tau in (("r1_ohm", "tau1_s"), ("r2_ohm", "tau2_s"))
+        )
+        assert len(dcir_ohm) == 3 and dcir_ohm[0] == pytest.approx(truth["r0_ohm"] + circuit_1s_ohm, rel=0.03)
+        assert dcir_ohm[0] < dcir_ohm[1] < dcir_ohm[2]
+        assert await host.query("SYST:ERR?") == '+0,"No error"'
