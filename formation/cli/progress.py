@@ -57,21 +57,21 @@ def job_progress() -> Iterator[JobProgress]:
 
 
 def step_summary_table(results: pd.DataFrame, title: str = "Per-step summary") -> Table:
-    """Mean/min/max of Ah, duration and end voltage per recipe step, with end reasons."""
+    """Per recipe step: cells, mean and spread of Ah, mean hours and end voltage, and the end reasons."""
     table = Table(title=title)
-    for col in ("#", "step", "kind", "cells", "Ah mean", "Ah min–max", "h mean", "end V mean", "end reasons"):
-        table.add_column(col, justify="right" if col not in ("step", "kind", "end reasons") else "left")
+    for col in ("#", "step", "kind", "cells", "Ah mean", "Ah sd", "h", "end V", "ended on"):
+        table.add_column(col, justify="left" if col in ("step", "kind", "ended on") else "right", no_wrap=True)
     if results.empty:
         return table
     for (idx, step_id, kind), g in results.groupby(["step_index", "step_id", "kind"], sort=True):
-        reasons = ", ".join(f"{k} {v}" for k, v in g["end_reason"].value_counts().items())
+        reasons = " ".join(f"{k}×{v}" for k, v in g["end_reason"].value_counts().items())
         table.add_row(
             str(idx),
             str(step_id),
             str(kind),
             str(len(g)),
             f"{g['ah'].mean():.3f}",
-            f"{g['ah'].min():.3f}–{g['ah'].max():.3f}",
+            f"{g['ah'].std(ddof=0):.3f}",
             f"{g['duration_s'].mean() / 3600:.2f}",
             f"{g['end_voltage_v'].mean():.3f}",
             reasons,
