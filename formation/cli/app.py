@@ -22,12 +22,13 @@ err_console = Console(stderr=True)
 
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle.
-    from formation.cli import demo, export, recipe, run, sim
+    from formation.cli import demo, export, grade, recipe, run, sim
 
     app.add_typer(recipe.app, name="recipe")
     app.add_typer(sim.app, name="sim")
     app.add_typer(run.app, name="run")
     app.command("export")(export.export)
+    app.command("grade")(grade.grade)
     app.command("demo")(demo.demo)
 
 

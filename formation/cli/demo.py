@@ -8,19 +8,32 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from formation.cli.app import console
 from formation.cli.progress import job_progress, step_summary_table
 from formation.clock import ScaledClock
 from formation.config import CabinetConfig
 from formation.errors import InputError
+from formation.grading import (
+    Rules,
+    grade_cells,
+    load_lot_metrics,
+    resolve_rules,
+    summarize,
+    summary_table,
+    write_histograms,
+    write_report_csv,
+)
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.job import assign_cells, run_job
 from formation.recipes import resolve_recipe
 from formation.store import Store
+from formation.store.export import export_cell_bdf
 
 DEMO_RECIPE = "demo-ncm21700"
 DEMO_PRESET = "ncm21700-5ah"
+DEMO_LOT = "DEMO-LOT"
 
 
 def demo(
@@ -29,43 +42,77 @@ def demo(
     scale: Annotated[float, typer.Option(help="Simulated seconds per wall second")] = 1500.0,
     recipe: Annotated[str, typer.Option(help="Recipe file or built-in name")] = DEMO_RECIPE,
     seed: Annotated[int, typer.Option(help="Seed of the simulated cell population")] = 7,
+    defects: Annotated[float, typer.Option(help="Fraction of defective simulated cells")] = 0.1,
+    rules: Annotated[str | None, typer.Option(help="Grading rules file (default: the recipe's built-in rules)")] = None,
 ) -> None:
     """Start a simulated cabinet in-process, form its cells over SCPI/TCP, and summarise the result."""
     if not 1 <= cells <= 256:
         raise InputError("--cells", f"{cells} is outside 1-256")
     if scale <= 0:
         raise InputError("--scale", f"{scale} must be > 0")
+    if not 0.0 <= defects <= 1.0:
+        raise InputError("--defects", f"{defects} is outside 0-1")
     r = resolve_recipe(recipe)
+    grading_rules = resolve_rules(rules or r.name)
     out.mkdir(parents=True, exist_ok=True)
     db_path = out / "formation.db"
     store = Store(f"sqlite:///{db_path}")
     store.create_schema()
-    entries = [CellEntry(f"DEMO-{i:04d}", "DEMO-LOT", r.nominal_capacity_ah) for i in range(1, cells + 1)]
+    entries = [CellEntry(f"DEMO-{i:04d}", DEMO_LOT, r.nominal_capacity_ah) for i in range(1, cells + 1)]
     assignments = assign_cells(list(range(1, cells + 1)), entries, r)
     t0 = time.perf_counter()
     console.print(
         f"[bold]formation demo[/]: {cells} simulated {DEMO_PRESET} cells, recipe {r.name} "
         f"({len(r.steps)} steps), clock ×{scale:g}"
     )
-    job_id = asyncio.run(_demo(store, r, assignments, cells, scale, seed))
+    job_id = asyncio.run(_demo(store, r, assignments, cells, scale, seed, defects))
     results = store.step_results(job_id=job_id)
     console.print(step_summary_table(results, title=f"Job {job_id}: per-step summary"))
     _print_first_cycle(results)
-    csv_path = out / "cell-DEMO-0001.csv"
-    from formation.store.export import export_cell_bdf
-
-    export_cell_bdf(store, "DEMO-0001", csv_path)
+    report, plots = _grade(store, grading_rules, out)
+    cell_csv = out / "cell-DEMO-0001.csv"
+    export_cell_bdf(store, "DEMO-0001", cell_csv)
     console.print(f"database: {db_path}")
-    console.print(f"samples of DEMO-0001 (BDF CSV): {csv_path}")
+    console.print(f"grading report (logistics CSV): {report}")
+    console.print(f"histograms: {plots}/")
+    console.print(f"samples of DEMO-0001 (BDF CSV): {cell_csv}")
     console.print(f"done in {time.perf_counter() - t0:.1f} s wall")
     store.close()
 
 
-async def _demo(store: Store, recipe, assignments, cells: int, scale: float, seed: int) -> int:  # type: ignore[no-untyped-def]
+def _grade(store: Store, rules: Rules, out: Path) -> tuple[Path, Path]:
+    """Grade the demo lot, store the grades, write the CSV and histograms, print the grade tables."""
+    cells = load_lot_metrics(store, DEMO_LOT, rules)
+    grading = grade_cells(cells, rules)
+    store.save_grades(grading.cells, rules_sha256=rules.sha256, rules_name=rules.name)
+    report = write_report_csv(grading, out / "grading-report.csv")
+    plots = out / "plots"
+    write_histograms(grading, plots)
+    console.print(summary_table(summarize(grading), title=f"Grades: {rules.name} {rules.version}"))
+    graded = grading.cells.sort_values("cell_id")
+    not_a = graded[graded["grade"] != "A"]
+    if len(not_a):
+        table = Table(title="Cells not graded A")
+        for col in ("cell", "grade", "capacity Ah", "DCIR mΩ", "K mV/day", "reason"):
+            table.add_column(col, no_wrap=col != "reason")
+        for _, row in not_a.iterrows():
+            table.add_row(
+                row["cell_id"],
+                row["grade"],
+                f"{row['capacity_ah']:.3f}",
+                f"{row['dcir_mohm']:.2f}",
+                f"{row['k_mv_per_day']:.2f}",
+                str(row["reason"]),
+            )
+        console.print(table)
+    return report, plots
+
+
+async def _demo(store: Store, recipe, assignments, cells: int, scale: float, seed: int, defects: float) -> int:  # type: ignore[no-untyped-def]
     from formation.sim.plant import CabinetSpec, SimulatedPlant
 
     clock = ScaledClock(scale)
-    spec = CabinetSpec(name="sim-cab1", channels=cells, preset=DEMO_PRESET, seed=seed, port=0)
+    spec = CabinetSpec(name="sim-cab1", channels=cells, preset=DEMO_PRESET, seed=seed, port=0, defect_fraction=defects)
     async with SimulatedPlant([spec], clock) as plant:
         server = plant.cabinets["sim-cab1"]
         cabinet = CabinetConfig(

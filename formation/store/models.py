@@ -171,5 +171,34 @@ class Alarm(SQLModel, table=True):
     job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
 
 
+class Grade(SQLModel, table=True):
+    """One cell's grade under one rules version for one run (NG with a reason included).
+
+    Unique per (cell, rules hash, run): grading with new rules adds a version, grading again with the same rules
+    replaces it. ``run_id`` is NULL for a cell that never ran (graded NG "no run").
+    """
+
+    __tablename__ = "grade"
+    __table_args__ = (
+        UniqueConstraint("cell_id", "rules_sha256", "run_id", name="uq_grade_cell_rules_run"),
+        Index("ix_grade_lot_rules", "lot_id", "rules_sha256"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    cell_id: str = Field(foreign_key="cell.id")
+    lot_id: str
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    grade: str
+    reason: str = ""
+    capacity_ah: float | None = None
+    dcir_mohm: float | None = None
+    k_mv_per_day: float | None = None
+    ocv_v: float | None = None
+    recipe_sha256: str | None = Field(default=None, max_length=64)
+    rules_sha256: str = Field(max_length=64)
+    rules_name: str
+    graded_s: float
+
+
 #: Every table of the store, parents first.
-TABLES: tuple[type[SQLModel], ...] = (Lot, Cell, Recipe, Job, Run, StepResult, Sample, Alarm)
+TABLES: tuple[type[SQLModel], ...] = (Lot, Cell, Recipe, Job, Run, StepResult, Sample, Alarm, Grade)

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
@@ -27,6 +27,7 @@ from formation.store.models import (
     SEVERITIES,
     Alarm,
     Cell,
+    Grade,
     Job,
     Lot,
     Recipe,
@@ -401,3 +402,100 @@ class Store:
         """Alarms (of one job, or all), oldest first."""
         where = [Alarm.job_id == job_id] if job_id is not None else []
         return self._all(Alarm, *where, order_by=[Alarm.ts_s, Alarm.id])
+
+    # -- grades --------------------------------------------------------------------------------------------
+
+    def query_frame(self, stmt: Select[Any]) -> pd.DataFrame:
+        """Run a read-only SELECT (built by a caller such as grading) into a DataFrame, errors translated."""
+        with self._begin() as conn:
+            result = conn.execute(stmt)
+            keys, rows = list(result.keys()), result.all()
+        # Column-wise: DataFrame(rows) would probe every Row object for namedtuple fields, raising per row.
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(keys)
+        return pd.DataFrame({k: pd.Series(list(c), dtype=object) for k, c in zip(keys, columns, strict=True)})
+
+    def save_grades(
+        self, grades: pd.DataFrame, *, rules_sha256: str, rules_name: str, graded_s: float | None = None
+    ) -> int:
+        """Store one grade per row (``cell_id, lot, run_id, grade, reason``, metrics, ``recipe_sha256``).
+
+        Keyed by (cell_id, rules_sha256, run_id): rows already stored under the same key are replaced, other
+        rules versions are kept. Returns the number of rows written.
+        """
+        if grades.empty:
+            return 0
+        rows = _grade_rows(grades, rules_sha256, rules_name, self._clock.now() if graded_s is None else graded_s)
+        grade_t = _table(Grade)
+        with self._begin() as conn:
+            ran = [r for r in rows if r["run_id"] is not None]
+            never_ran = [r for r in rows if r["run_id"] is None]
+            if ran:
+                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                stmt = dialect.insert(grade_t)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["cell_id", "rules_sha256", "run_id"],
+                    set_={c: stmt.excluded[c] for c in _GRADE_VALUE_COLUMNS},
+                )
+                conn.execute(stmt, ran)
+            if never_ran:
+                # NULL run ids never conflict in a unique index: replace these rows by hand.
+                ids = [r["cell_id"] for r in never_ran]
+                for chunk in _chunks(ids):
+                    conn.execute(
+                        delete(grade_t).where(
+                            grade_t.c.rules_sha256 == rules_sha256,
+                            grade_t.c.run_id.is_(None),
+                            grade_t.c.cell_id.in_(chunk),
+                        )
+                    )
+                conn.execute(insert(grade_t), never_ran)
+        return len(rows)
+
+    def grades(self, lot: str | None = None, rules_sha256: str | None = None) -> pd.DataFrame:
+        """Stored grades (of one lot and/or rules version), by cell then grading time; missing metrics NaN."""
+        grade_t = _table(Grade)
+        stmt = select(grade_t)
+        if lot is not None:
+            stmt = stmt.where(grade_t.c.lot_id == lot)
+        if rules_sha256 is not None:
+            stmt = stmt.where(grade_t.c.rules_sha256 == rules_sha256)
+        frame = self.query_frame(stmt.order_by(grade_t.c.cell_id, grade_t.c.graded_s, grade_t.c.id))
+        floats = ["capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v", "graded_s"]
+        return frame.astype({**dict.fromkeys(floats, "float64"), "run_id": "Int64", "id": "int64"})
+
+
+_GRADE_METRICS = ("capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v")
+_GRADE_VALUE_COLUMNS = ("lot_id", "grade", "reason", *_GRADE_METRICS, "recipe_sha256", "rules_name", "graded_s")
+
+
+def _grade_rows(grades: pd.DataFrame, rules_sha256: str, rules_name: str, graded_s: float) -> list[dict[str, Any]]:
+    """Plain-Python row dicts (no numpy scalars, NULL for missing values) for an executemany of grades."""
+    n = len(grades)
+
+    def text(name: str, default: str | None) -> list[str | None]:
+        if name not in grades:
+            return [default] * n
+        col = grades[name].astype(object)
+        return [None if pd.isna(v) else str(v) for v in col.where(col.notna(), None).tolist()]
+
+    def number(name: str) -> list[float | None]:
+        if name not in grades:
+            return [None] * n
+        x = pd.to_numeric(grades[name], errors="coerce").astype(np.float64)
+        return x.astype(object).where(x.notna(), None).tolist()
+
+    run = pd.to_numeric(grades["run_id"], errors="coerce") if "run_id" in grades else pd.Series([np.nan] * n)
+    columns: dict[str, list[Any]] = {
+        "cell_id": text("cell_id", None),
+        "lot_id": text("lot_id" if "lot_id" in grades else "lot", None),
+        "run_id": [None if pd.isna(v) else int(v) for v in run.tolist()],
+        "grade": text("grade", None),
+        "reason": [r or "" for r in text("reason", "")],
+        **{m: number(m) for m in _GRADE_METRICS},
+        "recipe_sha256": text("recipe_sha256", None),
+        "rules_sha256": [rules_sha256] * n,
+        "rules_name": [rules_name] * n,
+        "graded_s": [float(graded_s)] * n,
+    }
+    keys = list(columns)
+    return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import sqlite3
 import subprocess
@@ -9,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from formation.grading import METRICS, REPORT_COLUMNS
+from formation.sim.cells import PRESETS, CellPopulation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,19 +131,47 @@ def test_examples_validate() -> None:
     assert proc.stdout.count("ok") == len(recipes)
 
 
-def test_demo_runs_the_line_and_writes_under_out(tmp_path: Path) -> None:
+def test_demo_runs_the_full_route_and_writes_under_out(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    proc = formation("demo", "--cells", "8", "--out", str(out), "--scale", "4000", cwd=tmp_path)
+    proc = formation("demo", "--cells", "16", "--out", str(out), "--scale", "4000", "--defects", "0.25", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "per-step summary" in proc.stdout
     assert "first-cycle efficiency" in proc.stdout
+    assert "Grades: demo-ncm21700-grading" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
     db = out / "formation.db"
     with sqlite3.connect(db) as conn:
         states = conn.execute("SELECT state, count(*) FROM run GROUP BY state").fetchall()
         samples = conn.execute("SELECT count(*) FROM sample").fetchone()[0]
-    assert states == [("done", 8)]
-    assert samples > 8 * 50
-    csv = (out / "cell-DEMO-0001.csv").read_text().splitlines()
-    assert csv[0].startswith("Test Time / s")
-    assert len(csv) > 50
+        grades = dict(conn.execute("SELECT cell_id, grade FROM grade").fetchall())
+    assert states == [("done", 16)]
+    assert samples > 16 * 50
+    cell_csv = (out / "cell-DEMO-0001.csv").read_text().splitlines()
+    assert cell_csv[0].startswith("Test Time / s") and len(cell_csv) > 50
+
+    # The logistics CSV: one row per cell, no empty grade, the documented columns.
+    report = (out / "grading-report.csv").read_bytes()
+    rows = list(csv.DictReader(io.StringIO(report.decode())))
+    assert list(rows[0]) == list(REPORT_COLUMNS)
+    assert sorted(r["cell_id"] for r in rows) == [f"DEMO-{i:04d}" for i in range(1, 17)]
+    assert all(r["grade"] in {"A", "B", "C", "NG"} for r in rows)
+    assert {r["cell_id"]: r["grade"] for r in rows} == grades
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [f"DEMO-LOT_{m}.png" for m in sorted(METRICS)]
+
+    # Defective high-leak cells (the simulator's seeded population) are never graded A.
+    population = CellPopulation(PRESETS["ncm21700-5ah"], 16, seed=7, defect_fraction=0.25)
+    leaky = [f"DEMO-{i + 1:04d}" for i, kind in enumerate(population.defect) if kind == "leak"]
+    assert leaky, "the seeded demo lot has no high-leak cell"
+    assert all(grades[c] in {"NG", "C"} for c in leaky), {c: grades[c] for c in leaky}
+
+    # Re-grading the same database with the same rules reproduces the CSV byte for byte.
+    again = tmp_path / "again.csv"
+    proc = formation("grade", "DEMO-LOT", "--rules", "demo-ncm21700", "--db", f"sqlite:///{db}", "--out", str(again))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert again.read_bytes() == report
+
+
+def test_grade_with_bad_rules_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text('name = "r"\nversion = "1"\n[metrics.colour]\nstep = "x"\n')
+    line = _one_line_error(formation("grade", "LOT", "--rules", str(tmp_path / "bad.toml"), "--db", "sqlite://"))
+    assert "colour" in line

@@ -1,0 +1,52 @@
+"""`formation grade`: grade a lot from the store with a rules file; store the grades, write the logistics CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from formation.cli.app import console, err_console
+
+
+def grade(
+    lot: Annotated[str, typer.Argument(help="Lot to grade")],
+    rules: Annotated[str, typer.Option(help="Grading rules: a TOML file or a built-in name (a recipe's name)")],
+    out: Annotated[Path, typer.Option(help="Logistics report CSV path")] = Path("report.csv"),
+    plots: Annotated[Path | None, typer.Option(help="Directory for metric histograms (PNG)")] = None,
+    site: Annotated[Path | None, typer.Option(help="Site configuration (TOML)")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")] = None,
+) -> None:
+    """Grade every cell of LOT from its latest run, store the grades, write the CSV and print the summary."""
+    from formation.cli.run import open_store
+    from formation.grading import (
+        grade_cells,
+        load_lot_metrics,
+        resolve_rules,
+        summarize,
+        summary_table,
+        write_histograms,
+        write_report_csv,
+    )
+
+    # Rules first: a bad rules file is refused before the database is touched.
+    parsed = resolve_rules(rules)
+    _, store = open_store(site, db)
+    with store:
+        cells = load_lot_metrics(store, lot, parsed)
+        ok = cells["fault"] == ""
+        for metric, source in parsed.metrics.items():
+            if ok.any() and cells.loc[ok, metric].isna().all():
+                err_console.print(
+                    f"[yellow]warning:[/] no finished run of lot {lot} has {metric} from step {source.step!r}",
+                    highlight=False,
+                )
+        grading = grade_cells(cells, parsed)
+        store.save_grades(grading.cells, rules_sha256=parsed.sha256, rules_name=parsed.name)
+    write_report_csv(grading, out)
+    console.print(summary_table(summarize(grading), title=f"lot {lot}: {parsed.name} {parsed.version}"))
+    console.print(f"wrote {out} ({len(cells)} cells, rules sha256 {parsed.sha256[:12]})", highlight=False)
+    if plots is not None:
+        paths = write_histograms(grading, plots)
+        console.print(f"wrote {len(paths)} histograms to {plots}", highlight=False)

@@ -1,0 +1,171 @@
+"""Grading inputs from the store: one row per cell of a lot with its latest run's metrics and traceability.
+
+One SELECT fetches the lot's cells, each cell's latest run (highest run id: runs are created in launch order),
+its job's recipe, the time of the run's last step result, and the step results that the rules read metrics
+from. Rows come back as plain tuples into a DataFrame (no ORM objects); only the ``details`` JSON of the DCIR and
+age steps is parsed, once per row.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Select, and_, func, select
+
+from formation.errors import InputError
+from formation.grading.rules import METRICS, Rules
+from formation.store import Store
+from formation.store.models import Cell, Job, Recipe, Run, StepResult
+
+#: Columns of :func:`load_lot_metrics` besides the metrics.
+CELL_COLUMNS: tuple[str, ...] = (
+    "cell_id",
+    "lot",
+    "run_id",
+    "run_state",
+    "fault",
+    "cabinet",
+    "channel",
+    "recipe",
+    "recipe_sha256",
+    "graded_at_s",
+)
+
+
+def _t(model: Any) -> Any:
+    return model.__table__
+
+
+def lot_query(lot: str, step_ids: list[str]) -> Select[Any]:
+    """The one SELECT behind :func:`load_lot_metrics` (one row per cell and metric step; cells without any kept)."""
+    cell, run, job, recipe, sr = _t(Cell), _t(Run), _t(Job), _t(Recipe), _t(StepResult)
+    latest = (
+        select(run.c.cell_id, func.max(run.c.id).label("run_id"))
+        .join(cell, cell.c.id == run.c.cell_id)
+        .where(cell.c.lot_id == lot)
+        .group_by(run.c.cell_id)
+        .subquery("latest")
+    )
+    last = sr.alias("last_sr")
+    last_end = (
+        select(last.c.run_id, func.max(last.c.ended_s).label("last_ended_s"))
+        .where(last.c.run_id.in_(select(latest.c.run_id)))
+        .group_by(last.c.run_id)
+        .subquery("last_end")
+    )
+    return (
+        select(
+            cell.c.id.label("cell_id"),
+            cell.c.lot_id.label("lot"),
+            run.c.id.label("run_id"),
+            run.c.state.label("run_state"),
+            run.c.end_reason.label("run_end_reason"),
+            run.c.cabinet,
+            run.c.channel,
+            recipe.c.name.label("recipe"),
+            job.c.recipe_sha256,
+            last_end.c.last_ended_s.label("graded_at_s"),
+            sr.c.step_index,
+            sr.c.step_id,
+            sr.c.ah,
+            sr.c.details,
+        )
+        .select_from(cell)
+        .outerjoin(latest, latest.c.cell_id == cell.c.id)
+        .outerjoin(run, run.c.id == latest.c.run_id)
+        .outerjoin(job, job.c.id == run.c.job_id)
+        .outerjoin(recipe, recipe.c.sha256 == job.c.recipe_sha256)
+        .outerjoin(last_end, last_end.c.run_id == run.c.id)
+        .outerjoin(sr, and_(sr.c.run_id == run.c.id, sr.c.step_id.in_(step_ids)))
+        .where(cell.c.lot_id == lot)
+        .order_by(cell.c.id, sr.c.step_index)
+    )
+
+
+def _fault(state: pd.Series, end_reason: pd.Series) -> pd.Series:
+    """Empty for a finished run, else why the cell cannot be graded (``run faulted: host_check``)."""
+    state = state.astype(object)
+    reason = end_reason.fillna("").astype(str)
+    stopped = "run " + state.fillna("").astype(str) + np.where(reason != "", ": " + reason, "")
+    fault = np.where(state.isin(["faulted", "aborted"]), stopped, "run not finished (" + state.astype(str) + ")")
+    fault = np.where(state == "done", "", fault)
+    return pd.Series(np.where(state.isna(), "no run", fault), index=state.index, dtype=object)
+
+
+def _number(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return np.nan
+
+
+def _parse_details(details: pd.Series) -> list[dict[str, Any]]:
+    """Each row's details JSON as a dict (``{}`` where absent or malformed)."""
+    out: list[dict[str, Any]] = []
+    for text in details.tolist():
+        try:
+            data = json.loads(text) if text else {}
+        except (TypeError, ValueError):
+            data = {}
+        out.append(data if isinstance(data, dict) else {})
+    return out
+
+
+def _from_details(details: list[dict[str, Any]], metric: str, at: str | None) -> np.ndarray:
+    """One metric out of each row's parsed details (NaN where absent or not a number)."""
+    out = np.full(len(details), np.nan)
+    for i, data in enumerate(details):
+        if metric == "dcir_mohm":
+            samples = data.get("dcir_mohm")
+            out[i] = _number(samples.get(at)) if isinstance(samples, dict) else np.nan
+        elif metric == "k_mv_per_day":
+            out[i] = _number(data.get("k_mv_per_day"))
+        elif metric == "ocv_v":
+            ocv = data.get("ocv_v")
+            out[i] = _number(ocv[-1]) if isinstance(ocv, list) and ocv else np.nan  # the last checkpoint
+    return out
+
+
+def metrics_frame(rows: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """One row per cell from the rows of :func:`lot_query`: traceability columns, ``fault`` and the metrics."""
+    per_cell = rows.drop_duplicates("cell_id", keep="first").set_index("cell_id", drop=False)
+    cells = pd.DataFrame(
+        {
+            "cell_id": per_cell["cell_id"].astype(str),
+            "lot": per_cell["lot"].astype(str),
+            "run_id": pd.to_numeric(per_cell["run_id"]).astype("Int64"),
+            "run_state": per_cell["run_state"],
+            "fault": _fault(per_cell["run_state"], per_cell["run_end_reason"]),
+            "cabinet": per_cell["cabinet"],
+            "channel": pd.to_numeric(per_cell["channel"]).astype("Int64"),
+            "recipe": per_cell["recipe"],
+            "recipe_sha256": per_cell["recipe_sha256"],
+            "graded_at_s": pd.to_numeric(per_cell["graded_at_s"]).astype(np.float64),
+        }
+    )
+    parsed: dict[str, list[dict[str, Any]]] = {}  # step id -> details, parsed once even if two metrics use it
+    for metric in METRICS:
+        source = rules.metrics.get(metric)
+        if source is None:
+            cells[metric] = np.nan
+            continue
+        # The latest result of that step in the run (rows are ordered by step index).
+        steps = rows[rows["step_id"] == source.step].drop_duplicates("cell_id", keep="last")
+        if metric == "capacity_ah":
+            values = np.abs(pd.to_numeric(steps["ah"]).to_numpy(dtype=np.float64, na_value=np.nan))
+        else:
+            if source.step not in parsed:
+                parsed[source.step] = _parse_details(steps["details"])
+            values = _from_details(parsed[source.step], metric, source.at)
+        cells[metric] = pd.Series(values, index=steps["cell_id"].astype(str).to_numpy()).reindex(cells.index)
+    return cells.reset_index(drop=True)
+
+
+def load_lot_metrics(store: Store, lot: str, rules: Rules) -> pd.DataFrame:
+    """Grading inputs of every cell of ``lot``; an unknown lot raises InputError."""
+    if store.lot(lot) is None:
+        raise InputError("lot", f"no lot {lot!r} in the store")
+    step_ids = sorted({s.step for s in rules.metrics.values()})
+    return metrics_frame(store.query_frame(lot_query(lot, step_ids)), rules)
