@@ -59,10 +59,24 @@ def test_step_accounting_from_start_and_end_records(run: ChannelRun) -> None:
     assert result["started_s"] == 1000.0 and result["ended_s"] == 4600.0
     assert result["start_voltage_v"] == pytest.approx(3.61) and result["end_voltage_v"] == pytest.approx(4.2)
     assert result["end_reason"] == "current"
-    assert json.loads(result["details"]) == {"end_code": test_n, "seq_id": 4}
+    assert json.loads(result["details"]) == {"end_code": test_n, "seq_id": 4, "soc_start": 0.0, "soc_end": 0.48}
     assert run.steps_done == 1
     journal = json.loads(run.journal())
     assert journal["step_index"] == 0 and journal["ah"] == pytest.approx(2.4)
+
+
+def test_soc_counts_from_the_last_full_discharge() -> None:
+    recipe = load_builtin("ncm21700-formation")
+    r = ChannelRun(1, "C", "L", 1, 5.0, recipe)
+    r.transition(RunState.RUNNING)
+    capacity = next(i for i, s in enumerate(recipe.steps) if s.id == "capacity")
+    r.begin_step(capacity, compile_step(recipe.steps[capacity], recipe, 5.0))
+    code = next(n for n, name in r.compiled.end_reasons.items() if name == "voltage")  # type: ignore[union-attr]
+    r.soc_ah = 5.3
+    r.note_end_record(_row(time_s=10.0, step=1, step_time_s=10.0, step_ah=-4.9, end=code))
+    assert (r.soc_ah, r.capacity_ref_ah) == (0.0, pytest.approx(4.9))
+    r.soc_ah = 2.45
+    assert r.soc == pytest.approx(0.5)
 
 
 def test_watchdog_end_is_reported_as_such(run: ChannelRun) -> None:
