@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: bad input exits 2 with one line, instrument or store failures exit 1 with one line."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        # Non-standalone, typer returns an exit code instead of exiting (130 after Ctrl-C).
+        rv = app(args=argv, standalone_mode=False)
     except InputError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 2
@@ -58,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
+    if isinstance(rv, int) and rv != 0:
+        if rv == 130:
+            err_console.print("interrupted")
+        return rv
     return 0
 
 

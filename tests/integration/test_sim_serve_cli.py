@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -151,3 +152,69 @@ def test_run_launch_over_tcp(sim_port: int, tmp_path: Path) -> None:
         env={**os.environ, "COLUMNS": "160"},
     )
     assert listed.returncode == 0 and "done" in listed.stdout
+
+
+def test_ctrl_c_on_run_launch_aborts_the_cells(sim_port: int, tmp_path: Path) -> None:
+    (tmp_path / "site.toml").write_text(
+        f'[database]\npath = "line.db"\n[clock]\nscale = 10.0\n'
+        f'[[cabinets]]\nname = "cab1"\nresource = "TCPIP0::127.0.0.1::{sim_port}::SOCKET"\nchannels = 8\n'
+    )
+    (tmp_path / "cells.csv").write_text(
+        "cell_id,lot,nominal_capacity_ah\n" + "".join(f"X-{i},LOT-X,5.0\n" for i in range(1, 4))
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "formation",
+            "run",
+            "launch",
+            "ncm21700-formation",
+            "--site",
+            str(tmp_path / "site.toml"),
+            "--cabinet",
+            "cab1",
+            "--channels",
+            "1-3",
+            "--cells",
+            str(tmp_path / "cells.csv"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait until the cells are charging
+            assert proc.poll() is None, proc.communicate()
+            try:
+                with sqlite3.connect(tmp_path / "line.db") as conn:
+                    states = [s for (s,) in conn.execute("SELECT state FROM run")]
+            except sqlite3.OperationalError:
+                states = []
+            if states == ["running"] * 3:
+                break
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    with sqlite3.connect(tmp_path / "line.db") as conn:
+        runs = [s for (s,) in conn.execute("SELECT state FROM run")]
+        job = conn.execute("SELECT state FROM job").fetchone()[0]
+    assert runs == ["aborted"] * 3 and job == "aborted"
+    rm = pyvisa.ResourceManager("@py")
+    inst = rm.open_resource(
+        f"TCPIP0::127.0.0.1::{sim_port}::SOCKET", read_termination="\n", write_termination="\n", timeout=5000
+    )
+    try:
+        assert inst.query("STAT:CELL:REP? (@1001:1003)") == "5,5,5"  # ABORTED
+        assert [float(x) for x in inst.query("MEAS:CELL:CURR? (@1001:1003)").split(",")] == [0.0, 0.0, 0.0]
+    finally:
+        inst.close()
