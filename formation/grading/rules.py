@@ -14,8 +14,6 @@ Order checks between grades (the first grade whose every bound holds wins, so gr
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import tomllib
 from collections.abc import Mapping
@@ -23,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from formation.canonical import canonical_json, content_sha256
 from formation.errors import RulesError
 from formation.recipes.units import parse_duration_s
 
@@ -148,12 +147,12 @@ class Rules:
 
     def canonical_json(self) -> str:
         """Sorted keys, no whitespace, bounds as floats, DCIR pulse time as its details key."""
-        return json.dumps(self.to_canonical(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return canonical_json(self.to_canonical())
 
     @property
     def sha256(self) -> str:
         """Hex sha256 of :meth:`canonical_json`, stored with every grade."""
-        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+        return content_sha256(self.to_canonical())
 
     @property
     def grade_names(self) -> tuple[str, ...]:

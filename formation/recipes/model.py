@@ -7,11 +7,10 @@ To add a kind (``chamber``), add its dataclass here, extend the ``Step`` union, 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from formation.canonical import canonical_json, content_sha256
 from formation.recipes.units import CurrentSpec, fmt, format_duration
 
 #: The dialect's default record rule (``SEQ:STEP:LOG`` never set): every 60 s or every 5 mV.
@@ -324,12 +323,12 @@ class Recipe:
 
     def canonical_json(self) -> str:
         """Sorted keys, no whitespace, durations in seconds, currents as ``{"a": x}`` or ``{"c_rate": x}``."""
-        return json.dumps(self.to_canonical(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return canonical_json(self.to_canonical())
 
     @property
     def sha256(self) -> str:
         """Hex sha256 of :meth:`canonical_json`, recorded with every run."""
-        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+        return content_sha256(self.to_canonical())
 
     def step(self, step_id: str) -> Step:
         """The step with id ``step_id`` (KeyError if none)."""
