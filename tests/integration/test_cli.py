@@ -171,7 +171,23 @@ def test_demo_runs_the_full_route_and_writes_under_out(tmp_path: Path) -> None:
     assert again.read_bytes() == report
 
 
-def test_grade_with_bad_rules_exits_2(tmp_path: Path) -> None:
-    (tmp_path / "bad.toml").write_text('name = "r"\nversion = "1"\n[metrics.colour]\nstep = "x"\n')
+RULES_HEAD = 'name = "r"\nversion = "1"\n[metrics.capacity_ah]\nstep = "capacity"\n'
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('name = "r"\nversion = "1"\n[metrics.colour]\nstep = "x"\n', "colour"),
+        (
+            RULES_HEAD + '[[grades]]\nname = "A"\ncapacity_ah = { min = 4.8 }\n'
+            '[[grades]]\nname = "B"\ncapacity_ah = { min = 4.9 }\n',
+            "grades[1]",
+        ),
+        (RULES_HEAD + '[[grades]]\nname = "A"\ncapacity_ah = { min = "lots" }\n', "grades[0].capacity_ah.min"),
+    ],
+    ids=["unknown-metric", "unreachable-grade", "bound-not-a-number"],
+)
+def test_grade_with_bad_rules_exits_2(tmp_path: Path, body: str, expected: str) -> None:
+    (tmp_path / "bad.toml").write_text(body)
     line = _one_line_error(formation("grade", "LOT", "--rules", str(tmp_path / "bad.toml"), "--db", "sqlite://"))
-    assert "colour" in line
+    assert expected in line
