@@ -57,7 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=1_000_000)
     parser.add_argument("--lots", type=int, default=8)
-    parser.add_argument("--rules", type=Path, default=ROOT / "formation" / "grading" / "library" / "ncm21700-formation.toml")
+    parser.add_argument(
+        "--rules", type=Path, default=ROOT / "formation" / "grading" / "library" / "ncm21700-formation.toml"
+    )
     args = parser.parse_args()
 
     rules = load_rules(args.rules)

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Records drained per DATA:LOG? query; a backlog is drained in several queries within one cycle.
 LOG_BLOCK_ROWS = 100_000
+#: Polls in a row answered with SCPI errors or garbage before the host switches the job's channels off.
+MAX_BAD_POLLS = 5
 #: The poll period never drops below this much wall time, whatever the clock scale.
 MIN_POLL_WALL_S = 0.05
 
@@ -82,6 +84,7 @@ class CabinetSupervisor:
         self.read_rec = 0
         self.writer: SampleWriter | None = None
         self.comm_ok = True
+        self.bad_polls = 0
         self.records_total = 0
         self.alarms_raised = 0
         self._run_by_cell = np.full(n_channels + 1001, -1, dtype=np.int64)
@@ -221,6 +224,7 @@ class CabinetSupervisor:
         if not active:
             return PollStats(0, 0, 0.0)
         channels = [r.channel for r in active]
+        read_rec_before = self.read_rec
         try:
             status = await self.cycler.status(channels)
             blocks = []
@@ -238,9 +242,16 @@ class CabinetSupervisor:
                         self.read_rec = int(fresh[-1, LOG_COL["rec"]])
                 if len(block) < LOG_BLOCK_ROWS:
                     break
-        except TransportError as exc:
-            await self._comm_lost(exc)
+        except InstrumentError as exc:
+            # Nothing of this cycle was ingested: the records come again (the log is acknowledged only up to
+            # what the writer committed), so forget that they were read.
+            self.read_rec = read_rec_before
+            if isinstance(exc, TransportError):
+                await self._comm_lost(exc)
+            else:
+                await self._bad_reply(exc)
             return PollStats(0, 0, time.perf_counter() - t0)
+        self.bad_polls = 0
         if not self.comm_ok:
             await self._comm_restored()
         records = np.concatenate(blocks) if blocks else np.empty((0, len(LOG_COL)))
@@ -248,8 +259,9 @@ class CabinetSupervisor:
         if self._due_checkpoints:
             try:
                 await self._measure_checkpoints()
-            except TransportError as exc:
-                await self._comm_lost(exc)
+            except InstrumentError as exc:
+                # The age step's K falls back to the logged OCV for a checkpoint that could not be read.
+                await self._alarm("warning", "checkpoint_failed", f"OCV checkpoint not measured: {exc}")
         await self._settle_aborting(active, status)
         try:
             await self._start_pending()
@@ -442,6 +454,30 @@ class CabinetSupervisor:
             for run in self.runs:
                 if run.state is RunState.RUNNING:
                     run.transition(RunState.PAUSED)
+
+    async def _bad_reply(self, exc: InstrumentError) -> None:
+        """An SCPI error or garbage reply: alarm; when it persists, switch the job's channels off and fault them.
+
+        The link works, so the instrument's watchdog would never trip: the host must make the channels safe.
+        """
+        self.bad_polls += 1
+        await self._alarm("warning", "bad_reply", f"cabinet {self.name}: {exc}")
+        if self.bad_polls < MAX_BAD_POLLS:
+            return
+        targets = [r for r in self.runs if not r.terminal]
+        try:
+            await self.cycler.abort([r.channel for r in targets])
+        except InstrumentError as abort_exc:
+            await self._alarm("critical", "abort_failed", f"abort of unreadable cabinet failed: {abort_exc}")
+        for run in targets:
+            run.end_reason = "instrument_unreadable"
+            run.transition(RunState.FAULTED)
+        await self._alarm(
+            "critical",
+            "instrument_unreadable",
+            f"cabinet {self.name}: {self.bad_polls} polls in a row failed; {len(targets)} channel(s) switched off",
+        )
+        await self._journal(targets)
 
     async def _comm_restored(self) -> None:
         self.comm_ok = True

@@ -75,7 +75,7 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
     _C("SIM:FAULT:STALL", False, "c_fault_stall", True,
        "SIM:FAULT:STALL <s>: stop reading and answering all connections for <s> wall seconds"),
     _C("SIM:FAULT:GARBage", False, "c_fault_garb", True,
-       "SIM:FAULT:GARB <n>: the next n replies to MEAS:*? are garbage text"),
+       "SIM:FAULT:GARB <n>: the next n replies to MEAS:*? and STAT:CELL:REP? are garbage text"),
     _C("SIM:FAULT:SHORt", False, "c_fault_short", True,
        "SIM:FAULT:SHORT <id>,<leak_a>: add an internal short (leak, A at 25 °C) to a cell"),
     _C("SIM:FAULT:CLEar", False, "c_fault_cle", True, "SIM:FAULT:CLE: clear every injected fault"),
@@ -206,7 +206,11 @@ class CabinetCommands(Ieee488Instrument):
 
     def q_stat_rep(self, args: list[str], client: object) -> str:
         expect_count(args, 1)
-        return _fmt(self.model.status(_ids(args[0])), "%d")
+        codes = self.model.status(_ids(args[0]))
+        if self.garbage_left > 0:
+            self.garbage_left -= 1
+            return GARBAGE_REPLY
+        return _fmt(codes, "%d")
 
     def q_stat_step(self, args: list[str], client: object) -> str:
         expect_count(args, 1)

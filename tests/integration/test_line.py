@@ -20,7 +20,7 @@ from formation.instruments.scpi import ScpiSession
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.job import assign_cells, run_job
 from formation.orchestrator.run import RunState
-from formation.orchestrator.supervisor import CabinetSupervisor
+from formation.orchestrator.supervisor import MAX_BAD_POLLS, CabinetSupervisor
 from formation.recipes import Recipe, load_builtin, loads_recipe
 from formation.sim.plant import CabinetSpec, SimulatedPlant
 from formation.store import Store
@@ -228,3 +228,56 @@ async def test_ctrl_c_aborts_the_cells(store: Store) -> None:
     runs = store.job_runs(store.list_jobs()[-1].id)
     assert {r.state for r in runs} == {"aborted"}
     assert store.list_jobs()[-1].state == "aborted"
+
+
+async def _inject_when_running(sup: CabinetSupervisor, resource: str, command: str) -> None:
+    while not all(r.state is RunState.RUNNING for r in sup.runs):
+        await asyncio.sleep(0.01)
+    async with ScpiSession(resource, name="injector") as injector:
+        await injector.write(command)
+
+
+async def test_a_few_garbage_replies_raise_alarms_and_the_job_goes_on(store: Store) -> None:
+    recipe = _short()
+    async with _line(store, cells=4, scale=2000.0) as line:
+        tasks: list[asyncio.Task[None]] = []
+        sup = await run_job(
+            line.cabinet,
+            recipe,
+            assign_cells(range(1, 5), _entries(4), recipe),
+            store,
+            line.clock,
+            on_start=lambda s: tasks.append(
+                asyncio.create_task(_inject_when_running(s, line.cabinet.resource, "SIM:FAULT:GARB 2"), name="garb")
+            ),
+        )
+        await asyncio.gather(*tasks)
+    assert all(r.state is RunState.DONE for r in sup.runs)
+    assert sum(a.code == "bad_reply" for a in store.alarms(job_id=sup.job_id)) == 2
+    recs = np.sort(np.concatenate([store.samples(r.run_id)["rec"].to_numpy() for r in sup.runs]))
+    assert np.array_equal(recs, np.arange(recs[0], recs[0] + len(recs))), "a sample was lost or doubled"
+
+
+async def test_an_instrument_that_keeps_answering_garbage_gets_its_channels_switched_off(store: Store) -> None:
+    recipe = _short()
+    async with _line(store, cells=4, scale=200.0) as line:
+        tasks: list[asyncio.Task[None]] = []
+        sup = await run_job(
+            line.cabinet,
+            recipe,
+            assign_cells(range(1, 5), _entries(4), recipe),
+            store,
+            line.clock,
+            on_start=lambda s: tasks.append(
+                asyncio.create_task(_inject_when_running(s, line.cabinet.resource, "SIM:FAULT:GARB 1000"), name="garb")
+            ),
+        )
+        await asyncio.gather(*tasks)
+        async with ScpiSession(line.cabinet.resource) as s:
+            await s.write("SIM:FAULT:CLE")
+            status = await Bt2200Cycler(s).status([1, 2, 3, 4])
+    assert list(status) == [CellState.ABORTED] * 4
+    assert all(r.state is RunState.FAULTED and r.end_reason == "instrument_unreadable" for r in sup.runs)
+    codes = [a.code for a in store.alarms(job_id=sup.job_id)]
+    assert codes.count("bad_reply") == MAX_BAD_POLLS and "instrument_unreadable" in codes
+    assert store.get_job(sup.job_id).state == "faulted"
