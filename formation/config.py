@@ -124,26 +124,26 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
     cabinets: list[CabinetConfig] = []
     names: set[str] = set()
     for i, cab in enumerate(data.get("cabinets", [])):
-        path = f"cabinets[{i}]"
-        _check_keys(cab, _CAB_KEYS, path, source)
+        where = f"cabinets[{i}]"
+        _check_keys(cab, _CAB_KEYS, where, source)
         for req in ("name", "resource"):
             if req not in cab:
-                raise ConfigError(f"{path}.{req}", "missing", source=source)
+                raise ConfigError(f"{where}.{req}", "missing", source=source)
         if cab["name"] in names:
-            raise ConfigError(f"{path}.name", f"duplicate cabinet name {cab['name']!r}", source=source)
+            raise ConfigError(f"{where}.name", f"duplicate cabinet name {cab['name']!r}", source=source)
         names.add(cab["name"])
-        channels = _number(cab.get("channels", 256), f"{path}.channels", source, integer=True)
+        channels = _number(cab.get("channels", 256), f"{where}.channels", source, integer=True)
         if channels > 1024:
-            raise ConfigError(f"{path}.channels", f"{channels} is above 1024", source=source)
-        sim = _dataclass_from(SimSpec, cab["sim"], f"{path}.sim", source) if "sim" in cab else None
+            raise ConfigError(f"{where}.channels", f"{channels} is above 1024", source=source)
+        sim = _dataclass_from(SimSpec, cab["sim"], f"{where}.sim", source) if "sim" in cab else None
         cabinets.append(
             CabinetConfig(
                 name=str(cab["name"]),
                 resource=str(cab["resource"]),
                 channels=int(channels),
-                poll_interval_s=float(_number(cab.get("poll_interval_s", 2.0), f"{path}.poll_interval_s", source)),
-                timeout_s=float(_number(cab.get("timeout_s", 2.0), f"{path}.timeout_s", source)),
-                watchdog_s=float(_number(cab.get("watchdog_s", 30.0), f"{path}.watchdog_s", source, positive=False)),
+                poll_interval_s=float(_number(cab.get("poll_interval_s", 2.0), f"{where}.poll_interval_s", source)),
+                timeout_s=float(_number(cab.get("timeout_s", 2.0), f"{where}.timeout_s", source)),
+                watchdog_s=float(_number(cab.get("watchdog_s", 30.0), f"{where}.watchdog_s", source, positive=False)),
                 sim=sim,
             )
         )

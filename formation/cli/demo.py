@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -27,7 +28,7 @@ from formation.grading import (
 )
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.job import assign_cells, run_job
-from formation.recipes import resolve_recipe
+from formation.recipes import Recipe, resolve_recipe
 from formation.store import Store
 from formation.store.export import export_cell_bdf
 
@@ -108,7 +109,15 @@ def _grade(store: Store, rules: Rules, out: Path) -> tuple[Path, Path]:
     return report, plots
 
 
-async def _demo(store: Store, recipe, assignments, cells: int, scale: float, seed: int, defects: float) -> int:  # type: ignore[no-untyped-def]
+async def _demo(
+    store: Store,
+    recipe: Recipe,
+    assignments: list[tuple[int, CellEntry]],
+    cells: int,
+    scale: float,
+    seed: int,
+    defects: float,
+) -> int:
     from formation.sim.plant import CabinetSpec, SimulatedPlant
 
     clock = ScaledClock(scale)
@@ -139,7 +148,7 @@ async def _demo(store: Store, recipe, assignments, cells: int, scale: float, see
     return sup.job_id
 
 
-def _print_first_cycle(results) -> None:  # type: ignore[no-untyped-def]
+def _print_first_cycle(results: pd.DataFrame) -> None:
     """First-cycle efficiency: discharge Ah over the charge Ah that went before it, per cell."""
     if results.empty:
         return

@@ -12,7 +12,7 @@ from rich.table import Table
 from formation.cli.app import console
 from formation.cli.progress import job_progress, step_summary_table
 from formation.clock import make_clock
-from formation.config import SiteConfig, load_site_config
+from formation.config import CabinetConfig, SiteConfig, load_site_config
 from formation.errors import InputError
 from formation.orchestrator.inputs import load_cells_file, parse_channel_list
 from formation.orchestrator.job import assign_cells, run_job
@@ -78,6 +78,7 @@ def list_jobs(site: SiteOpt = None, db: DbOpt = None) -> None:
     for col in ("job", "recipe", "cabinet", "channels", "state", "runs"):
         table.add_column(col)
     for job in store.list_jobs():
+        assert job.id is not None
         runs = store.job_runs(job.id)
         table.add_row(str(job.id), job.recipe_sha256[:12], job.cabinet, job.channels, job.state, str(len(runs)))
     console.print(table)
@@ -118,7 +119,7 @@ def abort(
     console.print(f"aborted {len(channels)} channel(s) of job {job} on {cab.name}")
 
 
-async def _abort(cab, channels: list[int]) -> None:  # type: ignore[no-untyped-def]
+async def _abort(cab: CabinetConfig, channels: list[int]) -> None:
     from formation.instruments.bt2200 import Bt2200Cycler
     from formation.instruments.scpi import ScpiSession
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ FLOAT_DECIMALS: dict[str, int] = {
 SUMMARY_COLUMNS: tuple[str, ...] = ("lot", "grade", "count", "yield_pct")
 
 # numpy >= 2.3 string ufuncs (zfill, slice, add); older numpy formats floats in Python.
-_np_strings = getattr(np, "strings", None)
+_np_strings: Any = getattr(np, "strings", None)
 
 _NEEDS_QUOTES = '",\r\n'
 _WRITE_ROWS = 65_536  # rows per write: bounded temporary strings, few system calls

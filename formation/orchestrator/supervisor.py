@@ -165,6 +165,7 @@ class CabinetSupervisor:
         for run in self.runs:
             run.begin_step(0, compile_step(recipe.steps[0], recipe, run.nominal_capacity_ah))
         await self._start_pending()
+        assert self.job_id is not None
         return self.job_id
 
     async def _start_pending(self) -> None:

@@ -44,7 +44,8 @@ def type_name(value: object) -> str:
         return "boolean"
     if is_number(value):
         return "number"
-    return {str: "string", dict: "table", list: "array"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {str: "string", dict: "table", list: "array"}
+    return names.get(type(value), type(value).__name__)
 
 
 def read_table(

@@ -7,6 +7,8 @@ per-row Python at all.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sqlalchemy import Connection
 
@@ -36,7 +38,7 @@ def check_block(block: np.ndarray) -> np.ndarray:
     return arr
 
 
-def block_rows(block: np.ndarray) -> list[tuple[int | float, ...]]:
+def block_rows(block: np.ndarray) -> list[Any]:
     """The rows of a checked block as tuples, integer columns as Python ints (vectorised conversion)."""
     rows = np.empty(len(block), dtype=ROW_DTYPE)
     for i, name in enumerate(SAMPLE_COLUMNS):
