@@ -281,3 +281,31 @@ async def test_an_instrument_that_keeps_answering_garbage_gets_its_channels_swit
     codes = [a.code for a in store.alarms(job_id=sup.job_id)]
     assert codes.count("bad_reply") == MAX_BAD_POLLS and "instrument_unreadable" in codes
     assert store.get_job(sup.job_id).state == "faulted"
+
+
+async def test_a_stalled_instrument_pauses_the_runs_and_they_resume_without_loss(store: Store) -> None:
+    recipe = _short()
+    async with _line(store, cells=4, scale=1000.0) as line:
+        cab = CabinetConfig(**{**line.cabinet.__dict__, "timeout_s": 0.5})
+        tasks: list[asyncio.Task[None]] = []
+        paused: list[bool] = []
+
+        def watch(sup: CabinetSupervisor) -> None:
+            async def stall_then_watch() -> None:
+                await _inject_when_running(sup, cab.resource, "SIM:FAULT:STALL 1.5")
+                while not sup.finished:
+                    paused.append(any(r.state is RunState.PAUSED for r in sup.runs))
+                    await asyncio.sleep(0.02)
+
+            tasks.append(asyncio.create_task(stall_then_watch(), name="stall"))
+
+        sup = await run_job(
+            cab, recipe, assign_cells(range(1, 5), _entries(4), recipe), store, line.clock, on_start=watch
+        )
+        await asyncio.gather(*tasks)
+    assert any(paused), "the runs were never shown as paused while the instrument was silent"
+    assert all(r.state is RunState.DONE for r in sup.runs)
+    codes = [a.code for a in store.alarms(job_id=sup.job_id)]
+    assert "comm_lost" in codes and "comm_restored" in codes
+    recs = np.sort(np.concatenate([store.samples(r.run_id)["rec"].to_numpy() for r in sup.runs]))
+    assert np.array_equal(recs, np.arange(recs[0], recs[0] + len(recs))), "a sample was lost or doubled"
