@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from formation.cli.app import console
+from formation.errors import InputError
 
 
 def export(
@@ -22,5 +23,7 @@ def export(
     from formation.store.export import export_cell_bdf
 
     _, store = open_store(site, db)
+    if store.cell(cell) is None:
+        raise InputError("cell", f"no cell {cell!r} in the store")
     path = export_cell_bdf(store, cell, out, run_id=run)
     console.print(f"wrote {path}")

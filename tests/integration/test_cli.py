@@ -191,3 +191,8 @@ def test_grade_with_bad_rules_exits_2(tmp_path: Path, body: str, expected: str) 
     (tmp_path / "bad.toml").write_text(body)
     line = _one_line_error(formation("grade", "LOT", "--rules", str(tmp_path / "bad.toml"), "--db", "sqlite://"))
     assert expected in line
+
+
+def test_export_of_an_unknown_cell_exits_2(tmp_path: Path) -> None:
+    line = _one_line_error(formation("export", "NOPE", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--out", "x.csv"))
+    assert "no cell 'NOPE'" in line
