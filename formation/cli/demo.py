@@ -13,6 +13,7 @@ from rich.table import Table
 
 from formation.cli.app import console
 from formation.cli.progress import job_progress, step_summary_table
+from formation.cli.run import output_dir
 from formation.clock import ScaledClock
 from formation.config import CabinetConfig
 from formation.errors import InputError
@@ -55,7 +56,8 @@ def demo(
         raise InputError("--defects", f"{defects} is outside 0-1")
     r = resolve_recipe(recipe)
     grading_rules = resolve_rules(rules or r.name)
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out, "--out")
+    out.mkdir(exist_ok=True)
     db_path = out / "formation.db"
     store = Store(f"sqlite:///{db_path}")
     store.create_schema()

@@ -19,11 +19,16 @@ def export(
     db: Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")] = None,
 ) -> None:
     """Export a cell's logged samples with BDF column names."""
-    from formation.cli.run import open_store
+    from formation.cli.run import open_store, output_file
     from formation.store.export import export_cell_bdf
 
+    output_file(out, "--out")
     _, store = open_store(site, db)
     if store.cell(cell) is None:
         raise InputError("cell", f"no cell {cell!r} in the store")
+    if run is not None:
+        found = store.get_run(run)
+        if found is None or found.cell_id != cell:
+            raise InputError("--run", f"run {run} is not a run of cell {cell!r}")
     path = export_cell_bdf(store, cell, out, run_id=run)
     console.print(f"wrote {path}")

@@ -19,7 +19,7 @@ def grade(
     db: Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")] = None,
 ) -> None:
     """Grade every cell of LOT from its latest run, store the grades, write the CSV and print the summary."""
-    from formation.cli.run import open_store
+    from formation.cli.run import open_store, output_dir, output_file
     from formation.grading import (
         grade_cells,
         load_lot_metrics,
@@ -30,8 +30,11 @@ def grade(
         write_report_csv,
     )
 
-    # Rules first: a bad rules file is refused before the database is touched.
+    # Rules and output paths first: bad input is refused before the database is touched.
     parsed = resolve_rules(rules)
+    output_file(out, "--out")
+    if plots is not None:
+        output_dir(plots, "--plots")
     _, store = open_store(site, db)
     with store:
         cells = load_lot_metrics(store, lot, parsed)

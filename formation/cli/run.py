@@ -8,12 +8,13 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from formation.cli.app import console
 from formation.cli.progress import job_progress, step_summary_table
 from formation.clock import make_clock
 from formation.config import CabinetConfig, SiteConfig, load_site_config
-from formation.errors import InputError
+from formation.errors import InputError, StoreError
 from formation.orchestrator.inputs import load_cells_file, parse_channel_list
 from formation.orchestrator.job import assign_cells, run_job
 from formation.recipes import resolve_recipe
@@ -28,9 +29,35 @@ DbOpt = Annotated[str | None, typer.Option(help="Database URL (overrides the sit
 def open_store(site: Path | None, db: str | None) -> tuple[SiteConfig, Store]:
     """The site configuration (defaults without a file) and its store, schema created."""
     cfg = load_site_config(site) if site is not None else SiteConfig()
-    store = Store(db or cfg.database_url)
-    store.create_schema()
+    url = db or cfg.database_url
+    try:
+        store = Store(url)
+        store.create_schema()
+    except (ArgumentError, StoreError, SQLAlchemyError) as exc:
+        if isinstance(exc, ArgumentError) or isinstance(exc.__cause__, ArgumentError):
+            raise InputError("database", f"unusable database URL {url!r}") from None
+        # Drivers put several lines in their messages; the CLI answers with one.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"cannot open the database {url!r}: {first}") from None
     return cfg, store
+
+
+def output_file(path: Path, option: str) -> Path:
+    """An output file path whose folder exists (checked before any work starts)."""
+    if path.is_dir():
+        raise InputError(option, f"{path} is a folder, not a file")
+    if not path.parent.is_dir():
+        raise InputError(option, f"folder {path.parent} does not exist")
+    return path
+
+
+def output_dir(path: Path, option: str) -> Path:
+    """An output folder that exists or can be created next to an existing parent."""
+    if path.exists() and not path.is_dir():
+        raise InputError(option, f"{path} exists and is not a folder")
+    if not path.exists() and not path.parent.is_dir():
+        raise InputError(option, f"folder {path.parent} does not exist")
+    return path
 
 
 @app.command("launch")
@@ -51,6 +78,13 @@ def launch(
     entries = load_cells_file(cells)
     assignments = assign_cells(chans, entries, r)
     _, store = open_store(site, db)
+    busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state == "running"]
+    if busy:
+        # One job per cabinet: jobs share the instrument's data log and its sequence table.
+        raise InputError(
+            "--cabinet",
+            f"cabinet {cab.name} is busy with job {busy[-1].id}; wait for it or `formation run abort {busy[-1].id}`",
+        )
     clock = make_clock(cfg.clock_scale)
     console.print(f"launching [bold]{r.name}[/] {r.version} on {cab.name} channels {channels} ({len(chans)} cells)")
     with job_progress() as progress:
@@ -115,6 +149,9 @@ def abort(
     if not channels:
         console.print(f"job {job} has no unfinished run")
         return
+    # The launching process sees `aborting` and aborts too (a cell resting between steps is not running, so the
+    # instrument abort alone would not keep the launcher from starting its next step).
+    store.set_job_state(job, "aborting")
     asyncio.run(_abort(cab, channels))
     console.print(f"aborted {len(channels)} channel(s) of job {job} on {cab.name}")
 

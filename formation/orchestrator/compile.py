@@ -24,6 +24,8 @@ from formation.recipes import AgeStep, ChargeStep, DcirStep, DischargeStep, Reci
 
 #: A FAIL test sits this far beyond a limit that a clamp already enforces, so it only trips on a real fault.
 LIMIT_MARGIN_V = 0.010
+#: The FAIL test on current sits this factor above limits.max_current_a (regulation overshoot is not a fault).
+CURRENT_MARGIN = 1.05
 #: A voltage end this close to the step's clamp is moved inside the clamp by this much.
 CLAMP_TEST_GUARD_V = 0.0005
 #: A taper-current end is only tested after this much step time, so the CC start never ends the step at once.
@@ -56,6 +58,8 @@ def _safety_tests(recipe: Recipe) -> list[tuple[StepTest, str]]:
     tests.append((StepTest(TestType.VOLT_LE, lim.min_voltage_v - LIMIT_MARGIN_V, TestAction.FAIL), "limit:min_voltage"))
     if lim.max_cell_temperature_c is not None:
         tests.append((StepTest(TestType.TEMP_GE, lim.max_cell_temperature_c, TestAction.FAIL), "limit:max_temperature"))
+    # Currents are checked against the limit at launch; this catches a channel that overshoots on its own.
+    tests.append((StepTest(TestType.CURR_GE, lim.max_current_a * CURRENT_MARGIN, TestAction.FAIL), "limit:max_current"))
     return tests
 
 
@@ -93,7 +97,7 @@ def compile_step(step: Step, recipe: Recipe, nominal_capacity_ah: float) -> Comp
         case ChargeStep() | DischargeStep():
             return _compile_current_step(step, recipe, nominal_capacity_ah)
         case RestStep():
-            return _compile_rest(step, recipe)
+            return _compile_rest(step, recipe, _rises_at_rest(step, recipe))
         case DcirStep():
             return _compile_dcir(step, recipe, nominal_capacity_ah)
         case AgeStep():
@@ -136,11 +140,22 @@ def _compile_current_step(step: ChargeStep | DischargeStep, recipe: Recipe, nomi
     return CompiledStep(StepProgram((inst,)), _numbered(tests), until.duration_s is not None)
 
 
-def _compile_rest(step: RestStep, recipe: Recipe) -> CompiledStep:
+def _rises_at_rest(step: RestStep, recipe: Recipe) -> bool:
+    """Whether the voltage recovers upwards in this rest: it follows a discharge (or a discharge pulse)."""
+    index = next((i for i, s in enumerate(recipe.steps) if s is step), 0)
+    if index == 0:
+        return False
+    before = recipe.steps[index - 1]
+    return before.kind == "discharge" or (isinstance(before, DcirStep) and before.direction == "discharge")
+
+
+def _compile_rest(step: RestStep, recipe: Recipe, rising: bool) -> CompiledStep:
     until = step.until
     ends: list[tuple[StepTest, str]] = []
     if until.voltage_v is not None:
-        ends.append((StepTest(TestType.VOLT_LE, until.voltage_v), "voltage"))
+        # After a discharge the voltage relaxes upwards, after a charge downwards: end when it gets there.
+        vtype = TestType.VOLT_GE if rising else TestType.VOLT_LE
+        ends.append((StepTest(vtype, until.voltage_v), "voltage"))
     tests = _safety_tests(recipe) + ends
     inst = _instrument_step(StepMode.REST, until.duration_s or BACKSTOP_MIN_S, 0.0, 0.0, tests, step.record)
     return CompiledStep(StepProgram((inst,)), _numbered(tests), until.duration_s is not None)

@@ -29,7 +29,8 @@ def assign_cells(channels: Sequence[int], cells: Sequence[CellEntry], recipe: Re
     max_a = recipe.limits.max_current_a
     for _, cell in pairs:
         for i, step in enumerate(recipe.steps):
-            current_a = compile_step(step, recipe, cell.nominal_capacity_ah).program.steps[0].current_a
+            program = compile_step(step, recipe, cell.nominal_capacity_ah).program
+            current_a = max(inst.current_a for inst in program.steps)  # a dcir pulse is not its first step
             if current_a > max_a + 1e-9:
                 raise InputError(
                     f"steps[{i}].current",
@@ -65,7 +66,13 @@ async def run_job(
             timers=timers,
         ) as supervisor,
     ):
-        await supervisor.launch(recipe, assignments, note=note)
+        try:
+            await supervisor.launch(recipe, assignments, note=note)
+        except BaseException:
+            # Some groups may already be running: switch them off before giving up (Ctrl-C included).
+            if supervisor.job_id is not None:
+                await asyncio.shield(_abort_and_drain(supervisor))
+            raise
         if on_start is not None:
             on_start(supervisor)
         try:

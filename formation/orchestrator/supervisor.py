@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from formation.clock import Clock
-from formation.errors import InstrumentError, TransportError
+from formation.errors import InstrumentError, StoreError, TransportError
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.program import (
     LOG_COL,
@@ -31,7 +31,7 @@ from formation.orchestrator.compile import LIMIT_MARGIN_V, compile_step
 from formation.orchestrator.inputs import CellEntry, format_channel_list
 from formation.orchestrator.run import ChannelRun, RunState
 from formation.orchestrator.timers import LineTimers
-from formation.orchestrator.writer import SampleWriter
+from formation.orchestrator.writer import QUEUE_BLOCKS, SampleWriter
 from formation.recipes import Recipe
 from formation.store import Store
 
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: Records drained per DATA:LOG? query; a backlog is drained in several queries within one cycle.
 LOG_BLOCK_ROWS = 100_000
+#: Wall seconds the end of a job waits for the sample writer before leaving the rest on the instrument.
+FLUSH_TIMEOUT_S = 60.0
 #: Polls in a row answered with SCPI errors or garbage before the host switches the job's channels off.
 MAX_BAD_POLLS = 5
 #: The poll period never drops below this much wall time, whatever the clock scale.
@@ -88,8 +90,17 @@ class CabinetSupervisor:
         self.records_total = 0
         self.alarms_raised = 0
         self._run_by_cell = np.full(n_channels + 1001, -1, dtype=np.int64)
-        self._program_seq: dict[StepProgram, int] = {}
         self._stop = asyncio.Event()
+        #: Channels whose safety abort has not been confirmed yet: re-sent every poll until they are off.
+        self._must_abort: set[int] = set()
+        #: Store work that failed (database locked or down) and is retried every poll.
+        self._unsaved_results: list[dict[str, Any]] = []
+        self._unjournalled: dict[int, ChannelRun] = {}
+        self._comm_lost_since: float | None = None
+        self._backlog_alarmed = False
+        self._abort_requested = False
+        # A link down this long (wall time) means the host can no longer vouch for its cells.
+        self.lost_fault_s = 3.0 * watchdog_s if watchdog_s > 0 else 120.0
         self.timers = timers
         self._due_checkpoints: list[tuple[int, int, int]] = []
 
@@ -178,10 +189,8 @@ class CabinetSupervisor:
         if not groups:
             return
         for program, runs in groups.items():
-            seq_id = self._program_seq.get(program)
-            if seq_id is None:
-                seq_id = await self.cycler.load_program(program)
-                self._program_seq[program] = seq_id
+            # The driver caches downloaded programs (and may reuse an old sequence id), so always ask it.
+            seq_id = await self.cycler.load_program(program)
             runs = await self._not_started_yet(runs, seq_id)
             for run in runs:
                 run.start_attempted = True
@@ -221,32 +230,16 @@ class CabinetSupervisor:
     async def poll_once(self) -> PollStats:
         """One cycle: status, data-log drain, sample write, step transitions, host checks, next starts."""
         t0 = time.perf_counter()
+        await self._retry_store_work()
         active = [r for r in self.runs if not r.terminal]
-        if not active:
+        pending_aborts = sorted(self._must_abort)
+        if not active and not pending_aborts:
             return PollStats(0, 0, 0.0)
-        channels = [r.channel for r in active]
-        read_rec_before = self.read_rec
+        channels = [r.channel for r in active] + pending_aborts
         try:
-            status = await self.cycler.status(channels)
-            blocks = []
-            # Acknowledge only what the writer has committed; records read but not yet committed come again
-            # and are dropped here, so nothing is stored twice and nothing is lost if the host dies.
-            assert self.writer is not None
-            cursor = self.writer.committed_rec + 1
-            while True:
-                block = await self.cycler.read_log(cursor, LOG_BLOCK_ROWS)
-                if len(block):
-                    cursor = int(block[-1, LOG_COL["rec"]]) + 1
-                    fresh = block[block[:, LOG_COL["rec"]] > self.read_rec]
-                    if len(fresh):
-                        blocks.append(fresh)
-                        self.read_rec = int(fresh[-1, LOG_COL["rec"]])
-                if len(block) < LOG_BLOCK_ROWS:
-                    break
+            status_all = await self.cycler.status(channels)
+            records, last_read = await self._drain()
         except InstrumentError as exc:
-            # Nothing of this cycle was ingested: the records come again (the log is acknowledged only up to
-            # what the writer committed), so forget that they were read.
-            self.read_rec = read_rec_before
             if isinstance(exc, TransportError):
                 await self._comm_lost(exc)
             else:
@@ -255,8 +248,10 @@ class CabinetSupervisor:
         self.bad_polls = 0
         if not self.comm_ok:
             await self._comm_restored()
-        records = np.concatenate(blocks) if blocks else np.empty((0, len(LOG_COL)))
-        step_ends = await self._ingest(records)
+        status = status_all[: len(active)]
+        await self._retry_aborts(dict(zip(pending_aborts, status_all[len(active) :].tolist(), strict=True)))
+        step_ends = await self._ingest(records, last_read)
+        await self._check_status(active, status)
         if self._due_checkpoints:
             try:
                 await self._measure_checkpoints()
@@ -271,12 +266,43 @@ class CabinetSupervisor:
             await self._alarm("warning", "start_failed", f"starting next steps failed: {exc}")
         return PollStats(len(records), step_ends, time.perf_counter() - t0)
 
-    async def _ingest(self, records: np.ndarray) -> int:
+    async def _drain(self) -> tuple[np.ndarray, int]:
+        """Read the data log from just after the last committed record; return the new records and the last rec.
+
+        The log is acknowledged only up to what the writer committed; records read but not yet committed come
+        again and are dropped here, so nothing is stored twice and nothing is lost if the host dies.
+        ``self.read_rec`` moves only once the records are handed to the writer.
+        """
+        assert self.writer is not None
+        last_read = self.read_rec
+        if self.writer.pending >= QUEUE_BLOCKS - 1:
+            # The database is behind: leave the records on the instrument (it keeps them) and keep supervising.
+            if not self._backlog_alarmed:
+                self._backlog_alarmed = True
+                await self._alarm(
+                    "warning", "store_backlog", f"sample writes are behind ({self.writer.pending} blocks)"
+                )
+            return np.empty((0, len(LOG_COL))), last_read
+        self._backlog_alarmed = False
+        cursor = self.writer.committed_rec + 1
+        blocks = []
+        while True:
+            block = await self.cycler.read_log(cursor, LOG_BLOCK_ROWS)
+            if len(block):
+                cursor = int(block[-1, LOG_COL["rec"]]) + 1
+                fresh = block[block[:, LOG_COL["rec"]] > last_read]
+                if len(fresh):
+                    blocks.append(fresh)
+                    last_read = int(fresh[-1, LOG_COL["rec"]])
+            if len(block) < LOG_BLOCK_ROWS:
+                break
+        return (np.concatenate(blocks) if blocks else np.empty((0, len(LOG_COL)))), last_read
+
+    async def _ingest(self, records: np.ndarray, last_read: int) -> int:
         """Store the records as samples, then apply their step starts and ends, then the host checks."""
         if not len(records):
             return 0
         assert self.writer is not None
-        last_rec = int(records[-1, LOG_COL["rec"]])
         self.records_total += len(records)
         cells = records[:, LOG_COL["cell"]].astype(np.int64)
         in_range = (cells >= 0) & (cells < len(self._run_by_cell))
@@ -284,7 +310,8 @@ class CabinetSupervisor:
         mine = idx >= 0
         records, idx = records[mine], idx[mine]
         if not len(records):
-            await self.writer.submit(np.empty((0, len(_SAMPLE_SOURCE) + 2)), last_rec)
+            await self.writer.submit(np.empty((0, len(_SAMPLE_SOURCE) + 2)), last_read)
+            self.read_rec = last_read
             return 0
         run_ids = np.array([r.run_id for r in self.runs], dtype=np.float64)
         step_idx = np.array([r.step_index for r in self.runs], dtype=np.float64)
@@ -292,7 +319,8 @@ class CabinetSupervisor:
         samples = np.column_stack(
             [run_ids[idx], records[:, cols[0]], records[:, cols[1]], step_idx[idx], records[:, cols[2:]]]
         )
-        await self.writer.submit(samples, last_rec)
+        await self.writer.submit(samples, last_read)
+        self.read_rec = last_read
 
         # Latest reading per run, for displays and the host checks.
         last_pos = len(idx) - 1 - np.unique(idx[::-1], return_index=True)[1]
@@ -328,7 +356,8 @@ class CabinetSupervisor:
                 changed.append(run)
                 await self._advance(run, int(records[pos, LOG_COL["end"]]))
         if results:
-            await asyncio.to_thread(self.store.add_step_results, results)
+            self._unsaved_results.extend(results)
+            await self._save_results()
         await self._host_checks(records, idx)
         if changed:
             await self._journal(changed)
@@ -426,10 +455,7 @@ class CabinetSupervisor:
         trip = [self.runs[i] for i in offenders if self.runs[i].state in (RunState.RUNNING, RunState.PAUSED)]
         if not trip:
             return
-        try:
-            await self.cycler.abort([r.channel for r in trip])
-        except InstrumentError as exc:
-            await self._alarm("critical", "abort_failed", f"abort after host check failed: {exc}")
+        await self._abort_or_retry([r.channel for r in trip], "host check")
         for run in trip:
             run.end_reason = "host_check"
             run.transition(RunState.FAULTED)
@@ -451,10 +477,28 @@ class CabinetSupervisor:
     async def _comm_lost(self, exc: Exception) -> None:
         if self.comm_ok:
             self.comm_ok = False
+            self._comm_lost_since = time.monotonic()  # wall time: the link, not the process, is measured
             await self._alarm("warning", "comm_lost", f"lost communication with cabinet {self.name}: {exc}")
             for run in self.runs:
                 if run.state is RunState.RUNNING:
                     run.transition(RunState.PAUSED)
+            return
+        if self._comm_lost_since is None or time.monotonic() - self._comm_lost_since < self.lost_fault_s:
+            return
+        # Down for longer than the instrument's watchdog allows (three times over): the host can no longer
+        # vouch for these cells. Fault them, and keep trying to switch them off should the link come back.
+        targets = [r for r in self.runs if not r.terminal]
+        for run in targets:
+            run.end_reason = "comm_lost"
+            run.transition(RunState.FAULTED)
+        self._must_abort.update(r.channel for r in targets)
+        if targets:
+            await self._alarm(
+                "critical",
+                "comm_lost_fault",
+                f"cabinet {self.name} unreachable for {self.lost_fault_s:g} s: {len(targets)} run(s) faulted",
+            )
+            await self._journal(targets)
 
     async def _bad_reply(self, exc: InstrumentError) -> None:
         """An SCPI error or garbage reply: alarm; when it persists, switch the job's channels off and fault them.
@@ -466,10 +510,7 @@ class CabinetSupervisor:
         if self.bad_polls < MAX_BAD_POLLS:
             return
         targets = [r for r in self.runs if not r.terminal]
-        try:
-            await self.cycler.abort([r.channel for r in targets])
-        except InstrumentError as abort_exc:
-            await self._alarm("critical", "abort_failed", f"abort of unreadable cabinet failed: {abort_exc}")
+        await self._abort_or_retry([r.channel for r in targets], "unreadable cabinet")
         for run in targets:
             run.end_reason = "instrument_unreadable"
             run.transition(RunState.FAULTED)
@@ -482,10 +523,53 @@ class CabinetSupervisor:
 
     async def _comm_restored(self) -> None:
         self.comm_ok = True
+        self._comm_lost_since = None
         await self._alarm("info", "comm_restored", f"communication with cabinet {self.name} restored")
         for run in self.runs:
             if run.state is RunState.PAUSED:
                 run.transition(RunState.RUNNING)
+
+    async def _abort_or_retry(self, channels: list[int], why: str) -> None:
+        """Switch channels off now; if the instrument does not take it, retry every poll until it does."""
+        if not channels:
+            return
+        try:
+            await self.cycler.abort(channels)
+        except InstrumentError as exc:
+            self._must_abort.update(channels)
+            await self._alarm("critical", "abort_failed", f"abort ({why}) failed, retrying every poll: {exc}")
+
+    async def _retry_aborts(self, status_by_channel: dict[int, int]) -> None:
+        """Re-send aborts that were not confirmed; forget a channel once the instrument shows it off."""
+        still_on = [ch for ch, code in status_by_channel.items() if code in (CellState.RUNNING, CellState.ENABLED)]
+        self._must_abort.difference_update(ch for ch in status_by_channel if ch not in still_on)
+        if still_on:
+            try:
+                await self.cycler.abort(still_on)
+            except InstrumentError as exc:
+                await self._alarm("critical", "abort_failed", f"abort retry failed: {exc}")
+
+    async def _check_status(self, active: list[ChannelRun], status: np.ndarray) -> None:
+        """A run the host thinks is running on a cell the instrument no longer knows (reset, power loss)."""
+        lost = [
+            run
+            for run, code in zip(active, status.tolist(), strict=True)
+            if run.state is RunState.RUNNING
+            and not run.awaiting_start
+            and not run.start_attempted
+            and code in (CellState.UNDEFINED, CellState.IDLE)
+        ]
+        for run in lost:
+            run.end_reason = "instrument_lost_cell"
+            run.transition(RunState.FAULTED)
+            await self._alarm(
+                "critical",
+                "instrument_lost_cell",
+                f"{run.cell_id}: cabinet {self.name} no longer runs channel {run.channel} (reset or power loss?)",
+                run=run,
+            )
+        if lost:
+            await self._journal(lost)
 
     # -- control -------------------------------------------------------------------------------------------
     async def abort(self, channels: Sequence[int] | None = None) -> None:
@@ -504,12 +588,13 @@ class CabinetSupervisor:
     @property
     def finished(self) -> bool:
         """True when every run has reached a terminal state."""
-        return bool(self.runs) and all(r.terminal for r in self.runs)
+        return bool(self.runs) and all(r.terminal for r in self.runs) and not self._must_abort
 
     async def run_until_done(self, on_cycle: Callable[[PollStats], None] | None = None) -> None:
         """Poll until every run is terminal (or ``stop()``), then close the job in the store."""
         loop_wall = max(self.poll_interval_s / self.clock.scale, MIN_POLL_WALL_S)
         while not self.finished and not self._stop.is_set():
+            await self._honour_abort_request()
             stats = await self.poll_once()
             if on_cycle is not None:
                 on_cycle(stats)
@@ -517,7 +602,39 @@ class CabinetSupervisor:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=loop_wall)
+        await self._final_drain()
         await self.close_job()
+
+    async def _final_drain(self) -> None:
+        """Store what the instrument logged after the last step ended (e.g. the end records of aborted cells)."""
+        if self.writer is None:
+            return
+        try:
+            records, last_read = await self._drain()
+        except InstrumentError as exc:
+            await self._alarm("warning", "final_drain_failed", f"last records left on the instrument: {exc}")
+            return
+        await self._ingest(records, last_read)
+
+    async def _honour_abort_request(self) -> None:
+        """`formation run abort` from another process marks the job ``aborting``: abort every channel here too.
+
+        Needed because an instrument abort does not touch a cell resting between two steps, which this host
+        would otherwise start on its next step.
+        """
+        if self.job_id is None or self._abort_requested:
+            return
+        try:
+            job = await asyncio.to_thread(self.store.get_job, self.job_id)
+        except StoreError:
+            return
+        if job is not None and job.state == "aborting":
+            self._abort_requested = True
+            await self._alarm("warning", "abort_requested", f"job {self.job_id}: abort requested from outside")
+            try:
+                await self.abort()
+            except InstrumentError as exc:
+                await self._alarm("critical", "abort_failed", f"requested abort failed: {exc}")
 
     def stop(self) -> None:
         """Ask ``run_until_done`` to return after the current cycle."""
@@ -528,7 +645,15 @@ class CabinetSupervisor:
         if self.job_id is None:
             return
         if self.writer is not None:
-            await self.writer.flush()
+            try:
+                await asyncio.wait_for(self.writer.flush(), FLUSH_TIMEOUT_S)
+            except TimeoutError:
+                # The database is down: what is not committed stays on the instrument, unacknowledged.
+                log.error(
+                    "sample writer did not finish within %s s; uncommitted records stay on the instrument",
+                    FLUSH_TIMEOUT_S,
+                )
+        await self._retry_store_work()
         states = {r.state for r in self.runs}
         if states <= {RunState.DONE}:
             state = "done"
@@ -536,11 +661,31 @@ class CabinetSupervisor:
             state = "aborted" if RunState.ABORTED in states else "faulted"
         else:
             state = "interrupted"
-        await asyncio.to_thread(self.store.finish_job, self.job_id, state, self.clock.now())
+        try:
+            await asyncio.to_thread(self.store.finish_job, self.job_id, state, self.clock.now())
+        except StoreError as exc:
+            log.error("could not record the end of job %s: %s", self.job_id, exc)
 
     # -- store helpers -------------------------------------------------------------------------------------
+    async def _retry_store_work(self) -> None:
+        """Write step results and journal entries that the database refused earlier."""
+        if self._unsaved_results:
+            await self._save_results()
+        if self._unjournalled:
+            await self._journal(list(self._unjournalled.values()))
+
+    async def _save_results(self) -> None:
+        try:
+            await asyncio.to_thread(self.store.add_step_results, self._unsaved_results)
+        except StoreError as exc:
+            log.warning("step results not saved yet (%d pending): %s", len(self._unsaved_results), exc)
+            return
+        self._unsaved_results = []
+
     async def _journal(self, runs: Sequence[ChannelRun]) -> None:
+        """Write the runs' state and resume points; kept and retried next poll if the database refuses."""
         now = self.clock.now()
+        committed = self.writer.committed_rec if self.writer is not None else self.read_rec
         updates = [
             {
                 "id": r.run_id,
@@ -550,25 +695,36 @@ class CabinetSupervisor:
                 "seq_id": r.seq_id,
                 "step_started_s": r.account.started_s,
                 "journal": r.journal(),
-                "last_rec": self.read_rec,
+                "last_rec": committed,
                 "ended_s": now if r.terminal else None,
                 "end_reason": r.end_reason,
             }
             for r in runs
         ]
-        await asyncio.to_thread(self.store.update_runs, updates)
+        try:
+            await asyncio.to_thread(self.store.update_runs, updates)
+        except StoreError as exc:
+            log.warning("run journal not saved yet: %s", exc)
+            self._unjournalled.update({r.run_id: r for r in runs})
+            return
+        for r in runs:
+            self._unjournalled.pop(r.run_id, None)
 
     async def _alarm(self, severity: str, code: str, message: str, run: ChannelRun | None = None) -> None:
         self.alarms_raised += 1
         log.log(logging.WARNING if severity != "info" else logging.INFO, "%s: %s", code, message)
-        await asyncio.to_thread(
-            self.store.add_alarm,
-            ts_s=self.clock.now(),
-            severity=severity,
-            code=code,
-            message=message,
-            cabinet=self.name,
-            channel=run.channel if run else None,
-            run_id=run.run_id if run else None,
-            job_id=self.job_id,
-        )
+        try:
+            await asyncio.to_thread(
+                self.store.add_alarm,
+                ts_s=self.clock.now(),
+                severity=severity,
+                code=code,
+                message=message,
+                cabinet=self.name,
+                channel=run.channel if run else None,
+                run_id=run.run_id if run else None,
+                job_id=self.job_id,
+            )
+        except StoreError as exc:
+            # The alarm is in the log; control goes on without the database.
+            log.error("alarm not stored: %s", exc)

@@ -99,10 +99,11 @@ class SampleWriter:
                     try:
                         if len(block):
                             await asyncio.to_thread(self.store.write_samples, block)
-                    except StoreError as exc:
+                    except Exception as exc:
                         # Keep the block and retry: the records stay unacknowledged on the instrument meanwhile.
+                        # Any exception, not only StoreError: a writer that died would leave flush() waiting.
                         self.failures += 1
-                        log.warning("sample write failed, retrying: %s", exc)
+                        log.warning("sample write failed, retrying: %s", exc, exc_info=not isinstance(exc, StoreError))
                         await asyncio.sleep(RETRY_S)
                         continue
                     break

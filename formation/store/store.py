@@ -261,6 +261,14 @@ class Store:
         if done.rowcount != 1:
             raise StoreError(f"no job {job_id}")
 
+    def set_job_state(self, job_id: int, state: str) -> None:
+        """Change a running job's state (e.g. ``aborting``, asked for by another process)."""
+        job_t = _table(Job)
+        with self._begin() as conn:
+            done = conn.execute(update(job_t).where(job_t.c.id == job_id).values(state=state))
+        if done.rowcount != 1:
+            raise StoreError(f"no job {job_id}")
+
     def list_jobs(self) -> list[Job]:
         """Every job, oldest first."""
         return self._all(Job, order_by=[Job.id])

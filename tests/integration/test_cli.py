@@ -196,3 +196,50 @@ def test_grade_with_bad_rules_exits_2(tmp_path: Path, body: str, expected: str) 
 def test_export_of_an_unknown_cell_exits_2(tmp_path: Path) -> None:
     line = _one_line_error(formation("export", "NOPE", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--out", "x.csv"))
     assert "no cell 'NOPE'" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["demo", "--out", "{afile}"], "--out: {afile} exists and is not a folder"),
+        (["export", "X", "--out", "/nonexistent/x.csv", "--db", "sqlite:///{tmp}/x.db"], "folder /nonexistent"),
+        (["grade", "L", "--rules", "demo-ncm21700", "--plots", "{afile}", "--db", "sqlite://"], "--plots"),
+        (["run", "list", "--db", "nosuchdriver://x"], "unusable database URL"),
+        (["grade", "L", "--rules", "no-such-rules", "--db", "sqlite://"], "no built-in rules"),
+    ],
+    ids=["demo-out-is-a-file", "export-folder-missing", "plots-is-a-file", "bad-db-url", "unknown-rules"],
+)
+def test_bad_paths_and_urls_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    args = [a.format(afile=afile, tmp=tmp_path) for a in args]
+    line = _one_line_error(formation(*args, cwd=tmp_path))
+    assert expected.format(afile=afile) in line
+
+
+def test_a_busy_cabinet_refuses_a_second_job(tmp_path: Path, bad_inputs: Path) -> None:
+    from formation.recipes import load_builtin
+    from formation.store import Store
+
+    recipe = load_builtin("ncm21700-formation")
+    store = Store(f"sqlite:///{tmp_path / 'busy.db'}")
+    store.create_schema()
+    store.save_recipe(recipe.sha256, recipe.name, recipe.version, recipe.chemistry, 5.0, recipe.canonical_json(), "")
+    job = store.create_job(recipe.sha256, "cab1", "1-2", 1.0, 0.0)
+    store.close()
+    proc = formation(
+        "run",
+        "launch",
+        "ncm21700-formation",
+        "--site",
+        "examples/site.toml",
+        "--cabinet",
+        "cab1",
+        "--channels",
+        "1-2",
+        "--cells",
+        str(bad_inputs / "two.csv"),
+        "--db",
+        f"sqlite:///{tmp_path / 'busy.db'}",
+    )
+    assert f"cabinet cab1 is busy with job {job}" in _one_line_error(proc)

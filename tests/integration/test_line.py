@@ -309,3 +309,54 @@ async def test_a_stalled_instrument_pauses_the_runs_and_they_resume_without_loss
     assert "comm_lost" in codes and "comm_restored" in codes
     recs = np.sort(np.concatenate([store.samples(r.run_id)["rec"].to_numpy() for r in sup.runs]))
     assert np.array_equal(recs, np.arange(recs[0], recs[0] + len(recs))), "a sample was lost or doubled"
+
+
+async def test_an_instrument_reset_faults_the_runs_instead_of_hanging(store: Store) -> None:
+    recipe = _short()
+    async with _line(store, cells=4, scale=500.0) as line:
+        tasks: list[asyncio.Task[None]] = []
+        sup = await run_job(
+            line.cabinet,
+            recipe,
+            assign_cells(range(1, 5), _entries(4), recipe),
+            store,
+            line.clock,
+            on_start=lambda s: tasks.append(
+                asyncio.create_task(_inject_when_running(s, line.cabinet.resource, "*RST"), name="reset")
+            ),
+        )
+        await asyncio.gather(*tasks)
+    assert all(r.state is RunState.FAULTED and r.end_reason == "instrument_lost_cell" for r in sup.runs)
+    assert sum(a.code == "instrument_lost_cell" for a in store.alarms(job_id=sup.job_id)) == 4
+    assert store.get_job(sup.job_id).state == "faulted"
+
+
+async def test_an_abort_requested_from_another_process_is_honoured(store: Store) -> None:
+    recipe = _short()
+    async with _line(store, cells=4, scale=100.0) as line:
+
+        def request_abort(sup: CabinetSupervisor) -> None:
+            async def later() -> None:
+                await asyncio.sleep(0.3)
+                other = Store(store.url)  # as `formation run abort` does, through the database
+                assert sup.job_id is not None
+                other.set_job_state(sup.job_id, "aborting")
+                other.close()
+
+            tasks.append(asyncio.create_task(later(), name="request-abort"))
+
+        tasks: list[asyncio.Task[None]] = []
+        sup = await run_job(
+            line.cabinet,
+            recipe,
+            assign_cells(range(1, 5), _entries(4), recipe),
+            store,
+            line.clock,
+            on_start=request_abort,
+        )
+        await asyncio.gather(*tasks)
+        async with ScpiSession(line.cabinet.resource) as s:
+            status = await Bt2200Cycler(s).status([1, 2, 3, 4])
+    assert all(r.state is RunState.ABORTED for r in sup.runs)
+    assert list(status) == [CellState.ABORTED] * 4
+    assert store.get_job(sup.job_id).state == "aborted"

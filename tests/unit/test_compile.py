@@ -72,8 +72,9 @@ def test_cc_charge_to_voltage_is_clamped_at_the_limit_and_ends_on_a_test(recipe)
     assert tests[(TestType.VOLT_LE, TestAction.FAIL)].value == pytest.approx(2.45 - LIMIT_MARGIN_V)
     assert tests[(TestType.TEMP_GE, TestAction.FAIL)].value == pytest.approx(60.0)
     assert (inst.every_s, inst.every_mv) == (30.0, 2.0)
-    # FAIL tests come first; the voltage end is NEXT test 4.
-    assert c.end_reason(EndCode.NEXT_BASE + 4) == "voltage"
+    assert tests[(TestType.CURR_GE, TestAction.FAIL)].value == pytest.approx(10.0 * 1.05)
+    # FAIL tests come first; the voltage end is NEXT test 5.
+    assert c.end_reason(EndCode.NEXT_BASE + 5) == "voltage"
     assert c.end_reason(EndCode.FAIL_BASE + 1) == "limit:max_voltage"
     assert c.end_reason(EndCode.TIME) == "duration"
     assert c.end_reason(EndCode.WATCHDOG) == "watchdog"
@@ -181,4 +182,32 @@ def test_age_is_a_long_open_circuit_rest_with_its_record_rule() -> None:
     (inst,) = compile_step(r.steps[2], r, 5.0).program.steps
     assert (inst.mode, inst.duration_s, inst.current_a) == (StepMode.REST, 7 * 86400.0, 0.0)
     assert (inst.every_s, inst.every_mv) == (3600.0, 1.0)
-    assert {t.type for t in inst.tests} == {TestType.VOLT_GE, TestType.VOLT_LE, TestType.TEMP_GE}
+    assert {t.type for t in inst.tests} == {TestType.VOLT_GE, TestType.VOLT_LE, TestType.TEMP_GE, TestType.CURR_GE}
+
+
+def test_rest_voltage_end_follows_the_direction_of_relaxation() -> None:
+    text = MEASURE.replace(
+        '[[steps]]\nid = "d1"',
+        '[[steps]]\nid = "dis"\nkind = "discharge"\ncurrent = "1A"\nuntil = { voltage_v = 3.0 }\n'
+        '[[steps]]\nid = "up"\nkind = "rest"\nuntil = { duration = "1h", voltage_v = 3.2 }\n'
+        '[[steps]]\nid = "chg"\nkind = "charge"\ncurrent = "1A"\nuntil = { voltage_v = 4.1 }\n'
+        '[[steps]]\nid = "down"\nkind = "rest"\nuntil = { duration = "1h", voltage_v = 4.0 }\n'
+        '[[steps]]\nid = "d1"',
+    )
+    r = loads_recipe(text, "toml")
+    up = compile_step(r.step("up"), r, 5.0).program.steps[0]
+    down = compile_step(r.step("down"), r, 5.0).program.steps[0]
+    assert _tests_by_type(up)[(TestType.VOLT_GE, TestAction.NEXT)].value == pytest.approx(3.2)
+    assert _tests_by_type(down)[(TestType.VOLT_LE, TestAction.NEXT)].value == pytest.approx(4.0)
+
+
+def test_launch_refuses_a_dcir_pulse_above_the_current_limit() -> None:
+    from formation.errors import InputError
+    from formation.orchestrator.inputs import CellEntry
+    from formation.orchestrator.job import assign_cells
+
+    r = loads_recipe(MEASURE.replace("max_current_a = 10.0", "max_current_a = 6.0"), "toml")
+    assign_cells([1], [CellEntry("ok", "L", 5.0)], r)  # 1C of 5 Ah is 5 A
+    with pytest.raises(InputError) as err:
+        assign_cells([1], [CellEntry("big", "L", 8.0)], r)  # the 1C pulse would be 8 A
+    assert err.value.field == "steps[0].current" and "8 A for cell big" in err.value.reason

@@ -148,13 +148,15 @@ def test_batched_queries_follow_list_order(scpi: Dispatcher) -> None:
     assert scpi.execute("STAT:CELL:STEP? (@1001,1999)") == "0:0,0:0"
 
 
-def test_garbage_fault_hits_only_the_next_n_measurements(scpi: Dispatcher) -> None:
+def test_garbage_fault_hits_only_the_next_n_measurements_and_status_replies(scpi: Dispatcher) -> None:
     scpi.execute("CELL:DEF 1001,(@101)")
-    scpi.execute("SIM:FAULT:GARB 2")
+    scpi.execute("SIM:FAULT:GARB 3")
     assert scpi.execute("MEAS:CELL:VOLT? (@1001)") == GARBAGE_REPLY
-    assert scpi.execute("STAT:CELL:REP? (@1001)") == "0"  # not a MEAS query
+    assert scpi.execute("STAT:CELL:STEP? (@1001)") == "0:0"  # neither a MEAS nor the status report
+    assert scpi.execute("STAT:CELL:REP? (@1001)") == GARBAGE_REPLY
     assert scpi.execute("MEAS:CELL:TEMP? (@1001)") == GARBAGE_REPLY
     assert float(scpi.execute("MEAS:CELL:VOLT? (@1001)")) > 2.0  # type: ignore[arg-type]
+    assert scpi.execute("STAT:CELL:REP? (@1001)") == "0"
 
 
 def test_short_fault_adds_a_leak(scpi: Dispatcher) -> None:
