@@ -360,3 +360,27 @@ async def test_an_abort_requested_from_another_process_is_honoured(store: Store)
     assert all(r.state is RunState.ABORTED for r in sup.runs)
     assert list(status) == [CellState.ABORTED] * 4
     assert store.get_job(sup.job_id).state == "aborted"
+
+
+async def test_a_link_lost_for_longer_than_the_watchdog_allows_faults_the_runs(store: Store) -> None:
+    recipe = _short()
+    async with _line(store, cells=2, scale=100.0) as line:
+        cab = CabinetConfig(**{**line.cabinet.__dict__, "timeout_s": 0.3, "watchdog_s": 0.3})
+        tasks: list[asyncio.Task[None]] = []
+        sup = await run_job(
+            cab,
+            recipe,
+            assign_cells(range(1, 3), _entries(2), recipe),
+            store,
+            line.clock,
+            on_start=lambda s: tasks.append(
+                asyncio.create_task(_inject_when_running(s, cab.resource, "SIM:FAULT:STALL 4"), name="stall")
+            ),
+        )
+        await asyncio.gather(*tasks)
+        async with ScpiSession(cab.resource, timeout_s=5.0) as s:
+            status = await Bt2200Cycler(s).status([1, 2])
+    assert all(r.state is RunState.FAULTED and r.end_reason == "comm_lost" for r in sup.runs)
+    assert "comm_lost_fault" in [a.code for a in store.alarms(job_id=sup.job_id)]
+    # The instrument's own watchdog switched the cells off while the host could not reach it.
+    assert list(status) == [CellState.ABORTED] * 2
