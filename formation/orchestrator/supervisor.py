@@ -99,6 +99,7 @@ class CabinetSupervisor:
         self._comm_lost_since: float | None = None
         self._backlog_alarmed = False
         self._abort_requested = False
+        self._start_waited: set[int] = set()
         # A link down this long (wall time) means the host can no longer vouch for its cells.
         self.lost_fault_s = 3.0 * watchdog_s if watchdog_s > 0 else 120.0
         self.timers = timers
@@ -212,11 +213,17 @@ class CabinetSupervisor:
         channels = [r.channel for r in unsure]
         seqs, _ = await self.cycler.step_positions(channels)
         status = await self.cycler.status(channels)
-        started = {
-            r.run_id
-            for r, seq, code in zip(unsure, seqs, status, strict=True)
-            if int(seq) == seq_id and int(code) in (CellState.RUNNING, CellState.DONE, CellState.FAIL)
-        }
+        started: set[int] = set()
+        wait: set[int] = set()
+        for r, seq, code in zip(unsure, seqs.tolist(), status.tolist(), strict=True):
+            if r.account.started_s is not None or (seq == seq_id and code == CellState.RUNNING):
+                started.add(r.run_id)  # its start record was logged, or it is running this program now
+            elif seq == seq_id and code in (CellState.DONE, CellState.FAIL) and r.run_id not in self._start_waited:
+                # The same program may have run in the previous step: the next drain shows whether a start
+                # record of this step exists. Starting again now could repeat a charge.
+                wait.add(r.run_id)
+        # Waited one drain and still no start record: the start never reached the instrument.
+        self._start_waited = wait
         for run in unsure:
             if run.run_id in started:
                 run.seq_id = seq_id
@@ -224,7 +231,7 @@ class CabinetSupervisor:
                 run.start_attempted = False
                 if run.state is RunState.PENDING:
                     run.transition(RunState.RUNNING)
-        return [r for r in runs if r.run_id not in started]
+        return [r for r in runs if r.run_id not in started and r.run_id not in wait]
 
     # -- poll cycle ----------------------------------------------------------------------------------------
     async def poll_once(self) -> PollStats:
