@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from formation.clock import Clock
-from formation.errors import InstrumentError, StoreError, TransportError
+from formation.errors import InstrumentError, TransportError
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.program import (
     LOG_COL,
@@ -28,7 +28,9 @@ from formation.instruments.program import (
     channel_to_cell_id,
 )
 from formation.orchestrator.compile import LIMIT_MARGIN_V, compile_step
+from formation.orchestrator.faults import FaultHandling
 from formation.orchestrator.inputs import CellEntry, format_channel_list
+from formation.orchestrator.ledger import JobLedger
 from formation.orchestrator.run import ChannelRun, RunState
 from formation.orchestrator.timers import LineTimers
 from formation.orchestrator.writer import QUEUE_BLOCKS, SampleWriter
@@ -41,8 +43,6 @@ log = logging.getLogger(__name__)
 LOG_BLOCK_ROWS = 100_000
 #: Wall seconds the end of a job waits for the sample writer before leaving the rest on the instrument.
 FLUSH_TIMEOUT_S = 60.0
-#: Polls in a row answered with SCPI errors or garbage before the host switches the job's channels off.
-MAX_BAD_POLLS = 5
 #: The poll period never drops below this much wall time, whatever the clock scale.
 MIN_POLL_WALL_S = 0.05
 
@@ -58,7 +58,7 @@ class PollStats:
     wall_s: float
 
 
-class CabinetSupervisor:
+class CabinetSupervisor(FaultHandling):
     """Supervises one job (one recipe on many channels) on one cabinet; an async context manager."""
 
     def __init__(
@@ -88,14 +88,16 @@ class CabinetSupervisor:
         self.comm_ok = True
         self.bad_polls = 0
         self.records_total = 0
-        self.alarms_raised = 0
         self._run_by_cell = np.full(n_channels + 1001, -1, dtype=np.int64)
+        # Per-run arrays read by the hot path, kept in step by _begin_step (no per-poll Python loop over runs).
+        self._index_of: dict[int, int] = {}
+        self._run_ids = np.empty(0)
+        self._step_idx = np.empty(0)
+        self._needs_records = np.empty(0, dtype=bool)
         self._stop = asyncio.Event()
         #: Channels whose safety abort has not been confirmed yet: re-sent every poll until they are off.
         self._must_abort: set[int] = set()
-        #: Store work that failed (database locked or down) and is retried every poll.
-        self._unsaved_results: list[dict[str, Any]] = []
-        self._unjournalled: dict[int, ChannelRun] = {}
+        self.ledger = JobLedger(store, clock, name, committed_rec=self._committed_rec)
         self._comm_lost_since: float | None = None
         self._backlog_alarmed = False
         self._abort_requested = False
@@ -104,6 +106,10 @@ class CabinetSupervisor:
         self.lost_fault_s = 3.0 * watchdog_s if watchdog_s > 0 else 120.0
         self.timers = timers
         self._due_checkpoints: list[tuple[int, int, int]] = []
+
+    def _committed_rec(self) -> int:
+        """The last data-log record committed to the store (the resume point written with the journal)."""
+        return self.writer.committed_rec if self.writer is not None else self.read_rec
 
     async def __aenter__(self) -> CabinetSupervisor:
         return self
@@ -158,12 +164,17 @@ class CabinetSupervisor:
             return job_id, run_ids
 
         self.job_id, run_ids = await asyncio.to_thread(_record)
+        self.ledger.job_id = self.job_id
         self.runs = [
             ChannelRun(rid, cell.cell_id, cell.lot, ch, cell.nominal_capacity_ah, recipe)
             for rid, (ch, cell) in zip(run_ids, assignments, strict=True)
         ]
         for i, run in enumerate(self.runs):
             self._run_by_cell[channel_to_cell_id(run.channel)] = i
+        self._index_of = {r.run_id: i for i, r in enumerate(self.runs)}
+        self._run_ids = np.array([r.run_id for r in self.runs], dtype=np.float64)
+        self._step_idx = np.zeros(len(self.runs), dtype=np.float64)
+        self._needs_records = np.zeros(len(self.runs), dtype=bool)
         if self.timers is not None:
             self.timers.register(self.name, self)
         await self.cycler.clear_status()
@@ -175,7 +186,7 @@ class CabinetSupervisor:
             self.writer = SampleWriter(self.store, self.read_rec, name=f"{self.name}-samples")
             self.writer.start()
         for run in self.runs:
-            run.begin_step(0, compile_step(recipe.steps[0], recipe, run.nominal_capacity_ah))
+            self._begin_step(run, 0)
         await self._start_pending()
         assert self.job_id is not None
         return self.job_id
@@ -203,7 +214,7 @@ class CabinetSupervisor:
                 run.start_attempted = False
                 if run.state is RunState.PENDING:
                     run.transition(RunState.RUNNING)
-        await self._journal([r for rs in groups.values() for r in rs])
+        await self.ledger.journal([r for rs in groups.values() for r in rs])
 
     async def _not_started_yet(self, runs: list[ChannelRun], seq_id: int) -> list[ChannelRun]:
         """Of runs whose start may have reached the instrument before a lost reply, those still to start."""
@@ -237,7 +248,7 @@ class CabinetSupervisor:
     async def poll_once(self) -> PollStats:
         """One cycle: status, data-log drain, sample write, step transitions, host checks, next starts."""
         t0 = time.perf_counter()
-        await self._retry_store_work()
+        await self.ledger.retry()
         active = [r for r in self.runs if not r.terminal]
         pending_aborts = sorted(self._must_abort)
         if not active and not pending_aborts:
@@ -264,13 +275,13 @@ class CabinetSupervisor:
                 await self._measure_checkpoints()
             except InstrumentError as exc:
                 # The age step's K falls back to the logged OCV for a checkpoint that could not be read.
-                await self._alarm("warning", "checkpoint_failed", f"OCV checkpoint not measured: {exc}")
+                await self.ledger.alarm("warning", "checkpoint_failed", f"OCV checkpoint not measured: {exc}")
         await self._settle_aborting(active, status)
         try:
             await self._start_pending()
         except InstrumentError as exc:
             # The runs keep awaiting_start and are started on a later cycle.
-            await self._alarm("warning", "start_failed", f"starting next steps failed: {exc}")
+            await self.ledger.alarm("warning", "start_failed", f"starting next steps failed: {exc}")
         return PollStats(len(records), step_ends, time.perf_counter() - t0)
 
     async def _drain(self) -> tuple[np.ndarray, int]:
@@ -286,7 +297,7 @@ class CabinetSupervisor:
             # The database is behind: leave the records on the instrument (it keeps them) and keep supervising.
             if not self._backlog_alarmed:
                 self._backlog_alarmed = True
-                await self._alarm(
+                await self.ledger.alarm(
                     "warning", "store_backlog", f"sample writes are behind ({self.writer.pending} blocks)"
                 )
             return np.empty((0, len(LOG_COL))), last_read
@@ -320,11 +331,9 @@ class CabinetSupervisor:
             await self.writer.submit(np.empty((0, len(_SAMPLE_SOURCE) + 2)), last_read)
             self.read_rec = last_read
             return 0
-        run_ids = np.array([r.run_id for r in self.runs], dtype=np.float64)
-        step_idx = np.array([r.step_index for r in self.runs], dtype=np.float64)
         cols = [LOG_COL[c] for c in _SAMPLE_SOURCE]
         samples = np.column_stack(
-            [run_ids[idx], records[:, cols[0]], records[:, cols[1]], step_idx[idx], records[:, cols[2:]]]
+            [self._run_ids[idx], records[:, cols[0]], records[:, cols[1]], self._step_idx[idx], records[:, cols[2:]]]
         )
         await self.writer.submit(samples, last_read)
         self.read_rec = last_read
@@ -363,17 +372,23 @@ class CabinetSupervisor:
                 changed.append(run)
                 await self._advance(run, int(records[pos, LOG_COL["end"]]))
         if results:
-            self._unsaved_results.extend(results)
-            await self._save_results()
+            await self.ledger.save_results(results)
         await self._host_checks(records, idx)
         if changed:
-            await self._journal(changed)
+            await self.ledger.journal(changed)
         return len(ends)
+
+    def _begin_step(self, run: ChannelRun, index: int) -> None:
+        """Point a run at step ``index`` and keep the per-run arrays the hot path reads in step."""
+        assert self.recipe is not None
+        run.begin_step(index, compile_step(self.recipe.steps[index], self.recipe, run.nominal_capacity_ah))
+        i = self._index_of[run.run_id]
+        self._step_idx[i] = index
+        self._needs_records[i] = run.needs_records
 
     def _capture(self, records: np.ndarray, idx: np.ndarray) -> None:
         """Keep the records of runs whose current step is computed from them (dcir pulses, age OCV)."""
-        wanted = np.array([r.needs_records and not r.terminal for r in self.runs])
-        mask = wanted[idx]
+        mask = self._needs_records[idx]
         if not mask.any():
             return
         sel_idx, sel_rows = idx[mask], records[mask]
@@ -423,7 +438,7 @@ class CabinetSupervisor:
         if code == EndCode.WATCHDOG or code == EndCode.FAULT or EndCode.FAIL_BASE < code < EndCode.ABORT:
             reason = run.end_reason or EndCode.describe(code)
             run.transition(RunState.FAULTED)
-            await self._alarm(
+            await self.ledger.alarm(
                 "critical",
                 "instrument_stop",
                 f"{run.cell_id}: cell stopped by the instrument ({reason}) in step {run.step.id}",
@@ -434,7 +449,7 @@ class CabinetSupervisor:
             run.transition(RunState.ABORTED)
             return
         if run.end_reason == "backstop":
-            await self._alarm(
+            await self.ledger.alarm(
                 "warning",
                 "backstop",
                 f"{run.cell_id}: step {run.step.id} ended on its time backstop",
@@ -445,7 +460,7 @@ class CabinetSupervisor:
             run.step_index = nxt
             run.transition(RunState.DONE)
             return
-        run.begin_step(nxt, compile_step(self.recipe.steps[nxt], self.recipe, run.nominal_capacity_ah))
+        self._begin_step(run, nxt)
 
     async def _host_checks(self, records: np.ndarray, idx: np.ndarray) -> None:
         """Re-check cell temperature and voltage against the recipe limits; trip offending channels."""
@@ -466,119 +481,13 @@ class CabinetSupervisor:
         for run in trip:
             run.end_reason = "host_check"
             run.transition(RunState.FAULTED)
-            await self._alarm(
+            await self.ledger.alarm(
                 "critical",
                 "host_check",
                 f"{run.cell_id}: {run.last_voltage_v:.4f} V / {run.last_temperature_c:.1f} °C outside recipe limits",
                 run=run,
             )
 
-    async def _settle_aborting(self, active: list[ChannelRun], status: np.ndarray) -> None:
-        """A run aborted between steps gets no end record: settle it from the instrument status."""
-        for run, code in zip(active, status, strict=True):
-            if run.state is RunState.ABORTING and int(code) not in (CellState.RUNNING, CellState.ENABLED):
-                run.transition(RunState.ABORTED)
-                await self._journal([run])
-
-    # -- communication -------------------------------------------------------------------------------------
-    async def _comm_lost(self, exc: Exception) -> None:
-        if self.comm_ok:
-            self.comm_ok = False
-            self._comm_lost_since = time.monotonic()  # wall time: the link, not the process, is measured
-            await self._alarm("warning", "comm_lost", f"lost communication with cabinet {self.name}: {exc}")
-            for run in self.runs:
-                if run.state is RunState.RUNNING:
-                    run.transition(RunState.PAUSED)
-            return
-        if self._comm_lost_since is None or time.monotonic() - self._comm_lost_since < self.lost_fault_s:
-            return
-        # Down for longer than the instrument's watchdog allows (three times over): the host can no longer
-        # vouch for these cells. Fault them, and keep trying to switch them off should the link come back.
-        targets = [r for r in self.runs if not r.terminal]
-        for run in targets:
-            run.end_reason = "comm_lost"
-            run.transition(RunState.FAULTED)
-        self._must_abort.update(r.channel for r in targets)
-        if targets:
-            await self._alarm(
-                "critical",
-                "comm_lost_fault",
-                f"cabinet {self.name} unreachable for {self.lost_fault_s:g} s: {len(targets)} run(s) faulted",
-            )
-            await self._journal(targets)
-
-    async def _bad_reply(self, exc: InstrumentError) -> None:
-        """An SCPI error or garbage reply: alarm; when it persists, switch the job's channels off and fault them.
-
-        The link works, so the instrument's watchdog would never trip: the host must make the channels safe.
-        """
-        self.bad_polls += 1
-        await self._alarm("warning", "bad_reply", f"cabinet {self.name}: {exc}")
-        if self.bad_polls < MAX_BAD_POLLS:
-            return
-        targets = [r for r in self.runs if not r.terminal]
-        await self._abort_or_retry([r.channel for r in targets], "unreadable cabinet")
-        for run in targets:
-            run.end_reason = "instrument_unreadable"
-            run.transition(RunState.FAULTED)
-        await self._alarm(
-            "critical",
-            "instrument_unreadable",
-            f"cabinet {self.name}: {self.bad_polls} polls in a row failed; {len(targets)} channel(s) switched off",
-        )
-        await self._journal(targets)
-
-    async def _comm_restored(self) -> None:
-        self.comm_ok = True
-        self._comm_lost_since = None
-        await self._alarm("info", "comm_restored", f"communication with cabinet {self.name} restored")
-        for run in self.runs:
-            if run.state is RunState.PAUSED:
-                run.transition(RunState.RUNNING)
-
-    async def _abort_or_retry(self, channels: list[int], why: str) -> None:
-        """Switch channels off now; if the instrument does not take it, retry every poll until it does."""
-        if not channels:
-            return
-        try:
-            await self.cycler.abort(channels)
-        except InstrumentError as exc:
-            self._must_abort.update(channels)
-            await self._alarm("critical", "abort_failed", f"abort ({why}) failed, retrying every poll: {exc}")
-
-    async def _retry_aborts(self, status_by_channel: dict[int, int]) -> None:
-        """Re-send aborts that were not confirmed; forget a channel once the instrument shows it off."""
-        still_on = [ch for ch, code in status_by_channel.items() if code in (CellState.RUNNING, CellState.ENABLED)]
-        self._must_abort.difference_update(ch for ch in status_by_channel if ch not in still_on)
-        if still_on:
-            try:
-                await self.cycler.abort(still_on)
-            except InstrumentError as exc:
-                await self._alarm("critical", "abort_failed", f"abort retry failed: {exc}")
-
-    async def _check_status(self, active: list[ChannelRun], status: np.ndarray) -> None:
-        """A run the host thinks is running on a cell the instrument no longer knows (reset, power loss)."""
-        lost = [
-            run
-            for run, code in zip(active, status.tolist(), strict=True)
-            if run.state is RunState.RUNNING
-            and not run.awaiting_start
-            and not run.start_attempted
-            and code in (CellState.UNDEFINED, CellState.IDLE)
-        ]
-        for run in lost:
-            run.end_reason = "instrument_lost_cell"
-            run.transition(RunState.FAULTED)
-            await self._alarm(
-                "critical",
-                "instrument_lost_cell",
-                f"{run.cell_id}: cabinet {self.name} no longer runs channel {run.channel} (reset or power loss?)",
-                run=run,
-            )
-        if lost:
-            await self._journal(lost)
-
-    # -- control -------------------------------------------------------------------------------------------
     async def abort(self, channels: Sequence[int] | None = None) -> None:
         """Abort the given channels (all of the job's by default): output off on the instrument at once."""
         targets = [r for r in self.runs if not r.terminal and (channels is None or r.channel in channels)]
@@ -590,7 +499,7 @@ class CabinetSupervisor:
             else:
                 run.transition(RunState.ABORTING)
         await self.cycler.abort([r.channel for r in targets])
-        await self._journal(targets)
+        await self.ledger.journal(targets)
 
     @property
     def finished(self) -> bool:
@@ -619,29 +528,9 @@ class CabinetSupervisor:
         try:
             records, last_read = await self._drain()
         except InstrumentError as exc:
-            await self._alarm("warning", "final_drain_failed", f"last records left on the instrument: {exc}")
+            await self.ledger.alarm("warning", "final_drain_failed", f"last records left on the instrument: {exc}")
             return
         await self._ingest(records, last_read)
-
-    async def _honour_abort_request(self) -> None:
-        """`formation run abort` from another process marks the job ``aborting``: abort every channel here too.
-
-        Needed because an instrument abort does not touch a cell resting between two steps, which this host
-        would otherwise start on its next step.
-        """
-        if self.job_id is None or self._abort_requested:
-            return
-        try:
-            job = await asyncio.to_thread(self.store.get_job, self.job_id)
-        except StoreError:
-            return
-        if job is not None and job.state == "aborting":
-            self._abort_requested = True
-            await self._alarm("warning", "abort_requested", f"job {self.job_id}: abort requested from outside")
-            try:
-                await self.abort()
-            except InstrumentError as exc:
-                await self._alarm("critical", "abort_failed", f"requested abort failed: {exc}")
 
     def stop(self) -> None:
         """Ask ``run_until_done`` to return after the current cycle."""
@@ -660,7 +549,7 @@ class CabinetSupervisor:
                     "sample writer did not finish within %s s; uncommitted records stay on the instrument",
                     FLUSH_TIMEOUT_S,
                 )
-        await self._retry_store_work()
+        await self.ledger.retry()
         states = {r.state for r in self.runs}
         if states <= {RunState.DONE}:
             state = "done"
@@ -668,70 +557,4 @@ class CabinetSupervisor:
             state = "aborted" if RunState.ABORTED in states else "faulted"
         else:
             state = "interrupted"
-        try:
-            await asyncio.to_thread(self.store.finish_job, self.job_id, state, self.clock.now())
-        except StoreError as exc:
-            log.error("could not record the end of job %s: %s", self.job_id, exc)
-
-    # -- store helpers -------------------------------------------------------------------------------------
-    async def _retry_store_work(self) -> None:
-        """Write step results and journal entries that the database refused earlier."""
-        if self._unsaved_results:
-            await self._save_results()
-        if self._unjournalled:
-            await self._journal(list(self._unjournalled.values()))
-
-    async def _save_results(self) -> None:
-        try:
-            await asyncio.to_thread(self.store.add_step_results, self._unsaved_results)
-        except StoreError as exc:
-            log.warning("step results not saved yet (%d pending): %s", len(self._unsaved_results), exc)
-            return
-        self._unsaved_results = []
-
-    async def _journal(self, runs: Sequence[ChannelRun]) -> None:
-        """Write the runs' state and resume points; kept and retried next poll if the database refuses."""
-        now = self.clock.now()
-        committed = self.writer.committed_rec if self.writer is not None else self.read_rec
-        updates = [
-            {
-                "id": r.run_id,
-                "state": r.state.value,
-                "step_index": r.step_index,
-                "step_id": r.step.id if r.step is not None else None,
-                "seq_id": r.seq_id,
-                "step_started_s": r.account.started_s,
-                "journal": r.journal(),
-                "last_rec": committed,
-                "ended_s": now if r.terminal else None,
-                "end_reason": r.end_reason,
-            }
-            for r in runs
-        ]
-        try:
-            await asyncio.to_thread(self.store.update_runs, updates)
-        except StoreError as exc:
-            log.warning("run journal not saved yet: %s", exc)
-            self._unjournalled.update({r.run_id: r for r in runs})
-            return
-        for r in runs:
-            self._unjournalled.pop(r.run_id, None)
-
-    async def _alarm(self, severity: str, code: str, message: str, run: ChannelRun | None = None) -> None:
-        self.alarms_raised += 1
-        log.log(logging.WARNING if severity != "info" else logging.INFO, "%s: %s", code, message)
-        try:
-            await asyncio.to_thread(
-                self.store.add_alarm,
-                ts_s=self.clock.now(),
-                severity=severity,
-                code=code,
-                message=message,
-                cabinet=self.name,
-                channel=run.channel if run else None,
-                run_id=run.run_id if run else None,
-                job_id=self.job_id,
-            )
-        except StoreError as exc:
-            # The alarm is in the log; control goes on without the database.
-            log.error("alarm not stored: %s", exc)
+        await self.ledger.finish_job(state)

@@ -17,10 +17,11 @@ from formation.config import CabinetConfig
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.program import CellState
 from formation.instruments.scpi import ScpiSession
+from formation.orchestrator.faults import MAX_BAD_POLLS
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.job import assign_cells, run_job
 from formation.orchestrator.run import RunState
-from formation.orchestrator.supervisor import MAX_BAD_POLLS, CabinetSupervisor
+from formation.orchestrator.supervisor import CabinetSupervisor
 from formation.recipes import Recipe, load_builtin, loads_recipe
 from formation.sim.plant import CabinetSpec, SimulatedPlant
 from formation.store import Store

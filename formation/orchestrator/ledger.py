@@ -1,0 +1,115 @@
+"""JobLedger: what a supervisor writes to the store besides samples — run journal, step results, alarms.
+
+A database that is locked or down must not stop supervision: whatever it refuses is kept and retried on the
+next poll, and an alarm that cannot be stored is still logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from formation.clock import Clock
+from formation.errors import StoreError
+from formation.orchestrator.run import ChannelRun
+from formation.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class JobLedger:
+    """The store bookkeeping of one job on one cabinet, tolerant of a database that refuses writes."""
+
+    def __init__(self, store: Store, clock: Clock, cabinet: str, *, committed_rec: Callable[[], int]) -> None:
+        self.store = store
+        self.clock = clock
+        self.cabinet = cabinet
+        self.job_id: int | None = None
+        self.alarms_raised = 0
+        self._committed_rec = committed_rec
+        self._unsaved_results: list[dict[str, Any]] = []
+        self._unjournalled: dict[int, ChannelRun] = {}
+
+    @property
+    def pending(self) -> int:
+        """Step results and journal entries waiting for the database."""
+        return len(self._unsaved_results) + len(self._unjournalled)
+
+    async def retry(self) -> None:
+        """Write step results and journal entries that the database refused earlier."""
+        if self._unsaved_results:
+            await self.save_results([])
+        if self._unjournalled:
+            await self.journal(list(self._unjournalled.values()))
+
+    async def save_results(self, results: list[dict[str, Any]]) -> None:
+        """Store step results (insert-or-ignore per run and step), keeping them for a retry if refused."""
+        self._unsaved_results.extend(results)
+        if not self._unsaved_results:
+            return
+        try:
+            await asyncio.to_thread(self.store.add_step_results, self._unsaved_results)
+        except StoreError as exc:
+            log.warning("step results not saved yet (%d pending): %s", len(self._unsaved_results), exc)
+            return
+        self._unsaved_results = []
+
+    async def journal(self, runs: Sequence[ChannelRun]) -> None:
+        """Write the runs' state and resume points; kept and retried next poll if the database refuses."""
+        if not runs:
+            return
+        now = self.clock.now()
+        committed = self._committed_rec()
+        updates = [
+            {
+                "id": r.run_id,
+                "state": r.state.value,
+                "step_index": r.step_index,
+                "step_id": r.step.id if r.step is not None else None,
+                "seq_id": r.seq_id,
+                "step_started_s": r.account.started_s,
+                "journal": r.journal(),
+                "last_rec": committed,
+                "ended_s": now if r.terminal else None,
+                "end_reason": r.end_reason,
+            }
+            for r in runs
+        ]
+        try:
+            await asyncio.to_thread(self.store.update_runs, updates)
+        except StoreError as exc:
+            log.warning("run journal not saved yet: %s", exc)
+            self._unjournalled.update({r.run_id: r for r in runs})
+            return
+        for r in runs:
+            self._unjournalled.pop(r.run_id, None)
+
+    async def alarm(self, severity: str, code: str, message: str, run: ChannelRun | None = None) -> None:
+        """Log and store an alarm; control goes on without the database if it refuses."""
+        self.alarms_raised += 1
+        log.log(logging.WARNING if severity != "info" else logging.INFO, "%s: %s", code, message)
+        try:
+            await asyncio.to_thread(
+                self.store.add_alarm,
+                ts_s=self.clock.now(),
+                severity=severity,
+                code=code,
+                message=message,
+                cabinet=self.cabinet,
+                channel=run.channel if run else None,
+                run_id=run.run_id if run else None,
+                job_id=self.job_id,
+            )
+        except StoreError as exc:
+            log.error("alarm not stored: %s", exc)
+
+    async def finish_job(self, state: str) -> None:
+        """Write the job's final state and end time."""
+        if self.job_id is None:
+            return
+        try:
+            await asyncio.to_thread(self.store.finish_job, self.job_id, state, self.clock.now())
+        except StoreError as exc:
+            log.error("could not record the end of job %s: %s", self.job_id, exc)
