@@ -44,6 +44,17 @@ class FaultHandling:
     async def abort(self, channels: Sequence[int] | None = None) -> None:  # provided by the supervisor
         raise NotImplementedError
 
+    async def _fault_runs(self, runs: list[ChannelRun], reason: str, *, switch_off: bool) -> None:
+        """Fault runs for ``reason`` (switching their channels off first if asked) and journal them."""
+        if not runs:
+            return
+        if switch_off:
+            await self._abort_or_retry([r.channel for r in runs], reason)
+        for run in runs:
+            run.end_reason = reason
+            run.transition(RunState.FAULTED)
+        await self.ledger.journal(runs)
+
     async def _settle_aborting(self, active: list[ChannelRun], status: np.ndarray) -> None:
         """A run aborted between steps gets no end record: settle it from the instrument status."""
         for run, code in zip(active, status, strict=True):
@@ -66,17 +77,14 @@ class FaultHandling:
         # Down for longer than the instrument's watchdog allows (three times over): the host can no longer
         # vouch for these cells. Fault them, and keep trying to switch them off should the link come back.
         targets = [r for r in self.runs if not r.terminal]
-        for run in targets:
-            run.end_reason = "comm_lost"
-            run.transition(RunState.FAULTED)
         self._must_abort.update(r.channel for r in targets)
+        await self._fault_runs(targets, "comm_lost", switch_off=False)
         if targets:
             await self.ledger.alarm(
                 "critical",
                 "comm_lost_fault",
                 f"cabinet {self.name} unreachable for {self.lost_fault_s:g} s: {len(targets)} run(s) faulted",
             )
-            await self.ledger.journal(targets)
 
     async def _bad_reply(self, exc: InstrumentError) -> None:
         """An SCPI error or garbage reply: alarm; when it persists, switch the job's channels off and fault them.
@@ -88,16 +96,12 @@ class FaultHandling:
         if self.bad_polls < MAX_BAD_POLLS:
             return
         targets = [r for r in self.runs if not r.terminal]
-        await self._abort_or_retry([r.channel for r in targets], "unreadable cabinet")
-        for run in targets:
-            run.end_reason = "instrument_unreadable"
-            run.transition(RunState.FAULTED)
+        await self._fault_runs(targets, "instrument_unreadable", switch_off=True)
         await self.ledger.alarm(
             "critical",
             "instrument_unreadable",
             f"cabinet {self.name}: {self.bad_polls} polls in a row failed; {len(targets)} channel(s) switched off",
         )
-        await self.ledger.journal(targets)
 
     async def _comm_restored(self) -> None:
         self.comm_ok = True
@@ -137,17 +141,14 @@ class FaultHandling:
             and not run.start_attempted
             and code in (CellState.UNDEFINED, CellState.IDLE)
         ]
+        await self._fault_runs(lost, "instrument_lost_cell", switch_off=False)
         for run in lost:
-            run.end_reason = "instrument_lost_cell"
-            run.transition(RunState.FAULTED)
             await self.ledger.alarm(
                 "critical",
                 "instrument_lost_cell",
                 f"{run.cell_id}: cabinet {self.name} no longer runs channel {run.channel} (reset or power loss?)",
                 run=run,
             )
-        if lost:
-            await self.ledger.journal(lost)
 
     # -- control -------------------------------------------------------------------------------------------
     async def _honour_abort_request(self) -> None:

@@ -477,10 +477,8 @@ class CabinetSupervisor(FaultHandling):
         trip = [self.runs[i] for i in offenders if self.runs[i].state in (RunState.RUNNING, RunState.PAUSED)]
         if not trip:
             return
-        await self._abort_or_retry([r.channel for r in trip], "host check")
+        await self._fault_runs(trip, "host_check", switch_off=True)
         for run in trip:
-            run.end_reason = "host_check"
-            run.transition(RunState.FAULTED)
             await self.ledger.alarm(
                 "critical",
                 "host_check",

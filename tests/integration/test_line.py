@@ -238,21 +238,27 @@ async def _inject_when_running(sup: CabinetSupervisor, resource: str, command: s
         await injector.write(command)
 
 
+async def _run_injecting(line: Line, cab: CabinetConfig, recipe: Recipe, n: int, command: str) -> CabinetSupervisor:
+    """Run ``recipe`` on ``n`` cells and send ``command`` from a second session once every run is running."""
+    tasks: list[asyncio.Task[None]] = []
+    sup = await run_job(
+        cab,
+        recipe,
+        assign_cells(range(1, n + 1), _entries(n), recipe),
+        line.store,
+        line.clock,
+        on_start=lambda s: tasks.append(
+            asyncio.create_task(_inject_when_running(s, cab.resource, command), name="inject")
+        ),
+    )
+    await asyncio.gather(*tasks)
+    return sup
+
+
 async def test_a_few_garbage_replies_raise_alarms_and_the_job_goes_on(store: Store) -> None:
     recipe = _short()
     async with _line(store, cells=4, scale=2000.0) as line:
-        tasks: list[asyncio.Task[None]] = []
-        sup = await run_job(
-            line.cabinet,
-            recipe,
-            assign_cells(range(1, 5), _entries(4), recipe),
-            store,
-            line.clock,
-            on_start=lambda s: tasks.append(
-                asyncio.create_task(_inject_when_running(s, line.cabinet.resource, "SIM:FAULT:GARB 2"), name="garb")
-            ),
-        )
-        await asyncio.gather(*tasks)
+        sup = await _run_injecting(line, line.cabinet, recipe, 4, "SIM:FAULT:GARB 2")
     assert all(r.state is RunState.DONE for r in sup.runs)
     assert sum(a.code == "bad_reply" for a in store.alarms(job_id=sup.job_id)) == 2
     recs = np.sort(np.concatenate([store.samples(r.run_id)["rec"].to_numpy() for r in sup.runs]))
@@ -262,18 +268,7 @@ async def test_a_few_garbage_replies_raise_alarms_and_the_job_goes_on(store: Sto
 async def test_an_instrument_that_keeps_answering_garbage_gets_its_channels_switched_off(store: Store) -> None:
     recipe = _short()
     async with _line(store, cells=4, scale=200.0) as line:
-        tasks: list[asyncio.Task[None]] = []
-        sup = await run_job(
-            line.cabinet,
-            recipe,
-            assign_cells(range(1, 5), _entries(4), recipe),
-            store,
-            line.clock,
-            on_start=lambda s: tasks.append(
-                asyncio.create_task(_inject_when_running(s, line.cabinet.resource, "SIM:FAULT:GARB 1000"), name="garb")
-            ),
-        )
-        await asyncio.gather(*tasks)
+        sup = await _run_injecting(line, line.cabinet, recipe, 4, "SIM:FAULT:GARB 1000")
         async with ScpiSession(line.cabinet.resource) as s:
             await s.write("SIM:FAULT:CLE")
             status = await Bt2200Cycler(s).status([1, 2, 3, 4])
@@ -315,18 +310,7 @@ async def test_a_stalled_instrument_pauses_the_runs_and_they_resume_without_loss
 async def test_an_instrument_reset_faults_the_runs_instead_of_hanging(store: Store) -> None:
     recipe = _short()
     async with _line(store, cells=4, scale=500.0) as line:
-        tasks: list[asyncio.Task[None]] = []
-        sup = await run_job(
-            line.cabinet,
-            recipe,
-            assign_cells(range(1, 5), _entries(4), recipe),
-            store,
-            line.clock,
-            on_start=lambda s: tasks.append(
-                asyncio.create_task(_inject_when_running(s, line.cabinet.resource, "*RST"), name="reset")
-            ),
-        )
-        await asyncio.gather(*tasks)
+        sup = await _run_injecting(line, line.cabinet, recipe, 4, "*RST")
     assert all(r.state is RunState.FAULTED and r.end_reason == "instrument_lost_cell" for r in sup.runs)
     assert sum(a.code == "instrument_lost_cell" for a in store.alarms(job_id=sup.job_id)) == 4
     assert store.get_job(sup.job_id).state == "faulted"
@@ -367,18 +351,7 @@ async def test_a_link_lost_for_longer_than_the_watchdog_allows_faults_the_runs(s
     recipe = _short()
     async with _line(store, cells=2, scale=100.0) as line:
         cab = CabinetConfig(**{**line.cabinet.__dict__, "timeout_s": 0.3, "watchdog_s": 0.3})
-        tasks: list[asyncio.Task[None]] = []
-        sup = await run_job(
-            cab,
-            recipe,
-            assign_cells(range(1, 3), _entries(2), recipe),
-            store,
-            line.clock,
-            on_start=lambda s: tasks.append(
-                asyncio.create_task(_inject_when_running(s, cab.resource, "SIM:FAULT:STALL 4"), name="stall")
-            ),
-        )
-        await asyncio.gather(*tasks)
+        sup = await _run_injecting(line, cab, recipe, 2, "SIM:FAULT:STALL 4")
         async with ScpiSession(cab.resource, timeout_s=5.0) as s:
             status = await Bt2200Cycler(s).status([1, 2])
     assert all(r.state is RunState.FAULTED and r.end_reason == "comm_lost" for r in sup.runs)
