@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from formation.cli.app import console
@@ -30,16 +31,27 @@ def open_store(site: Path | None, db: str | None) -> tuple[SiteConfig, Store]:
     """The site configuration (defaults without a file) and its store, schema created."""
     cfg = load_site_config(site) if site is not None else SiteConfig()
     url = db or cfg.database_url
+    shown = _safe_url(url)
     try:
         store = Store(url)
         store.create_schema()
+    except ImportError as exc:
+        raise InputError("database", f"the driver for {shown} is not installed ({exc.name})") from None
     except (ArgumentError, StoreError, SQLAlchemyError) as exc:
         if isinstance(exc, ArgumentError) or isinstance(exc.__cause__, ArgumentError):
-            raise InputError("database", f"unusable database URL {url!r}") from None
+            raise InputError("database", f"unusable database URL {shown}") from None
         # Drivers put several lines in their messages; the CLI answers with one.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StoreError(f"cannot open the database {url!r}: {first}") from None
+        raise StoreError(f"cannot open the database {shown}: {first.replace(url, shown)}") from None
     return cfg, store
+
+
+def _safe_url(url: str) -> str:
+    """The URL for messages, password hidden."""
+    try:
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # an unparseable URL holds no recognisable password field
+        return repr(url)
 
 
 def output_file(path: Path, option: str) -> Path:
@@ -78,7 +90,7 @@ def launch(
     entries = load_cells_file(cells)
     assignments = assign_cells(chans, entries, r)
     _, store = open_store(site, db)
-    busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state == "running"]
+    busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state in ("running", "aborting")]
     if busy:
         # One job per cabinet: jobs share the instrument's data log and its sequence table.
         raise InputError(
@@ -151,7 +163,8 @@ def abort(
         return
     # The launching process sees `aborting` and aborts too (a cell resting between steps is not running, so the
     # instrument abort alone would not keep the launcher from starting its next step).
-    store.set_job_state(job, "aborting")
+    if not store.set_job_state(job, "aborting"):
+        console.print(f"job {job} is already {j.state}; switching its unfinished channels off anyway")
     asyncio.run(_abort(cab, channels))
     console.print(f"aborted {len(channels)} channel(s) of job {job} on {cab.name}")
 

@@ -132,15 +132,20 @@ class FaultHandling:
                 await self.ledger.alarm("critical", "abort_failed", f"abort retry failed: {exc}")
 
     async def _check_status(self, active: list[ChannelRun], status: np.ndarray) -> None:
-        """A run the host thinks is running on a cell the instrument no longer knows (reset, power loss)."""
+        """A run on a cell the instrument no longer knows (reset, power loss) or that went idle under it."""
+        codes = status.tolist()
         lost = [
             run
-            for run, code in zip(active, status.tolist(), strict=True)
-            if run.state is RunState.RUNNING
-            and not run.awaiting_start
-            and not run.start_attempted
-            and code in (CellState.UNDEFINED, CellState.IDLE)
+            for run, code in zip(active, codes, strict=True)
+            if run.state in (RunState.RUNNING, RunState.PAUSED)
+            and (
+                code == CellState.UNDEFINED  # cells are defined at launch: undefined means the instrument forgot
+                or (code == CellState.IDLE and not run.awaiting_start and not run.start_attempted)
+            )
         ]
+        if any(code == CellState.UNDEFINED for code in codes):
+            # A reset also cleared the sequences: download programs again when they are next needed.
+            self.cycler.forget_programs()
         await self._fault_runs(lost, "instrument_lost_cell", switch_off=False)
         for run in lost:
             await self.ledger.alarm(

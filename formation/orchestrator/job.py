@@ -79,18 +79,21 @@ async def run_job(
             await supervisor.run_until_done(
                 on_cycle=(lambda stats: on_cycle(supervisor, stats)) if on_cycle is not None else None
             )
-        except asyncio.CancelledError:
-            # Ctrl-C: output off on every channel of the job, then keep what the instrument logged.
+        except BaseException:
+            # Ctrl-C (or a bug): output off on every channel of the job, then keep what the instrument logged.
             await asyncio.shield(_abort_and_drain(supervisor))
             raise
     return supervisor
 
 
 async def _abort_and_drain(supervisor: CabinetSupervisor) -> None:
-    await supervisor.abort()
-    for _ in range(3):
-        await supervisor.poll_once()
-        if supervisor.finished:
-            break
-        await asyncio.sleep(0.05)
-    await supervisor.close_job()
+    """Switch the job's channels off, keep what the instrument logged, and close the job whatever happens."""
+    try:
+        await supervisor.abort()  # an abort the instrument does not take is retried by the polls below
+        for _ in range(3):
+            await supervisor.poll_once()
+            if supervisor.finished:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await supervisor.close_job()

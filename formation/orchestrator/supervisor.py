@@ -119,7 +119,7 @@ class CabinetSupervisor(FaultHandling):
         if self.timers is not None:
             self.timers.unregister(self.name, self)
         if self.writer is not None:
-            await self.writer.close()
+            await self.writer.close(timeout_s=FLUSH_TIMEOUT_S)
 
     # -- launch --------------------------------------------------------------------------------------------
     async def launch(
@@ -234,7 +234,7 @@ class CabinetSupervisor(FaultHandling):
                 # record of this step exists. Starting again now could repeat a charge.
                 wait.add(r.run_id)
         # Waited one drain and still no start record: the start never reached the instrument.
-        self._start_waited = wait
+        self._start_waited = (self._start_waited - {r.run_id for r in unsure}) | wait
         for run in unsure:
             if run.run_id in started:
                 run.seq_id = seq_id
@@ -491,18 +491,22 @@ class CabinetSupervisor(FaultHandling):
         targets = [r for r in self.runs if not r.terminal and (channels is None or r.channel in channels)]
         if not targets:
             return
+        # A run still PENDING never reached the instrument (its channel may be another job's): no abort there.
+        on_instrument = [r.channel for r in targets if r.state is not RunState.PENDING or r.start_attempted]
         for run in targets:
             if run.state is RunState.PENDING:
                 run.transition(RunState.ABORTED)
             else:
                 run.transition(RunState.ABORTING)
-        await self.cycler.abort([r.channel for r in targets])
+        await self._abort_or_retry(on_instrument, "abort")
         await self.ledger.journal(targets)
 
     @property
     def finished(self) -> bool:
         """True when every run has reached a terminal state."""
-        return bool(self.runs) and all(r.terminal for r in self.runs) and not self._must_abort
+        # Unconfirmed aborts keep the job open while the instrument answers; with the link gone for good the job
+        # closes (faulted, with the alarm naming it) instead of polling forever.
+        return bool(self.runs) and all(r.terminal for r in self.runs) and (not self._must_abort or not self.comm_ok)
 
     async def run_until_done(self, on_cycle: Callable[[PollStats], None] | None = None) -> None:
         """Poll until every run is terminal (or ``stop()``), then close the job in the store."""
@@ -528,6 +532,8 @@ class CabinetSupervisor(FaultHandling):
         except InstrumentError as exc:
             await self.ledger.alarm("warning", "final_drain_failed", f"last records left on the instrument: {exc}")
             return
+        if not self.comm_ok:
+            await self._comm_restored()
         await self._ingest(records, last_read)
 
     def stop(self) -> None:

@@ -68,12 +68,18 @@ class SampleWriter:
         """Blocks queued and not yet committed."""
         return self._queue.qsize()
 
-    async def close(self) -> None:
-        """Write what is queued, then stop the task."""
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Write what is queued (waiting at most ``timeout_s``), then stop the tasks.
+
+        Blocks given up on are not lost: they were never acknowledged on the instrument.
+        """
         if self._task is None:
             return
         if not self._task.done():
-            await self.flush()
+            try:
+                await asyncio.wait_for(self.flush(), timeout_s)
+            except TimeoutError:
+                log.error("%d sample block(s) not written; they stay on the instrument", self.pending)
         for task in (self._task, self._checkpointer):
             if task is None:
                 continue

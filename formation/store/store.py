@@ -261,13 +261,20 @@ class Store:
         if done.rowcount != 1:
             raise StoreError(f"no job {job_id}")
 
-    def set_job_state(self, job_id: int, state: str) -> None:
-        """Change a running job's state (e.g. ``aborting``, asked for by another process)."""
+    def set_job_state(self, job_id: int, state: str, *, only_from: tuple[str, ...] = ("running",)) -> bool:
+        """Change a job's state if it is in one of ``only_from`` (a final state is never overwritten).
+
+        Returns whether it changed; StoreError if there is no such job.
+        """
         job_t = _table(Job)
         with self._begin() as conn:
-            done = conn.execute(update(job_t).where(job_t.c.id == job_id).values(state=state))
-        if done.rowcount != 1:
+            done = conn.execute(
+                update(job_t).where(job_t.c.id == job_id, job_t.c.state.in_(only_from)).values(state=state)
+            )
+            exists = conn.execute(select(job_t.c.id).where(job_t.c.id == job_id)).first() is not None
+        if not exists:
             raise StoreError(f"no job {job_id}")
+        return bool(done.rowcount)
 
     def list_jobs(self) -> list[Job]:
         """Every job, oldest first."""
