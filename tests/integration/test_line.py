@@ -358,3 +358,34 @@ async def test_a_link_lost_for_longer_than_the_watchdog_allows_faults_the_runs(s
     assert "comm_lost_fault" in [a.code for a in store.alarms(job_id=sup.job_id)]
     # The instrument's own watchdog switched the cells off while the host could not reach it.
     assert list(status) == [CellState.ABORTED] * 2
+
+
+async def test_a_cabinet_gone_for_good_ends_the_job_as_faulted(store: Store) -> None:
+    recipe = _short()
+    clock = ScaledClock(100.0)
+    plant = SimulatedPlant([CabinetSpec(name="gone", channels=2, seed=1)], clock)
+    await plant.__aenter__()
+    started = asyncio.Event()
+    try:
+        cab = CabinetConfig(
+            name="gone", resource=plant.cabinets["gone"].resource, channels=2, timeout_s=0.3, watchdog_s=0.3
+        )
+        job = asyncio.create_task(
+            run_job(
+                cab,
+                recipe,
+                assign_cells(range(1, 3), _entries(2), recipe),
+                store,
+                clock,
+                on_start=lambda s: started.set(),
+            ),
+            name="job",
+        )
+        await started.wait()
+        await asyncio.sleep(0.2)
+    finally:
+        await plant.__aexit__(None, None, None)  # the cabinet disappears and never comes back
+    sup = await asyncio.wait_for(job, 60)
+    assert all(r.state is RunState.FAULTED and r.end_reason == "comm_lost" for r in sup.runs)
+    assert store.get_job(sup.job_id).state == "faulted"
+    assert "comm_lost_fault" in [a.code for a in store.alarms(job_id=sup.job_id)]
