@@ -17,7 +17,7 @@ from formation.clock import make_clock
 from formation.config import CabinetConfig, SiteConfig, load_site_config
 from formation.errors import InputError, StoreError
 from formation.orchestrator.inputs import load_cells_file, parse_channel_list
-from formation.orchestrator.job import assign_cells, run_job
+from formation.orchestrator.job import assign_cells, resume_job, run_job
 from formation.recipes import resolve_recipe
 from formation.store import Store
 
@@ -112,6 +112,26 @@ def launch(
                 note=note,
             )
         )
+    console.print(step_summary_table(store.step_results(job_id=sup.job_id)))
+    console.print(f"job {sup.job_id}: data in {store.url}")
+
+
+@app.command("resume")
+def resume(
+    job: Annotated[int, typer.Argument(help="Job id")],
+    site: Annotated[Path, typer.Option(help="Site configuration (TOML)")],
+    db: DbOpt = None,
+) -> None:
+    """Re-attach to a job whose host process died: its cells kept running on the instrument."""
+    cfg, store = open_store(site, db)
+    j = store.get_job(job)
+    if j is None:
+        raise InputError("job", f"no job {job}")
+    cab = cfg.cabinet(j.cabinet)
+    clock = make_clock(cfg.clock_scale)
+    console.print(f"re-attaching job {job} on {cab.name}")
+    with job_progress() as progress:
+        sup = asyncio.run(resume_job(cab, job, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle))
     console.print(step_summary_table(store.step_results(job_id=sup.job_id)))
     console.print(f"job {sup.job_id}: data in {store.url}")
 

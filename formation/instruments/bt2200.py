@@ -87,6 +87,7 @@ class Bt2200Cycler:
         self._seq_ids = list(seq_ids)
         self._next_seq = 0
         self._programs: dict[StepProgram, int] = {}
+        self._reserved: set[int] = set()
 
     async def __aenter__(self) -> Self:
         await self.session.open()
@@ -283,9 +284,16 @@ class Bt2200Cycler:
         ]
         return cmds
 
+    def reserve_sequences(self, seq_ids: Sequence[int]) -> None:
+        """Never allocate these ids (sequences another host process downloaded and cells may still use)."""
+        self._reserved.update(int(s) for s in seq_ids if s)
+
     def _allocate_seq(self) -> int:
-        seq = self._seq_ids[self._next_seq % len(self._seq_ids)]
-        self._next_seq += 1
+        for _ in range(len(self._seq_ids)):
+            seq = self._seq_ids[self._next_seq % len(self._seq_ids)]
+            self._next_seq += 1
+            if seq not in self._reserved:
+                break
         # Reusing an id: the program that held it is no longer downloaded.
         for prog, held in list(self._programs.items()):
             if held == seq:

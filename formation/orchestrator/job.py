@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from formation.clock import Clock
 from formation.config import CabinetConfig
@@ -52,6 +52,32 @@ async def run_job(
     note: str | None = None,
 ) -> CabinetSupervisor:
     """Launch ``recipe`` on ``assignments`` and supervise it to the end; cancelling aborts the cells safely."""
+    return await _supervise(
+        cabinet, store, clock, lambda sup: sup.launch(recipe, assignments, note=note), on_start, on_cycle
+    )
+
+
+async def resume_job(
+    cabinet: CabinetConfig,
+    job_id: int,
+    store: Store,
+    clock: Clock,
+    *,
+    on_start: Callable[[CabinetSupervisor], None] | None = None,
+    on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None = None,
+) -> CabinetSupervisor:
+    """Re-attach to a job a previous host process left running and supervise it to the end."""
+    return await _supervise(cabinet, store, clock, lambda sup: sup.reattach(job_id), on_start, on_cycle)
+
+
+async def _supervise(
+    cabinet: CabinetConfig,
+    store: Store,
+    clock: Clock,
+    begin: Callable[[CabinetSupervisor], Awaitable[int]],
+    on_start: Callable[[CabinetSupervisor], None] | None,
+    on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None,
+) -> CabinetSupervisor:
     async with (
         ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session,
         LineTimers(store, clock) as timers,
@@ -67,7 +93,7 @@ async def run_job(
         ) as supervisor,
     ):
         try:
-            await supervisor.launch(recipe, assignments, note=note)
+            await begin(supervisor)
         except BaseException:
             # Some groups may already be running: switch them off before giving up (Ctrl-C included).
             if supervisor.job_id is not None:

@@ -242,6 +242,8 @@ class ChannelRun:
                 "ah": self.account.ah,
                 "wh": self.account.wh,
                 "duration_s": self.account.duration_s,
+                "soc_ah": self.soc_ah,
+                "capacity_ref_ah": self.capacity_ref_ah,
             },
             sort_keys=True,
         )

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from formation.clock import Clock
-from formation.errors import InstrumentError, TransportError
+from formation.errors import InputError, InstrumentError, TransportError
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.program import (
     LOG_COL,
@@ -31,6 +31,7 @@ from formation.orchestrator.compile import LIMIT_MARGIN_V, compile_step
 from formation.orchestrator.faults import FaultHandling
 from formation.orchestrator.inputs import CellEntry, format_channel_list
 from formation.orchestrator.ledger import JobLedger
+from formation.orchestrator.reattach import restore_job
 from formation.orchestrator.run import ChannelRun, RunState
 from formation.orchestrator.timers import LineTimers
 from formation.orchestrator.writer import QUEUE_BLOCKS, SampleWriter
@@ -169,12 +170,7 @@ class CabinetSupervisor(FaultHandling):
             ChannelRun(rid, cell.cell_id, cell.lot, ch, cell.nominal_capacity_ah, recipe)
             for rid, (ch, cell) in zip(run_ids, assignments, strict=True)
         ]
-        for i, run in enumerate(self.runs):
-            self._run_by_cell[channel_to_cell_id(run.channel)] = i
-        self._index_of = {r.run_id: i for i, r in enumerate(self.runs)}
-        self._run_ids = np.array([r.run_id for r in self.runs], dtype=np.float64)
-        self._step_idx = np.zeros(len(self.runs), dtype=np.float64)
-        self._needs_records = np.zeros(len(self.runs), dtype=bool)
+        self._index_runs()
         if self.timers is not None:
             self.timers.register(self.name, self)
         await self.cycler.clear_status()
@@ -377,6 +373,46 @@ class CabinetSupervisor(FaultHandling):
         if changed:
             await self.ledger.journal(changed)
         return len(ends)
+
+    def _index_runs(self) -> None:
+        """Lookup tables from instrument cell id and run id to the run, and the per-run arrays."""
+        for i, run in enumerate(self.runs):
+            self._run_by_cell[channel_to_cell_id(run.channel)] = i
+        self._index_of = {r.run_id: i for i, r in enumerate(self.runs)}
+        self._run_ids = np.array([r.run_id for r in self.runs], dtype=np.float64)
+        self._step_idx = np.array([max(r.step_index, 0) for r in self.runs], dtype=np.float64)
+        self._needs_records = np.array([r.needs_records for r in self.runs], dtype=bool)
+
+    async def reattach(self, job_id: int) -> int:
+        """Take over a job a previous host process left running: its cells kept running on the instrument.
+
+        Draining resumes after the last record in the store (nothing lost, nothing stored twice); a step whose
+        start is not proven by its records is checked against the instrument before it is started, so no charge
+        is repeated; the sequences the old process downloaded are never overwritten.
+        """
+        restored = await asyncio.to_thread(restore_job, self.store, job_id)
+        if restored.cabinet != self.name:
+            raise InputError("job", f"job {job_id} ran on cabinet {restored.cabinet}, not {self.name}")
+        self.job_id = self.ledger.job_id = job_id
+        self.recipe = restored.recipe
+        self.runs = restored.runs
+        self._index_runs()
+        if self.timers is not None:
+            self.timers.register(self.name, self)  # checkpoints that fired meanwhile are delivered now
+        channels = [r.channel for r in self.runs]
+        seqs, _ = await self.cycler.step_positions(channels)
+        self.cycler.reserve_sequences(sorted({int(s) for s in seqs.tolist()}))
+        await self.cycler.set_watchdog(self.watchdog_s)
+        if restored.committed_rec is None:
+            self.read_rec = await self.cycler.log_next_rec() - 1
+        else:
+            self.read_rec = restored.committed_rec
+        if self.writer is None:
+            self.writer = SampleWriter(self.store, self.read_rec, name=f"{self.name}-samples")
+            self.writer.start()
+        await self.ledger.alarm("info", "reattached", f"job {job_id} re-attached on cabinet {self.name}")
+        await self.ledger.journal([r for r in self.runs if not r.terminal])
+        return job_id
 
     def _begin_step(self, run: ChannelRun, index: int) -> None:
         """Point a run at step ``index`` and keep the per-run arrays the hot path reads in step."""

@@ -373,6 +373,19 @@ class Store:
         # SQLite hands back NaN measurements as NULL; None -> NaN keeps every measured column float64.
         return frame.astype({c: "int64" if c in ("run_id", "rec", "step_index") else "float64" for c in SAMPLE_COLUMNS})
 
+    def max_sample_rec(self, job_id: int) -> int | None:
+        """The highest data-log record stored for a job (where a re-attached host resumes draining)."""
+        sample_t, run = _table(Sample), _table(Run)
+        stmt = (
+            select(func.max(sample_t.c.rec))
+            .select_from(sample_t)
+            .join(run, run.c.id == sample_t.c.run_id)
+            .where(run.c.job_id == job_id)
+        )
+        with self._begin() as conn:
+            value = conn.execute(stmt).scalar_one()
+        return None if value is None else int(value)
+
     def sample_count(self, job_id: int | None = None) -> int:
         """How many samples are stored (for one job, or in total)."""
         sample_t, run = _table(Sample), _table(Run)

@@ -19,7 +19,7 @@ from formation.instruments.program import CellState
 from formation.instruments.scpi import ScpiSession
 from formation.orchestrator.faults import MAX_BAD_POLLS
 from formation.orchestrator.inputs import CellEntry
-from formation.orchestrator.job import assign_cells, run_job
+from formation.orchestrator.job import assign_cells, resume_job, run_job
 from formation.orchestrator.run import RunState
 from formation.orchestrator.supervisor import CabinetSupervisor
 from formation.recipes import Recipe, load_builtin, loads_recipe
@@ -389,3 +389,38 @@ async def test_a_cabinet_gone_for_good_ends_the_job_as_faulted(store: Store) -> 
     assert all(r.state is RunState.FAULTED and r.end_reason == "comm_lost" for r in sup.runs)
     assert store.get_job(sup.job_id).state == "faulted"
     assert "comm_lost_fault" in [a.code for a in store.alarms(job_id=sup.job_id)]
+
+
+async def test_a_restarted_host_reattaches_without_losing_samples_or_repeating_a_step(store: Store) -> None:
+    recipe = _short()
+    async with _line(store, cells=4, scale=1000.0) as line:
+        # The first host launches, supervises a while, then dies mid-charge: no abort, nothing closed.
+        async with (
+            ScpiSession(line.cabinet.resource) as session,
+            CabinetSupervisor("cab", Bt2200Cycler(session), store, line.clock, n_channels=4) as first,
+        ):
+            job_id = await first.launch(recipe, assign_cells(range(1, 5), _entries(4), recipe))
+            for _ in range(5):
+                await first.poll_once()
+                await asyncio.sleep(0.05)
+            assert all(r.state is RunState.RUNNING and r.step_index == 0 for r in first.runs)
+        await asyncio.sleep(0.3)  # the cells keep charging on the instrument meanwhile
+        assert store.get_job(job_id).state == "running"
+
+        # A new host process re-attaches from the database and the instrument alone.
+        sup = await resume_job(line.cabinet, job_id, store, line.clock)
+    assert sup.job_id == job_id
+    assert all(r.state is RunState.DONE for r in sup.runs), [(r.state, r.end_reason) for r in sup.runs]
+    results = store.step_results(job_id=job_id)
+    # Every step exactly once per cell: the charge was not repeated.
+    assert sorted(results.groupby("run_id")["step_index"].apply(list).tolist()) == [[0, 1]] * 4
+    assert (results[results["step_id"] == "c1"]["end_reason"] == "voltage").all()
+    recs = np.sort(np.concatenate([store.samples(r.run_id)["rec"].to_numpy() for r in sup.runs]))
+    assert np.array_equal(recs, np.arange(recs[0], recs[0] + len(recs))), "a sample was lost or doubled"
+    # The charge Ah still equals the integral of its logged current across the restart.
+    for run in sup.runs:
+        samples = store.samples(run.run_id)
+        charge = results[(results["run_id"] == run.run_id) & (results["step_index"] == 0)].iloc[0]
+        assert _trapz_ah(samples[samples["step_index"] == 0]) == pytest.approx(charge["ah"], rel=0.005)
+    assert store.get_job(job_id).state == "done"
+    assert "reattached" in [a.code for a in store.alarms(job_id=job_id)]

@@ -218,3 +218,69 @@ def test_ctrl_c_on_run_launch_aborts_the_cells(sim_port: int, tmp_path: Path) ->
         assert [float(x) for x in inst.query("MEAS:CELL:CURR? (@1001:1003)").split(",")] == [0.0, 0.0, 0.0]
     finally:
         inst.close()
+
+
+def test_a_killed_launcher_is_resumed_by_a_new_process(sim_port: int, tmp_path: Path) -> None:
+    (tmp_path / "site.toml").write_text(
+        f'[database]\npath = "line.db"\n[clock]\nscale = {SCALE / 10}\n'
+        f'[[cabinets]]\nname = "cab1"\nresource = "TCPIP0::127.0.0.1::{sim_port}::SOCKET"\nchannels = 8\n'
+        "poll_interval_s = 5.0\n"
+    )
+    (tmp_path / "short.toml").write_text(RECIPE)
+    (tmp_path / "cells.csv").write_text(
+        "cell_id,lot,nominal_capacity_ah\n" + "".join(f"K-{i},LOT-K,5.0\n" for i in range(1, 4))
+    )
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "formation",
+            "run",
+            "launch",
+            str(tmp_path / "short.toml"),
+            "--site",
+            str(tmp_path / "site.toml"),
+            "--cabinet",
+            "cab1",
+            "--channels",
+            "1-3",
+            "--cells",
+            str(tmp_path / "cells.csv"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait until the cells are charging and some samples are stored
+            assert launcher.poll() is None
+            try:
+                with sqlite3.connect(tmp_path / "line.db") as conn:
+                    samples = conn.execute("SELECT count(*) FROM sample").fetchone()[0]
+            except sqlite3.OperationalError:
+                samples = 0
+            if samples >= 6:
+                break
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.1)
+    finally:
+        launcher.kill()  # a crash: no abort, no flush, no goodbye
+        launcher.wait(timeout=10)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "formation", "run", "resume", "1", "--site", str(tmp_path / "site.toml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    with sqlite3.connect(tmp_path / "line.db") as conn:
+        runs = [s for (s,) in conn.execute("SELECT state FROM run ORDER BY channel")]
+        steps = conn.execute("SELECT run_id, step_index FROM step_result ORDER BY run_id, step_index").fetchall()
+        recs = [r for (r,) in conn.execute("SELECT rec FROM sample ORDER BY rec")]
+        job = conn.execute("SELECT state FROM job").fetchone()[0]
+    assert runs == ["done"] * 3 and job == "done"
+    assert [i for _, i in steps] == [0, 1] * 3  # each step once per cell: nothing repeated
+    assert recs == list(range(recs[0], recs[0] + len(recs))), "a sample was lost or doubled across the crash"
