@@ -205,6 +205,19 @@ class Bt2200Cycler:
         pos = pairs.astype(np.int64).reshape(-1, 2)
         return pos[:, 0].copy(), pos[:, 1].copy()
 
+    async def last_end(self, channel: int) -> int:
+        """The end code of the cell's last finished step, from ``STAT:CELL:VERB? <id>`` (one cell; not a hot path).
+
+        Reply: ``<status>,<seq>,<step>,<step_time_s>,<V>,<A>,<step_ah>,<temp_c>,<last_end>,"<text>"``.
+        """
+        cmd = f"STAT:CELL:VERB? {channel_to_cell_id(channel)}"
+        reply = await self.session.query(cmd)
+        fields = reply.split(",", 9)
+        try:
+            return int(fields[8])
+        except (IndexError, ValueError):
+            raise self._garbage(f"verbose status {reply!r} has no end code", cmd) from None
+
     async def measure(self, channels: Sequence[int]) -> Measurement:
         """One compound line over the whole list: ``MEAS:CELL:VOLT?`` V, ``MEAS:CELL:CURR?`` A (+charge),
         ``MEAS:CELL:CAP:AHR?`` Ah of the current step (signed), ``MEAS:CELL:TEMP?`` °C."""

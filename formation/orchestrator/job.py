@@ -53,7 +53,7 @@ async def run_job(
 ) -> CabinetSupervisor:
     """Launch ``recipe`` on ``assignments`` and supervise it to the end; cancelling aborts the cells safely."""
     return await _supervise(
-        cabinet, store, clock, lambda sup: sup.launch(recipe, assignments, note=note), on_start, on_cycle
+        cabinet, store, clock, lambda sup: sup.launch(recipe, assignments, note=note), on_start, on_cycle, True
     )
 
 
@@ -67,7 +67,8 @@ async def resume_job(
     on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None = None,
 ) -> CabinetSupervisor:
     """Re-attach to a job a previous host process left running and supervise it to the end."""
-    return await _supervise(cabinet, store, clock, lambda sup: sup.reattach(job_id), on_start, on_cycle)
+    # A failed re-attach leaves the cells alone: the instrument runs their steps and its watchdog stops them.
+    return await _supervise(cabinet, store, clock, lambda sup: sup.reattach(job_id), on_start, on_cycle, False)
 
 
 async def _supervise(
@@ -77,6 +78,7 @@ async def _supervise(
     begin: Callable[[CabinetSupervisor], Awaitable[int]],
     on_start: Callable[[CabinetSupervisor], None] | None,
     on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None,
+    abort_if_begin_fails: bool,
 ) -> CabinetSupervisor:
     async with (
         ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session,
@@ -96,7 +98,7 @@ async def _supervise(
             await begin(supervisor)
         except BaseException:
             # Some groups may already be running: switch them off before giving up (Ctrl-C included).
-            if supervisor.job_id is not None:
+            if abort_if_begin_fails and supervisor.job_id is not None:
                 await asyncio.shield(_abort_and_drain(supervisor))
             raise
         if on_start is not None:

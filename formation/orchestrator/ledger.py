@@ -53,8 +53,20 @@ class JobLedger:
             await asyncio.to_thread(self.store.add_step_results, self._unsaved_results)
         except StoreError as exc:
             log.warning("step results not saved yet (%d pending): %s", len(self._unsaved_results), exc)
+            if len(self._unsaved_results) > 1:
+                await self._save_one_by_one()
             return
         self._unsaved_results = []
+
+    async def _save_one_by_one(self) -> None:
+        """One row the database refuses for good must not hold back the others."""
+        still: list[dict[str, Any]] = []
+        for row in self._unsaved_results:
+            try:
+                await asyncio.to_thread(self.store.add_step_results, [row])
+            except StoreError:
+                still.append(row)
+        self._unsaved_results = still
 
     async def journal(self, runs: Sequence[ChannelRun]) -> None:
         """Write the runs' state and resume points; kept and retried next poll if the database refuses."""

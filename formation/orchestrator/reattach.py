@@ -29,6 +29,7 @@ class RestoredJob:
     recipe: Recipe
     runs: list[ChannelRun]
     committed_rec: int | None
+    journal_rec: int
 
 
 def restore_job(store: Store, job_id: int) -> RestoredJob:
@@ -74,7 +75,8 @@ def restore_job(store: Store, job_id: int) -> RestoredJob:
         run.start_attempted = run.awaiting_start or run.state is RunState.PENDING
         _restore_step_start(store, run)
         runs.append(run)
-    return RestoredJob(job_id, job.cabinet, recipe, runs, store.max_sample_rec(job_id))
+    journal_rec = max((r.last_rec for r in store.job_runs(job_id)), default=0)
+    return RestoredJob(job_id, job.cabinet, recipe, runs, store.max_sample_rec(job_id), journal_rec)
 
 
 def _restore_step_start(store: Store, run: ChannelRun) -> None:

@@ -223,17 +223,19 @@ class CabinetSupervisor(FaultHandling):
         started: set[int] = set()
         wait: set[int] = set()
         for r, seq, code in zip(unsure, seqs.tolist(), status.tolist(), strict=True):
-            if r.account.started_s is not None or (seq == seq_id and code == CellState.RUNNING):
-                started.add(r.run_id)  # its start record was logged, or it is running this program now
-            elif seq == seq_id and code in (CellState.DONE, CellState.FAIL) and r.run_id not in self._start_waited:
+            # The previous step ended before this one is started, so a running cell runs this step, whatever
+            # sequence id it has (a re-attached host does not know the ids the old process allocated).
+            if r.account.started_s is not None or code == CellState.RUNNING:
+                started.add(r.run_id)
+            elif code in (CellState.DONE, CellState.FAIL) and seq != 0 and r.run_id not in self._start_waited:
                 # The same program may have run in the previous step: the next drain shows whether a start
                 # record of this step exists. Starting again now could repeat a charge.
                 wait.add(r.run_id)
         # Waited one drain and still no start record: the start never reached the instrument.
         self._start_waited = (self._start_waited - {r.run_id for r in unsure}) | wait
-        for run in unsure:
+        for run, seq in zip(unsure, seqs.tolist(), strict=True):
             if run.run_id in started:
-                run.seq_id = seq_id
+                run.seq_id = int(seq) or seq_id
                 run.awaiting_start = False
                 run.start_attempted = False
                 if run.state is RunState.PENDING:
@@ -368,6 +370,9 @@ class CabinetSupervisor(FaultHandling):
                 changed.append(run)
                 await self._advance(run, int(records[pos, LOG_COL["end"]]))
         if results:
+            # Samples, then results, then journal: a host that dies in between never leaves a journal ahead of
+            # the stored records (a re-attached host would tag them with the wrong step).
+            await self.writer.flush()
             await self.ledger.save_results(results)
         await self._host_checks(records, idx)
         if changed:
@@ -403,16 +408,68 @@ class CabinetSupervisor(FaultHandling):
         seqs, _ = await self.cycler.step_positions(channels)
         self.cycler.reserve_sequences(sorted({int(s) for s in seqs.tolist()}))
         await self.cycler.set_watchdog(self.watchdog_s)
+        pending = [r.channel for r in self.runs if r.state is RunState.PENDING]
+        if pending:
+            await self.cycler.define_cells(pending)  # the old host may have died before defining them
         if restored.committed_rec is None:
-            self.read_rec = await self.cycler.log_next_rec() - 1
+            # No sample stored yet: the journal's cursor (set at launch), else nothing was started.
+            self.read_rec = restored.journal_rec or await self.cycler.log_next_rec() - 1
         else:
             self.read_rec = restored.committed_rec
         if self.writer is None:
             self.writer = SampleWriter(self.store, self.read_rec, name=f"{self.name}-samples")
             self.writer.start()
+        # Status before the drain: a step the instrument shows ended then has its end record either still on the
+        # instrument (the drain processes it) or stored by the old host but never processed (settled here).
+        status = await self.cycler.status(channels)
+        before = {r.run_id: (r.step_index, r.awaiting_start) for r in self.runs}
+        records, last_read = await self._drain()
+        await self._ingest(records, last_read)
+        unchanged = np.array([before[r.run_id] == (r.step_index, r.awaiting_start) for r in self.runs])
+        await self._settle_unprocessed_ends(np.where(unchanged, status, CellState.RUNNING))
+        await asyncio.to_thread(self.store.set_job_state, job_id, "running", only_from=("interrupted",))
         await self.ledger.alarm("info", "reattached", f"job {job_id} re-attached on cabinet {self.name}")
         await self.ledger.journal([r for r in self.runs if not r.terminal])
         return job_id
+
+    async def _settle_unprocessed_ends(self, status: np.ndarray) -> None:
+        """Steps that ended while no host processed their end: the old host may have stored the end record and
+        died before writing the step result, so it will never be drained again. Finish them from the stored
+        samples and the instrument's last end code."""
+        ended = [
+            run
+            for run, code in zip(self.runs, status.tolist(), strict=True)
+            if not run.terminal
+            and not run.awaiting_start
+            and run.account.started_s is not None
+            and code in (CellState.DONE, CellState.FAIL, CellState.ABORTED)
+        ]
+        results = []
+        for run in ended:
+            samples = await asyncio.to_thread(self.store.samples, run.run_id)
+            step = samples[samples["step_index"] == run.step_index]
+            if step.empty:
+                continue
+            code = await self.cycler.last_end(run.channel)
+            last = step.iloc[-1]
+            row = np.zeros(len(LOG_COL))
+            row[LOG_COL["time_s"]] = last["ts_s"]
+            row[LOG_COL["voltage_v"]] = last["voltage_v"]
+            row[LOG_COL["step_ah"]] = last["ah"]
+            # Wh is not in the stored samples: integrate V·I over them (exact for the logged curve).
+            t, v, i = step["ts_s"].to_numpy(), step["voltage_v"].to_numpy(), step["current_a"].to_numpy()
+            p = v * i
+            row[LOG_COL["step_wh"]] = float(np.sum((p[1:] + p[:-1]) * np.diff(t)) / 2.0 / 3600.0)
+            row[LOG_COL["step_time_s"]] = last["step_time_s"]
+            row[LOG_COL["step"]] = len(run.compiled.program.steps) if run.compiled is not None else 1
+            row[LOG_COL["end"]] = code
+            result = run.note_end_record(row)
+            if result is not None:
+                results.append(result)
+                await self._advance(run, code)
+        if results:
+            await self.ledger.save_results(results)
+            await self.ledger.journal(ended)
 
     def _begin_step(self, run: ChannelRun, index: int) -> None:
         """Point a run at step ``index`` and keep the per-run arrays the hot path reads in step."""

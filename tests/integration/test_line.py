@@ -424,3 +424,37 @@ async def test_a_restarted_host_reattaches_without_losing_samples_or_repeating_a
         assert _trapz_ah(samples[samples["step_index"] == 0]) == pytest.approx(charge["ah"], rel=0.005)
     assert store.get_job(job_id).state == "done"
     assert "reattached" in [a.code for a in store.alarms(job_id=job_id)]
+
+
+class HostDiesAtStepEnd(Exception):
+    """Fault injection: the host process dies at the worst moment of a step transition."""
+
+
+class SupervisorThatDiesAtStepEnd(CabinetSupervisor):
+    """Dies right after handing a step's end record to the writer, before the step result is written."""
+
+    async def _advance(self, run, code):  # type: ignore[no-untyped-def]
+        raise HostDiesAtStepEnd
+
+
+async def test_a_host_that_died_between_storing_an_end_record_and_its_step_result_is_resumed(store: Store) -> None:
+    recipe = _short()
+    async with _line(store, cells=2, scale=2000.0) as line:
+        with pytest.raises(HostDiesAtStepEnd):
+            async with (
+                ScpiSession(line.cabinet.resource) as session,
+                SupervisorThatDiesAtStepEnd("cab", Bt2200Cycler(session), store, line.clock, n_channels=2) as first,
+            ):
+                job_id = await first.launch(recipe, assign_cells(range(1, 3), _entries(2), recipe))
+                while True:
+                    await first.poll_once()
+                    await asyncio.sleep(0.02)
+        # The end record is stored as a sample, the step result is not: it will never be drained again.
+        assert store.step_results(job_id=job_id).empty
+        sup = await resume_job(line.cabinet, job_id, store, line.clock)
+    assert all(r.state is RunState.DONE for r in sup.runs), [(r.state, r.end_reason) for r in sup.runs]
+    results = store.step_results(job_id=job_id)
+    assert sorted(results.groupby("run_id")["step_index"].apply(list).tolist()) == [[0, 1]] * 2
+    assert (results[results["step_id"] == "c1"]["end_reason"] == "voltage").all()
+    recs = np.sort(np.concatenate([store.samples(r.run_id)["rec"].to_numpy() for r in sup.runs]))
+    assert np.array_equal(recs, np.arange(recs[0], recs[0] + len(recs))), "a sample was lost or doubled"

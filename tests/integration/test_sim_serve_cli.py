@@ -73,17 +73,18 @@ def test_independent_pyvisa_client_drives_a_cell(sim_port: int) -> None:
         inst.write("CELL:DEF 1001,(@101)")
         inst.write("SEQ:STEP:DEF 1,1,CHARGE,600,2.5,4.2")
         inst.write("SEQ:STEP:DEF 1,2,REST,600,0,0")
+        rest_v = float(inst.query("MEAS:CELL:VOLT? (@1001)"))  # open circuit before the charge
         inst.write("CELL:ENAB (@1001),1")
         inst.write("CELL:INIT (@1001)")
         assert inst.query("SYST:ERR?") == '+0,"No error"'
         volts = float(inst.query("MEAS:CELL:VOLT? (@1001)"))
-        assert 2.4 < volts < 4.2
+        assert 2.4 < rest_v < volts < 4.2  # charging lifts the terminal voltage
         deadline = time.monotonic() + 10
         while inst.query("STAT:CELL:REP? (@1001)") != "3":  # DONE after 1200 clock seconds
             assert time.monotonic() < deadline
             time.sleep(0.05)
         assert float(inst.query("MEAS:CELL:CURR? (@1001)")) == 0.0
-        assert float(inst.query("MEAS:CELL:VOLT? (@1001)")) > volts  # charged for 10 minutes at C/2
+        assert float(inst.query("MEAS:CELL:VOLT? (@1001)")) > rest_v  # charged for 10 minutes at C/2
         inst.write("FOO:BAR 1")
         assert inst.query("SYST:ERR?") == '-113,"Undefined header"'
     finally:
