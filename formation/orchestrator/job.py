@@ -17,6 +17,9 @@ from formation.orchestrator.timers import LineTimers
 from formation.recipes import Recipe
 from formation.store import Store
 
+#: Wall seconds an interrupted job keeps polling for its aborts to be confirmed before it closes.
+ABORT_SETTLE_S = 5.0
+
 
 def assign_cells(channels: Sequence[int], cells: Sequence[CellEntry], recipe: Recipe) -> list[tuple[int, CellEntry]]:
     """Pair channels with cells in order and check every resolved current against the recipe's limit."""
@@ -118,10 +121,10 @@ async def _abort_and_drain(supervisor: CabinetSupervisor) -> None:
     """Switch the job's channels off, keep what the instrument logged, and close the job whatever happens."""
     try:
         await supervisor.abort()  # an abort the instrument does not take is retried by the polls below
-        for _ in range(3):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ABORT_SETTLE_S
+        while not supervisor.finished and loop.time() < deadline:
             await supervisor.poll_once()
-            if supervisor.finished:
-                break
             await asyncio.sleep(0.05)
     finally:
         await supervisor.close_job()
