@@ -19,7 +19,7 @@ from formation.errors import InputError, StoreError
 from formation.orchestrator.inputs import load_cells_file, parse_channel_list
 from formation.orchestrator.job import assign_cells, resume_job, run_job
 from formation.recipes import resolve_recipe
-from formation.store import Store
+from formation.store import Job, Store
 
 app = typer.Typer(help="Launch and inspect formation runs.", no_args_is_help=True)
 
@@ -72,6 +72,19 @@ def output_dir(path: Path, option: str) -> Path:
     return path
 
 
+def _job_and_cabinet(cfg: SiteConfig, store: Store, job: int) -> tuple[Job, CabinetConfig]:
+    """A job of the store and the site's cabinet it runs on; InputError when either is unknown."""
+    found = store.get_job(job)
+    if found is None:
+        raise InputError("job", f"no job {job}")
+    return found, cfg.cabinet(found.cabinet)
+
+
+def _print_job_end(store: Store, job_id: int | None) -> None:
+    console.print(step_summary_table(store.step_results(job_id=job_id)))
+    console.print(f"job {job_id}: data in {store.url}")
+
+
 @app.command("launch")
 def launch(
     recipe: Annotated[str, typer.Argument(help="Recipe file or built-in name")],
@@ -112,8 +125,7 @@ def launch(
                 note=note,
             )
         )
-    console.print(step_summary_table(store.step_results(job_id=sup.job_id)))
-    console.print(f"job {sup.job_id}: data in {store.url}")
+    _print_job_end(store, sup.job_id)
 
 
 @app.command("resume")
@@ -124,16 +136,12 @@ def resume(
 ) -> None:
     """Re-attach to a job whose host process died: its cells kept running on the instrument."""
     cfg, store = open_store(site, db)
-    j = store.get_job(job)
-    if j is None:
-        raise InputError("job", f"no job {job}")
-    cab = cfg.cabinet(j.cabinet)
+    _, cab = _job_and_cabinet(cfg, store, job)
     clock = make_clock(cfg.clock_scale)
     console.print(f"re-attaching job {job} on {cab.name}")
     with job_progress() as progress:
         sup = asyncio.run(resume_job(cab, job, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle))
-    console.print(step_summary_table(store.step_results(job_id=sup.job_id)))
-    console.print(f"job {sup.job_id}: data in {store.url}")
+    _print_job_end(store, sup.job_id)
 
 
 @app.command("list")
@@ -173,10 +181,7 @@ def abort(
 ) -> None:
     """Switch off every unfinished channel of a job on its cabinet (the launching process records the aborts)."""
     cfg, store = open_store(site, db)
-    j = store.get_job(job)
-    if j is None:
-        raise InputError("job", f"no job {job}")
-    cab = cfg.cabinet(j.cabinet)
+    j, cab = _job_and_cabinet(cfg, store, job)
     channels = [r.channel for r in store.job_runs(job) if r.state not in ("done", "faulted", "aborted")]
     if not channels:
         console.print(f"job {job} has no unfinished run")
