@@ -41,7 +41,7 @@ every_s = 60
 every_mv = 5.0
 """
 
-#: The two kinds exactly as docs/issue3-contracts.md writes them.
+#: The two kinds exactly as docs/measurement-steps.md writes them.
 CONTRACT_TOML = """
 [[steps]]
 id = "dcir"
