@@ -23,7 +23,6 @@ from typing import Protocol
 import numpy as np
 
 import formation
-from formation.instruments.program import StepMode, StepTest, TestAction, TestType, TestWhen
 from formation.sim.cycler import MAX_SEQ, MAX_STEPS, CabinetModel
 from formation.sim.datalog import format_records
 from formation.sim.scpi import (
@@ -39,6 +38,7 @@ from formation.sim.scpi import (
     scpi_error,
 )
 from formation.sim.steptests import MAX_TESTS
+from formation.sim.wire import StepMode, StepTest, TestAction, TestType, TestWhen
 
 _C = CommandSpec
 COMMAND_TABLE: tuple[CommandSpec, ...] = (

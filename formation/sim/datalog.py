@@ -1,6 +1,6 @@
 """The instrument-side data log: numbered records, bounded, acknowledged by the host's next read.
 
-Records are rows of float64 in :data:`formation.instruments.program.LOG_COLUMNS` order, kept in one growable
+Records are rows of float64 in :data:`formation.sim.wire.LOG_COLUMNS` order, kept in one growable
 array (appends are a slice copy, not a Python object per row).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from formation.instruments.program import LOG_COL, LOG_COLUMNS
+from formation.sim.wire import LOG_COL, LOG_COLUMNS
 
 #: Unacknowledged records kept before the oldest are dropped (docs/bt2200-dialect.md).
 DEFAULT_MAX_ROWS = 2_000_000

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from formation.instruments.program import EndCode, StepTest, TestAction, TestType
-from formation.instruments.program import TestWhen as When
+from formation.sim.wire import EndCode, StepTest, TestAction, TestType
+from formation.sim.wire import TestWhen as When
 
 MAX_TESTS = 8
 # Float slack on step-time comparisons: substeps land exactly on test times, up to rounding.
@@ -15,6 +15,9 @@ _EPS_S = 1e-6
 
 _TYPE_CODE = {t: i + 1 for i, t in enumerate(TestType)}  # 0 = no test in that slot
 _GE_TYPE = np.array([False] + [t.value.endswith("_GE") for t in TestType])
+# Row of the compared quantity in ``evaluate``'s stack, per type code (row 0: empty slot).
+_QUANTITY_ROW = {"VOLT": 1, "CURR": 2, "AMPH": 3, "WATTH": 4, "POWER": 5, "TEMP": 6, "STEPTIME": 7}
+_TYPE_ROW = np.array([0] + [_QUANTITY_ROW[t.value.rsplit("_", 1)[0]] for t in TestType], dtype=np.int64)
 _WHEN_CODE = {When.AT: 0, When.AFTER: 1, When.BEFORE: 2}
 
 
@@ -61,6 +64,7 @@ class StepTestTable:
         voltage_v: np.ndarray,
         current_a: np.ndarray,
         step_ah: np.ndarray,
+        step_wh: np.ndarray,
         temperature_c: np.ndarray,
     ) -> np.ndarray:
         """End code per channel from its tests now (FAIL before NEXT), 0 when none holds."""
@@ -78,10 +82,19 @@ class StepTestTable:
             return end
         abs_i = np.abs(current_a)
         quantity = np.stack(
-            (np.zeros(self.n), voltage_v, voltage_v, abs_i, abs_i, np.abs(step_ah), temperature_c, step_time_s)
+            (
+                np.zeros(self.n),
+                voltage_v,
+                abs_i,
+                np.abs(step_ah),
+                np.abs(step_wh),
+                np.abs(voltage_v * current_a),
+                temperature_c,
+                step_time_s,
+            )
         )
-        # Rows follow _TYPE_CODE (0 = empty slot), so one fancy index picks each test's quantity.
-        value = quantity[self._type, self._rows]
+        # _TYPE_ROW maps each slot's type code to its quantity's row, so one fancy index picks every test's value.
+        value = quantity[_TYPE_ROW[self._type], self._rows]
         holds = eligible & np.where(_GE_TYPE[self._type], value >= self._value, value <= self._value)
         if not holds.any():
             return end

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from formation.errors import ScpiError
-from formation.instruments.program import (
+from formation.sim.cells import PRESETS, CellPopulation
+from formation.sim.cycler import CabinetModel
+from formation.sim.datalog import DataLog, format_records
+from formation.sim.wire import (
     LOG_COL,
     CellState,
     EndCode,
@@ -16,9 +19,6 @@ from formation.instruments.program import (
     TestType,
     TestWhen,
 )
-from formation.sim.cells import PRESETS, CellPopulation
-from formation.sim.cycler import CabinetModel
-from formation.sim.datalog import DataLog, format_records
 
 T0 = 1_700_000_000.0
 N = 8

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from formation.instruments.program import LOG_COL, CellState, EndCode, StepMode
 from formation.sim.cells import PRESETS, CellPopulation
 from formation.sim.cycler import CabinetModel
+from formation.sim.wire import LOG_COL, CellState, EndCode, StepMode
 
 T0 = 1_700_000_000.0
 

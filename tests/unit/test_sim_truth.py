@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from formation.instruments.program import LOG_COL, CellState, StepMode
 from formation.sim.cells import PRESETS, CellPopulation
 from formation.sim.commands import COMMAND_TABLE, CabinetCommands
 from formation.sim.cycler import CabinetModel
 from formation.sim.plant import CabinetSpec, build_cabinet
 from formation.sim.scpi import Dispatcher
+from formation.sim.wire import LOG_COL, CellState, StepMode
 
 NCM = PRESETS["ncm21700-5ah"]
 LFP = PRESETS["lfp-280ah"]
