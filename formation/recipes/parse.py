@@ -63,7 +63,7 @@ _REST_ENDS = ("duration", "voltage_v")
 _TEXT_STEP_KEYS = ("text", "id", "record")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
-#: Kinds of DESIGN §3 that a later issue brings; refused with a clear reason until then.
+#: Step kinds planned but not built yet (docs/architecture.md); refused with a clear reason until then.
 UNSUPPORTED_KINDS = ("chamber",)
 
 

@@ -44,7 +44,7 @@ _DIRECTIONS: tuple[str, ...] = get_args(DcirDirection)
 PULSE_RECORD = RecordRule(every_s=1.0, every_mv=0.0)
 #: Pulses are sampled in time; a coarser log would miss the ``sample_at`` instants.
 MAX_PULSE_EVERY_S = 1.0
-#: IEC 61960 defaults (DOMAIN.md): 0.2C for 10 s, then 1C for 1 s.
+#: IEC 61960-3 defaults (docs/domain.md): 0.2C for 10 s, then 1C for 1 s.
 IEC_LOW_CURRENT = CurrentSpec(c_rate=0.2)
 IEC_LOW_DURATION_S = 10.0
 IEC_CURRENT = CurrentSpec(c_rate=1.0)

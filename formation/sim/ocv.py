@@ -1,8 +1,9 @@
 """OCV(SOC) reference tables per chemistry and a piecewise-linear curve for vectorised lookup (pure numpy).
 
-The reference points are the published parameter sets quoted in DOMAIN.md. A lookup over a whole population
-is one ``np.interp`` over ~17 break points (measured faster than a uniform-grid index/fraction/take chain for
-a few hundred cells), and the segment slope is one ``searchsorted`` and one ``take``.
+The reference points follow published parameter sets (docs/domain.md, "OCV reference curves": where they come
+from and how closely they follow them). A lookup over a whole population is one ``np.interp`` over ~17 break
+points (measured faster than a uniform-grid index/fraction/take chain for a few hundred cells), and the segment
+slope is one ``searchsorted`` and one ``take``.
 """
 
 from __future__ import annotations
