@@ -327,7 +327,7 @@ def test_lfp_low_soc_storage_shows_self_discharge_the_plateau_hides() -> None:
     ocv_start_v = pop.ocv_v()
     rest(pop, 86400.0)
     drop_mv = (ocv_start_v - pop.ocv_v()) * 1e3
-    assert drop_mv[1] == pytest.approx(0.01, rel=0.5)  # DOMAIN.md: ≈ 0.01 mV/day on the plateau
+    assert drop_mv[1] == pytest.approx(0.01, rel=0.5)  # docs/domain.md: ≈ 0.01 mV/day on the plateau
     assert drop_mv[0] > 20.0 * drop_mv[1]
 
 

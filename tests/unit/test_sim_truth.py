@@ -140,7 +140,7 @@ def test_k_truth_of_lfp_is_tiny_on_the_plateau_and_visible_at_low_soc() -> None:
     truth = pop.truth_arrays()
     k_mv_per_day = truth["k_mv_per_day"]
     assert k_mv_per_day[0] < 0.05
-    per_ma = k_mv_per_day / (truth["leak_a"] * 1e3)  # per mA of leak: DOMAIN.md's ≈ 0.01 mV/day on the plateau
+    per_ma = k_mv_per_day / (truth["leak_a"] * 1e3)  # per mA of leak: ≈ 0.01 mV/day on the plateau (docs/domain.md)
     assert per_ma[0] == pytest.approx(0.01, rel=0.5)
     assert per_ma[1] > 20.0 * per_ma[0]
 
