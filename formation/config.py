@@ -39,7 +39,10 @@ class CabinetConfig:
 
 @dataclass(frozen=True)
 class MqttConfig:
-    """The status-feed broker; ``enabled = "auto"`` publishes when a broker answers."""
+    """The status-feed broker; ``enabled = "auto"`` publishes when a broker answers.
+
+    ``enabled`` is always one of ``"auto"``, ``"yes"``, ``"no"``; the file may also say ``true`` / ``false``.
+    """
 
     host: str = "127.0.0.1"
     port: int = 1883
@@ -69,6 +72,9 @@ class SiteConfig:
 
 
 _TOP_KEYS = {"site", "line", "database", "clock", "cabinets", "mqtt"}
+#: How a yes/no setting may be written: the words, or TOML's booleans (``true`` / ``false``).
+_YES_NO: dict[str, bool] = {"yes": True, "no": False}
+_MQTT_ENABLED = ("auto", "yes", "no")
 _CAB_KEYS = {"name", "resource", "channels", "poll_interval_s", "timeout_s", "watchdog_s", "sim"}
 
 
@@ -77,6 +83,30 @@ def _check_keys(table: dict[str, Any], allowed: set[str], path: str, source: str
         if key not in allowed:
             where = f"{path}.{key}" if path else key
             raise ConfigError(where, f"unknown key (allowed: {', '.join(sorted(allowed))})", source=source)
+
+
+def _table(value: Any, path: str, source: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(path, f"{value!r} is not a table", source=source)
+    return value
+
+
+def _yes_no(value: Any, path: str, source: str | None = "<site>") -> bool:
+    """A yes/no setting: ``true``/``false`` or ``"yes"``/``"no"``; ConfigError naming ``path`` otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in _YES_NO:
+        return _YES_NO[value]
+    raise ConfigError(path, f"{value!r} is not one of true, false, yes, no", source=source)
+
+
+def _mqtt_enabled(value: Any, path: str = "mqtt.enabled", source: str | None = "<site>") -> str:
+    """``mqtt.enabled`` as ``"auto"``, ``"yes"`` or ``"no"``; ``true``/``false`` mean yes/no."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str) and value in _MQTT_ENABLED:
+        return value
+    raise ConfigError(path, f"{value!r} is not one of auto, yes, no, true, false", source=source)
 
 
 def _number(value: Any, path: str, source: str, *, positive: bool = True, integer: bool = False) -> Any:
@@ -88,26 +118,27 @@ def _number(value: Any, path: str, source: str, *, positive: bool = True, intege
     return value
 
 
-def _dataclass_from(cls: type, table: dict[str, Any], path: str, source: str) -> Any:
+def _dataclass_from(cls: type, table: Any, path: str, source: str) -> Any:
     defaults = cls()
     fields = set(defaults.__dataclass_fields__)
-    _check_keys(table, fields, path, source)
+    _check_keys(_table(table, path, source), fields, path, source)
+    values: dict[str, Any] = {}
     for key, value in table.items():
         default = getattr(defaults, key)
         if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{path}.{key}", f"{value!r} is not true/false", source=source)
+            value = _yes_no(value, f"{path}.{key}", source)
         elif isinstance(default, int | float):
             _number(value, f"{path}.{key}", source, positive=False, integer=isinstance(default, int))
         elif isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{path}.{key}", f"{value!r} is not a string", source=source)
-    return replace(defaults, **table)
+        values[key] = value
+    return replace(defaults, **values)
 
 
 def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Path | None = None) -> SiteConfig:
     """Build a SiteConfig from a parsed TOML table, refusing unknown keys and wrong types."""
     _check_keys(data, _TOP_KEYS, "", source)
-    db = data.get("database", {})
+    db = _table(data.get("database", {}), "database", source)
     _check_keys(db, {"url", "path"}, "database", source)
     if "url" in db:
         database_url = str(db["url"])
@@ -118,14 +149,17 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
         database_url = f"sqlite:///{path}"
     else:
         database_url = SiteConfig.database_url
-    clock = data.get("clock", {})
+    clock = _table(data.get("clock", {}), "clock", source)
     _check_keys(clock, {"scale"}, "clock", source)
     scale = float(_number(clock.get("scale", 1.0), "clock.scale", source))
     cabinets: list[CabinetConfig] = []
     names: set[str] = set()
-    for i, cab in enumerate(data.get("cabinets", [])):
+    listed = data.get("cabinets", [])
+    if not isinstance(listed, list):
+        raise ConfigError("cabinets", f"{listed!r} is not an array of tables ([[cabinets]])", source=source)
+    for i, cab in enumerate(listed):
         where = f"cabinets[{i}]"
-        _check_keys(cab, _CAB_KEYS, where, source)
+        _check_keys(_table(cab, where, source), _CAB_KEYS, where, source)
         for req in ("name", "resource"):
             if req not in cab:
                 raise ConfigError(f"{where}.{req}", "missing", source=source)
@@ -147,9 +181,10 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
                 sim=sim,
             )
         )
-    mqtt = _dataclass_from(MqttConfig, data.get("mqtt", {}), "mqtt", source)
-    if mqtt.enabled not in {"auto", "yes", "no"}:
-        raise ConfigError("mqtt.enabled", f"{mqtt.enabled!r} is not one of auto, yes, no", source=source)
+    mqtt_table = dict(_table(data.get("mqtt", {}), "mqtt", source))
+    if "enabled" in mqtt_table:
+        mqtt_table["enabled"] = _mqtt_enabled(mqtt_table["enabled"], "mqtt.enabled", source)
+    mqtt = _dataclass_from(MqttConfig, mqtt_table, "mqtt", source)
     config = SiteConfig(
         site=str(data.get("site", "site")),
         line=str(data.get("line", "line1")),
@@ -191,9 +226,13 @@ def apply_env(config: SiteConfig) -> SiteConfig:
     if host := env.get("FORMATION_MQTT_HOST"):
         mqtt_changes["host"] = host
     if port := env.get("FORMATION_MQTT_PORT"):
+        if not port.isdigit() or int(port) > 65535:
+            raise ConfigError("FORMATION_MQTT_PORT", f"{port!r} is not a TCP port")
         mqtt_changes["port"] = int(port)
     if enabled := env.get("FORMATION_MQTT_ENABLED"):
-        mqtt_changes["enabled"] = enabled
+        # The environment has no booleans: "true"/"false" stand for TOML's true/false.
+        word = {"true": True, "false": False}.get(enabled, enabled)
+        mqtt_changes["enabled"] = _mqtt_enabled(word, "FORMATION_MQTT_ENABLED", None)
     if mqtt_changes:
         changes["mqtt"] = replace(config.mqtt, **mqtt_changes)
     return replace(config, **changes) if changes else config
