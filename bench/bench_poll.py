@@ -28,9 +28,9 @@ import numpy as np
 from formation.clock import ScaledClock
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.scpi import ScpiSession
+from formation.orchestrator.cabinet import CabinetSupervisor
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.job import assign_cells
-from formation.orchestrator.supervisor import CabinetSupervisor
 from formation.recipes import loads_recipe
 from formation.store import Store
 

@@ -2,13 +2,12 @@
 
 One SELECT fetches the lot's cells, each cell's latest run (highest run id: runs are created in launch order),
 its job's recipe, the time of the run's last step result, and the step results that the rules read metrics
-from. Rows come back as plain tuples into a DataFrame (no ORM objects); only the ``details`` JSON of the DCIR and
-age steps is parsed, once per row.
+from. Rows come back as plain tuples into a DataFrame (no ORM objects); only the ``details`` of the DCIR and age
+steps are read (``StepDetails.from_json``, the store's one reader of that JSON), once per row.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -17,8 +16,10 @@ from sqlalchemy import Select, and_, func, select
 
 from formation.errors import InputError
 from formation.grading.rules import METRICS, Rules
+from formation.states import RunState
 from formation.store import Store
 from formation.store.models import Cell, Job, Recipe, Run, StepResult
+from formation.store.records import StepDetails
 
 #: Columns of :func:`load_lot_metrics` besides the metrics.
 CELL_COLUMNS: tuple[str, ...] = (
@@ -90,42 +91,15 @@ def _fault(state: pd.Series, end_reason: pd.Series) -> pd.Series:
     state = state.astype(object)
     reason = end_reason.fillna("").astype(str)
     stopped = "run " + state.fillna("").astype(str) + np.where(reason != "", ": " + reason, "")
-    fault = np.where(state.isin(["faulted", "aborted"]), stopped, "run not finished (" + state.astype(str) + ")")
-    fault = np.where(state == "done", "", fault)
+    stopped_states = [RunState.FAULTED.value, RunState.ABORTED.value]
+    fault = np.where(state.isin(stopped_states), stopped, "run not finished (" + state.astype(str) + ")")
+    fault = np.where(state == RunState.DONE.value, "", fault)
     return pd.Series(np.where(state.isna(), "no run", fault), index=state.index, dtype=object)
 
 
-def _number(value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return np.nan
-
-
-def _parse_details(details: pd.Series) -> list[dict[str, Any]]:
-    """Each row's details JSON as a dict (``{}`` where absent or malformed)."""
-    out: list[dict[str, Any]] = []
-    for text in details.tolist():
-        try:
-            data = json.loads(text) if text else {}
-        except (TypeError, ValueError):
-            data = {}
-        out.append(data if isinstance(data, dict) else {})
-    return out
-
-
-def _from_details(details: list[dict[str, Any]], metric: str, at: str | None) -> np.ndarray:
-    """One metric out of each row's parsed details (NaN where absent or not a number)."""
-    out = np.full(len(details), np.nan)
-    for i, data in enumerate(details):
-        if metric == "dcir_mohm":
-            samples = data.get("dcir_mohm")
-            out[i] = _number(samples.get(at)) if isinstance(samples, dict) else np.nan
-        elif metric == "k_mv_per_day":
-            out[i] = _number(data.get("k_mv_per_day"))
-        elif metric == "ocv_v":
-            ocv = data.get("ocv_v")
-            out[i] = _number(ocv[-1]) if isinstance(ocv, list) and ocv else np.nan  # the last checkpoint
-    return out
+def _metric_values(details: list[StepDetails], metric: str, at: str | None) -> np.ndarray:
+    """One metric out of each row's stored details (NaN where absent or not a number)."""
+    return np.array([d.metric(metric, at) for d in details], dtype=np.float64)
 
 
 def metrics_frame(rows: pd.DataFrame, rules: Rules) -> pd.DataFrame:
@@ -145,7 +119,7 @@ def metrics_frame(rows: pd.DataFrame, rules: Rules) -> pd.DataFrame:
             "graded_at_s": pd.to_numeric(per_cell["graded_at_s"]).astype(np.float64),
         }
     )
-    parsed: dict[str, list[dict[str, Any]]] = {}  # step id -> details, parsed once even if two metrics use it
+    parsed: dict[str, list[StepDetails]] = {}  # step id -> details, parsed once even if two metrics use it
     for metric in METRICS:
         source = rules.metrics.get(metric)
         if source is None:
@@ -157,8 +131,8 @@ def metrics_frame(rows: pd.DataFrame, rules: Rules) -> pd.DataFrame:
             values = np.abs(pd.to_numeric(steps["ah"]).to_numpy(dtype=np.float64, na_value=np.nan))
         else:
             if source.step not in parsed:
-                parsed[source.step] = _parse_details(steps["details"])
-            values = _from_details(parsed[source.step], metric, source.at)
+                parsed[source.step] = [StepDetails.from_json(text) for text in steps["details"].tolist()]
+            values = _metric_values(parsed[source.step], metric, source.at)
         cells[metric] = pd.Series(values, index=steps["cell_id"].astype(str).to_numpy()).reindex(cells.index)
     return cells.reset_index(drop=True)
 

@@ -10,9 +10,9 @@ from formation.config import CabinetConfig
 from formation.errors import InputError
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.scpi import ScpiSession
+from formation.orchestrator.cabinet import CabinetSupervisor, PollStats
 from formation.orchestrator.compile import compile_step
 from formation.orchestrator.inputs import CellEntry
-from formation.orchestrator.supervisor import CabinetSupervisor, PollStats
 from formation.orchestrator.timers import LineTimers
 from formation.recipes import Recipe
 from formation.store import Store

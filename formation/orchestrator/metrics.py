@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from formation.instruments.program import LOG_COL
+from formation.store.records import DcirMeasurement
 
 _STEP = LOG_COL["step"]
 _T = LOG_COL["step_time_s"]
@@ -28,7 +29,7 @@ def _at(rows: np.ndarray, t_s: float, col: int) -> float:
     return float(np.interp(t_s, t, rows[:, col]))
 
 
-def dcir_single(rows: np.ndarray, sample_at_s: Sequence[float]) -> dict[str, object]:
+def dcir_single(rows: np.ndarray, sample_at_s: Sequence[float]) -> DcirMeasurement:
     """DCIR = ΔV/ΔI at each pulse time, from a (baseline rest, pulse) sequence's records, in mΩ.
 
     The baseline is the rest's end record (voltage and current just before the pulse).
@@ -42,15 +43,15 @@ def dcir_single(rows: np.ndarray, sample_at_s: Sequence[float]) -> dict[str, obj
     for t_s in sample_at_s:
         v, i = _at(pulse, t_s, _V), _at(pulse, t_s, _I)
         values[f"{t_s:g}"] = (v - v0) / (i - i0) * 1000.0
-    return {
-        "baseline_v": v0,
-        "pulse_current_a": float(pulse[0, _I]),
-        "temperature_c": float(pulse[0, _TEMP]),
-        "dcir_mohm": values,
-    }
+    return DcirMeasurement(
+        dcir_mohm=values,
+        baseline_v=v0,
+        pulse_current_a=float(pulse[0, _I]),
+        temperature_c=float(pulse[0, _TEMP]),
+    )
 
 
-def dcir_iec61960(rows: np.ndarray) -> dict[str, object]:
+def dcir_iec61960(rows: np.ndarray) -> DcirMeasurement:
     """IEC 61960 two-step DCIR: R = (U2 − U1) / (I2 − I1) at the ends of the low and the high pulse, in mΩ."""
     low = rows[rows[:, _STEP] == 2]
     high = rows[rows[:, _STEP] == 3]
@@ -59,13 +60,14 @@ def dcir_iec61960(rows: np.ndarray) -> dict[str, object]:
         raise ValueError("dcir: the log lacks one of the two pulses")
     u1, i1 = float(low[-1, _V]), float(low[-1, _I])
     u2, i2 = float(high[-1, _V]), float(high[-1, _I])
-    return {
-        "baseline_v": float(rest[-1, _V]) if len(rest) else float("nan"),
-        "pulse_current_a": i2,
-        "low_current_a": i1,
-        "temperature_c": float(low[0, _TEMP]),
-        "dcir_mohm": {"iec": (u2 - u1) / (i2 - i1) * 1000.0},
-    }
+    return DcirMeasurement(
+        dcir_mohm={"iec": (u2 - u1) / (i2 - i1) * 1000.0},
+        baseline_v=float(rest[-1, _V]) if len(rest) else float("nan"),
+        pulse_current_a=i2,
+        temperature_c=float(low[0, _TEMP]),
+        method="iec61960",
+        low_current_a=i1,
+    )
 
 
 def ocv_from_log(rows: np.ndarray, started_s: float, at_s: Sequence[float]) -> list[float]:

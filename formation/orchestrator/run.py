@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -13,31 +13,23 @@ from formation.errors import StateError
 from formation.instruments.program import LOG_COL, EndCode
 from formation.orchestrator import metrics
 from formation.orchestrator.compile import CompiledStep
+from formation.orchestrator.records import EndRecord
 from formation.recipes import Recipe
+from formation.states import (
+    RUN_TRANSITIONS,
+    START_TRANSITIONS,
+    TERMINAL_RUN_STATES,
+    RunState,
+    StartState,
+)
+from formation.store.records import AgeMeasurement, Measurement, StepDetails, StepResultRecord
+
+__all__ = ["ALLOWED_TRANSITIONS", "ChannelRun", "RunState", "StartState", "StepAccount"]
 
 
-class RunState(StrEnum):
-    """Where a run is; terminal states are DONE, FAULTED and ABORTED."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    PAUSED = "paused"
-    ABORTING = "aborting"
-    DONE = "done"
-    FAULTED = "faulted"
-    ABORTED = "aborted"
-
-
-ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.PENDING: frozenset({RunState.RUNNING, RunState.ABORTED, RunState.FAULTED}),
-    RunState.RUNNING: frozenset({RunState.PAUSED, RunState.ABORTING, RunState.DONE, RunState.FAULTED}),
-    RunState.PAUSED: frozenset({RunState.RUNNING, RunState.ABORTING, RunState.FAULTED, RunState.ABORTED}),
-    RunState.ABORTING: frozenset({RunState.ABORTED, RunState.FAULTED}),
-    RunState.DONE: frozenset(),
-    RunState.FAULTED: frozenset(),
-    RunState.ABORTED: frozenset(),
-}
-TERMINAL_STATES = frozenset({RunState.DONE, RunState.FAULTED, RunState.ABORTED})
+#: The run-state table, kept under its old name for readers of this module.
+ALLOWED_TRANSITIONS = RUN_TRANSITIONS
+TERMINAL_STATES = TERMINAL_RUN_STATES
 
 #: End codes after which the sequence stops on the instrument whatever step it was in.
 _STOPPING_CODES = {EndCode.ABORT, EndCode.WATCHDOG, EndCode.FAULT}
@@ -68,8 +60,8 @@ class ChannelRun:
     step_index: int = -1
     compiled: CompiledStep | None = None
     seq_id: int | None = None
-    awaiting_start: bool = False
-    start_attempted: bool = False
+    #: Whether the current step was started on the instrument (formation.states.START_TRANSITIONS).
+    start: StartState = StartState.AWAITING
     account: StepAccount = field(default_factory=StepAccount)
     end_reason: str | None = None
     last_voltage_v: float = float("nan")
@@ -94,14 +86,27 @@ class ChannelRun:
         """Move to ``new``; an illegal transition raises StateError (a bug, never swallowed)."""
         if new is self.state:
             return
-        if new not in ALLOWED_TRANSITIONS[self.state]:
+        if new not in RUN_TRANSITIONS[self.state]:
             raise StateError(f"run {self.run_id} ({self.cell_id}): illegal transition {self.state} -> {new}")
         self.state = new
+
+    def start_transition(self, new: StartState) -> None:
+        """Move the start confirmation of the current step to ``new``; an illegal move raises StateError."""
+        if new is self.start:
+            return
+        if new not in START_TRANSITIONS[self.start]:
+            raise StateError(f"run {self.run_id} ({self.cell_id}): illegal start transition {self.start} -> {new}")
+        self.start = new
+
+    @property
+    def awaiting_start(self) -> bool:
+        """True until the current step is confirmed started on the instrument."""
+        return self.start is not StartState.STARTED
 
     @property
     def terminal(self) -> bool:
         """True once the run is done, faulted or aborted."""
-        return self.state in TERMINAL_STATES
+        return self.state in TERMINAL_RUN_STATES
 
     @property
     def soc(self) -> float:
@@ -127,84 +132,90 @@ class ChannelRun:
         self.step_index = index
         self.compiled = compiled
         self.seq_id = None
-        self.awaiting_start = True
-        self.start_attempted = False
+        # A new step is never on the instrument yet (the previous one ended, or nothing ran).
+        self.start = StartState.AWAITING
         self.account = StepAccount()
         self.captured = []
         self.checkpoints = {}
         self.step_t0_host_s = None
         self.k_paused_s = 0.0
 
-    def note_start_record(self, row: Any) -> None:
-        """A record with step time 0 on the sequence's first instrument step: the step has begun."""
+    def note_start(self, time_s: float, voltage_v: float) -> None:
+        """The instrument's start record of the current step (step time 0 on its first instrument step)."""
         if self.account.started_s is None:
-            self.account.started_s = float(row[LOG_COL["time_s"]])
-            self.account.start_voltage_v = float(row[LOG_COL["voltage_v"]])
+            self.account.started_s = time_s
+            self.account.start_voltage_v = voltage_v
 
-    def note_end_record(self, row: Any) -> dict[str, Any] | None:
-        """Account an instrument step's end record; return the StepResult row when the recipe step is over."""
-        code = int(row[LOG_COL["end"]])
+    def note_end(self, end: EndRecord) -> StepResultRecord | None:
+        """Account an instrument step's end record; return the step result when the recipe step is over."""
+        code = end.end_code
         acc = self.account
-        acc.ah += float(row[LOG_COL["step_ah"]])
-        acc.wh += float(row[LOG_COL["step_wh"]])
-        acc.duration_s += float(row[LOG_COL["step_time_s"]])
+        acc.ah += end.step_ah
+        acc.wh += end.step_wh
+        acc.duration_s += end.step_time_s
         assert self.compiled is not None
         n_steps = len(self.compiled.program.steps)
-        finished = (
-            code in _STOPPING_CODES or EndCode.FAIL_BASE < code < EndCode.ABORT or int(row[LOG_COL["step"]]) >= n_steps
-        )
+        finished = code in _STOPPING_CODES or EndCode.FAIL_BASE < code < EndCode.ABORT or end.sub_step >= n_steps
         if not finished:
             return None
-        ended_s = float(row[LOG_COL["time_s"]])
-        started_s = acc.started_s if acc.started_s is not None else ended_s - acc.duration_s
+        started_s = acc.started_s if acc.started_s is not None else end.time_s - acc.duration_s
         reason = self.compiled.end_reason(code)
         self.end_reason = reason
         self.steps_done += 1
         step = self.step
-        details: dict[str, Any] = {"end_code": code, "seq_id": self.seq_id}
         soc_start = self.soc
+        measurement: Measurement | None = None
+        error: str | None = None
         try:
-            details.update(self._step_measurements(step, reason, acc.started_s))
+            measurement = self._step_measurement(step, reason, acc.started_s)
         except ValueError as exc:
-            details["error"] = str(exc)
+            error = str(exc)
         self._account_soc(step, reason, acc.ah)
-        details["soc_start"] = round(soc_start, 6)
-        details["soc_end"] = round(self.soc, 6)
-        return {
-            "run_id": self.run_id,
-            "step_index": self.step_index,
-            "step_id": step.id,
-            "kind": step.kind,
-            "started_s": started_s,
-            "ended_s": ended_s,
-            "duration_s": acc.duration_s,
-            "ah": acc.ah,
-            "wh": acc.wh,
-            "start_voltage_v": acc.start_voltage_v if acc.start_voltage_v is not None else float("nan"),
-            "end_voltage_v": float(row[LOG_COL["voltage_v"]]),
-            "end_reason": reason,
-            "details": json.dumps(details, sort_keys=True),
-        }
+        details = StepDetails(
+            end_code=code,
+            seq_id=self.seq_id,
+            soc_start=soc_start,
+            soc_end=self.soc,
+            measurement=measurement,
+            error=error,
+        )
+        return StepResultRecord(
+            run_id=self.run_id,
+            step_index=self.step_index,
+            step_id=step.id,
+            kind=step.kind,
+            started_s=started_s,
+            ended_s=end.time_s,
+            duration_s=acc.duration_s,
+            ah=acc.ah,
+            wh=acc.wh,
+            start_voltage_v=acc.start_voltage_v if acc.start_voltage_v is not None else float("nan"),
+            end_voltage_v=end.voltage_v,
+            end_reason=reason,
+            details=details,
+        )
 
-    def _step_measurements(self, step: Any, reason: str, started_s: float | None) -> dict[str, Any]:
+    def _step_measurement(self, step: Any, reason: str, started_s: float | None) -> Measurement | None:
         """DCIR or OCV/K-value of a finished dcir or age step (only when it ran to its end)."""
         if step.kind not in ("dcir", "age") or reason != "duration":
-            return {}
+            return None
         rows = np.concatenate(self.captured) if self.captured else np.empty((0, len(LOG_COL)))
         if step.kind == "dcir":
-            out = (
+            pulse = (
                 metrics.dcir_iec61960(rows)
                 if step.method == "iec61960"
                 else metrics.dcir_single(rows, step.sample_at_s)
             )
-            out.update(method=step.method, direction=step.direction, pulse_s=step.duration_s, soc=round(self.soc, 6))
-            return out
+            return dataclasses.replace(
+                pulse, method=step.method, direction=step.direction, pulse_s=step.duration_s, soc=round(self.soc, 6)
+            )
         # age: timer-measured checkpoints where the timers caught the cell in this step, else the data log.
         start = started_s if started_s is not None else float(rows[0, LOG_COL["time_s"]])
         from_log = metrics.ocv_from_log(rows, start, step.ocv_at_s) if len(rows) else []
         times, volts, sources = [], [], []
         for k, at_s in enumerate(step.ocv_at_s):
             if k in self.checkpoints:
+                # A timer reading is host clock time: step time is measured from the step's host anchor.
                 t, v = self.checkpoints[k]
                 times.append(t - (self.step_t0_host_s if self.step_t0_host_s is not None else t - at_s))
                 volts.append(v)
@@ -214,13 +225,13 @@ class ChannelRun:
                 volts.append(from_log[k])
                 sources.append("log")
         k_value = metrics.k_value_mv_per_day(times, volts, paused_s=self.k_paused_s)
-        return {
-            "ocv_at_s": [round(t, 3) for t in times],
-            "ocv_v": [round(v, 6) for v in volts],
-            "ocv_source": sources,
-            "k_mv_per_day": k_value,
-            "temperature_c": float(rows[-1, LOG_COL["temp_c"]]) if len(rows) else float("nan"),
-        }
+        return AgeMeasurement(
+            ocv_at_s=tuple(times),
+            ocv_v=tuple(volts),
+            ocv_source=tuple(sources),
+            k_mv_per_day=k_value,
+            temperature_c=float(rows[-1, LOG_COL["temp_c"]]) if len(rows) else float("nan"),
+        )
 
     def _account_soc(self, step: Any, reason: str, ah: float) -> None:
         self.soc_ah += ah
@@ -236,7 +247,7 @@ class ChannelRun:
             {
                 "step_index": self.step_index,
                 "seq_id": self.seq_id,
-                "awaiting_start": self.awaiting_start,
+                "start": self.start.value,
                 "started_s": self.account.started_s,
                 "start_voltage_v": self.account.start_voltage_v,
                 "ah": self.account.ah,

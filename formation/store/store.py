@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
@@ -21,7 +21,9 @@ from sqlmodel import Session, SQLModel
 
 from formation.clock import Clock, WallClock
 from formation.errors import StoreError
+from formation.states import JobState, job_states_leading_to
 from formation.store.engine import create_schema, make_engine
+from formation.store.grades import grade_rows, write_grades
 from formation.store.models import (
     SAMPLE_COLUMNS,
     SEVERITIES,
@@ -44,6 +46,10 @@ _IN_CHUNK = 5_000
 
 _RUN_COLUMNS = frozenset(c.name for c in Run.__table__.columns)  # type: ignore[attr-defined]
 _STEP_RESULT_COLUMNS = [c.name for c in StepResult.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+
+
+def _values(states: Iterable[JobState]) -> list[str]:
+    return sorted(s.value for s in states)
 
 
 def _table(model: type[SQLModel]) -> Any:
@@ -237,14 +243,14 @@ class Store:
         started_s: float,
         note: str | None = None,
         *,
-        state: str = "running",
+        state: JobState = JobState.RUNNING,
     ) -> int:
         """Record a launch; returns the new job id."""
         row = {
             "recipe_sha256": recipe_sha256,
             "cabinet": cabinet,
             "channels": channels,
-            "state": state,
+            "state": state.value,
             "clock_scale": clock_scale,
             "started_s": started_s,
             "note": note,
@@ -253,23 +259,28 @@ class Store:
         with self._begin() as conn:
             return int(conn.execute(insert(job_t).returning(job_t.c.id), row).scalar_one())
 
-    def finish_job(self, job_id: int, state: str, ended_s: float) -> None:
-        """Set a job's final state and end time."""
+    def finish_job(self, job_id: int, state: JobState, ended_s: float) -> None:
+        """Set a job's final state and end time (a job already in a final state keeps it)."""
         job_t = _table(Job)
         with self._begin() as conn:
-            done = conn.execute(update(job_t).where(job_t.c.id == job_id).values(state=state, ended_s=ended_s))
-        if done.rowcount != 1:
+            conn.execute(
+                update(job_t)
+                .where(job_t.c.id == job_id, job_t.c.state.in_(_values(job_states_leading_to(state))))
+                .values(state=state.value, ended_s=ended_s)
+            )
+            exists = conn.execute(select(job_t.c.id).where(job_t.c.id == job_id)).first() is not None
+        if not exists:
             raise StoreError(f"no job {job_id}")
 
-    def set_job_state(self, job_id: int, state: str, *, only_from: tuple[str, ...] = ("running",)) -> bool:
-        """Change a job's state if it is in one of ``only_from`` (a final state is never overwritten).
-
-        Returns whether it changed; StoreError if there is no such job.
-        """
+    def set_job_state(self, job_id: int, state: JobState) -> bool:
+        """Move a job to ``state`` if its transition table allows it from the stored state (a final state is
+        never overwritten). Returns whether it changed; StoreError if there is no such job."""
         job_t = _table(Job)
         with self._begin() as conn:
             done = conn.execute(
-                update(job_t).where(job_t.c.id == job_id, job_t.c.state.in_(only_from)).values(state=state)
+                update(job_t)
+                .where(job_t.c.id == job_id, job_t.c.state.in_(_values(job_states_leading_to(state))))
+                .values(state=state.value)
             )
             exists = conn.execute(select(job_t.c.id).where(job_t.c.id == job_id)).first() is not None
         if not exists:
@@ -452,31 +463,9 @@ class Store:
         """
         if grades.empty:
             return 0
-        rows = _grade_rows(grades, rules_sha256, rules_name, self._clock.now() if graded_s is None else graded_s)
-        grade_t = _table(Grade)
+        rows = grade_rows(grades, rules_sha256, rules_name, self._clock.now() if graded_s is None else graded_s)
         with self._begin() as conn:
-            ran = [r for r in rows if r["run_id"] is not None]
-            never_ran = [r for r in rows if r["run_id"] is None]
-            if ran:
-                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-                stmt = dialect.insert(grade_t)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["cell_id", "rules_sha256", "run_id"],
-                    set_={c: stmt.excluded[c] for c in _GRADE_VALUE_COLUMNS},
-                )
-                conn.execute(stmt, ran)
-            if never_ran:
-                # NULL run ids never conflict in a unique index: replace these rows by hand.
-                ids = [r["cell_id"] for r in never_ran]
-                for chunk in _chunks(ids):
-                    conn.execute(
-                        delete(grade_t).where(
-                            grade_t.c.rules_sha256 == rules_sha256,
-                            grade_t.c.run_id.is_(None),
-                            grade_t.c.cell_id.in_(chunk),
-                        )
-                    )
-                conn.execute(insert(grade_t), never_ran)
+            write_grades(conn, rows, rules_sha256)
         return len(rows)
 
     def grades(self, lot: str | None = None, rules_sha256: str | None = None) -> pd.DataFrame:
@@ -490,40 +479,3 @@ class Store:
         frame = self.query_frame(stmt.order_by(grade_t.c.cell_id, grade_t.c.graded_s, grade_t.c.id))
         floats = ["capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v", "graded_s"]
         return frame.astype({**dict.fromkeys(floats, "float64"), "run_id": "Int64", "id": "int64"})
-
-
-_GRADE_METRICS = ("capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v")
-_GRADE_VALUE_COLUMNS = ("lot_id", "grade", "reason", *_GRADE_METRICS, "recipe_sha256", "rules_name", "graded_s")
-
-
-def _grade_rows(grades: pd.DataFrame, rules_sha256: str, rules_name: str, graded_s: float) -> list[dict[str, Any]]:
-    """Plain-Python row dicts (no numpy scalars, NULL for missing values) for an executemany of grades."""
-    n = len(grades)
-
-    def text(name: str, default: str | None) -> list[str | None]:
-        if name not in grades:
-            return [default] * n
-        col = grades[name].astype(object)
-        return [None if pd.isna(v) else str(v) for v in col.where(col.notna(), None).tolist()]
-
-    def number(name: str) -> list[float | None]:
-        if name not in grades:
-            return [None] * n
-        x = pd.to_numeric(grades[name], errors="coerce").astype(np.float64)
-        return x.astype(object).where(x.notna(), None).tolist()
-
-    run = pd.to_numeric(grades["run_id"], errors="coerce") if "run_id" in grades else pd.Series([np.nan] * n)
-    columns: dict[str, list[Any]] = {
-        "cell_id": text("cell_id", None),
-        "lot_id": text("lot_id" if "lot_id" in grades else "lot", None),
-        "run_id": [None if pd.isna(v) else int(v) for v in run.tolist()],
-        "grade": text("grade", None),
-        "reason": [r or "" for r in text("reason", "")],
-        **{m: number(m) for m in _GRADE_METRICS},
-        "recipe_sha256": text("recipe_sha256", None),
-        "rules_sha256": [rules_sha256] * n,
-        "rules_name": [rules_name] * n,
-        "graded_s": [float(graded_s)] * n,
-    }
-    keys = list(columns)
-    return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]

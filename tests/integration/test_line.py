@@ -17,13 +17,13 @@ from formation.config import CabinetConfig
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.program import CellState
 from formation.instruments.scpi import ScpiSession
-from formation.orchestrator.faults import MAX_BAD_POLLS
+from formation.orchestrator.cabinet import CabinetSupervisor
+from formation.orchestrator.cabinet.safety import MAX_BAD_POLLS
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.job import assign_cells, resume_job, run_job
-from formation.orchestrator.run import RunState
-from formation.orchestrator.supervisor import CabinetSupervisor
 from formation.recipes import Recipe, load_builtin, loads_recipe
 from formation.sim.plant import CabinetSpec, SimulatedPlant
+from formation.states import JobState, RunState
 from formation.store import Store
 
 
@@ -325,7 +325,7 @@ async def test_an_abort_requested_from_another_process_is_honoured(store: Store)
                 await asyncio.sleep(0.3)
                 other = Store(store.url)  # as `formation run abort` does, through the database
                 assert sup.job_id is not None
-                other.set_job_state(sup.job_id, "aborting")
+                other.set_job_state(sup.job_id, JobState.ABORTING)
                 other.close()
 
             tasks.append(asyncio.create_task(later(), name="request-abort"))

@@ -13,10 +13,10 @@ from formation.clock import ScaledClock
 from formation.config import CabinetConfig
 from formation.instruments.program import channel_to_cell_id
 from formation.instruments.scpi import ScpiSession
+from formation.orchestrator.cabinet import CabinetSupervisor
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.job import assign_cells, run_job
 from formation.orchestrator.run import RunState
-from formation.orchestrator.supervisor import CabinetSupervisor
 from formation.recipes import load_builtin, loads_recipe
 from formation.sim.plant import CabinetSpec, SimulatedPlant
 from formation.store import Store

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from formation.errors import StoreError
+from formation.states import JobState
 from formation.store import SAMPLE_COLUMNS, Store, export_cell_bdf
 from formation.store.export import BDF_COLUMNS
 
@@ -72,7 +73,7 @@ def test_round_trip_of_lots_jobs_runs_and_alarms(store: Store) -> None:
     assert [r.id for r in store.runs_in_state("cabP", ["running"])] == [r2]
     assert store.get_run(r2).last_rec == 2**40  # type: ignore[union-attr]
     assert [r.id for r in store.cell_runs("P1")] == [r1]
-    store.finish_job(job_id, "done", 600.0)
+    store.finish_job(job_id, JobState.DONE, 600.0)
     job = store.get_job(job_id)
     assert job is not None and (job.state, job.ended_s) == ("done", 600.0)
     alarm_id = store.add_alarm(50.0, "info", "START", "job started", job_id=job_id)

@@ -27,14 +27,14 @@ def test_single_pulse_dcir_at_each_sample_time() -> None:
     v = 3.70 - 5.0 * (r0 + r1 * (1 - np.exp(-t / tau)))
     pulse = _rows(2, t, v, -5.0, t0=1800.0)
     out = dcir_single(np.vstack([rest, pulse]), [1.0, 10.0, 18.0, 9.5])
-    dcir = out["dcir_mohm"]
+    dcir = out.dcir_mohm
     assert isinstance(dcir, dict)
     for t_s in (1.0, 10.0, 18.0):
         assert dcir[f"{t_s:g}"] == pytest.approx((r0 + r1 * (1 - np.exp(-t_s / tau))) * 1000.0, rel=1e-9)
     # Between records: linear interpolation.
     r_at = [(r0 + r1 * (1 - np.exp(-x / tau))) * 1000.0 for x in (9.0, 10.0)]
     assert dcir["9.5"] == pytest.approx(sum(r_at) / 2, rel=1e-9)
-    assert out["baseline_v"] == 3.70 and out["pulse_current_a"] == -5.0
+    assert out.baseline_v == 3.70 and out.pulse_current_a == -5.0
 
 
 def test_iec61960_two_step() -> None:
@@ -42,7 +42,7 @@ def test_iec61960_two_step() -> None:
     low = _rows(2, np.array([0.0, 10.0]), np.array([3.69, 3.684]), -1.0)
     high = _rows(3, np.array([0.0, 1.0]), np.array([3.62, 3.60]), -5.0)
     out = dcir_iec61960(np.vstack([rest, low, high]))
-    assert out["dcir_mohm"] == {"iec": pytest.approx((3.684 - 3.60) / (5.0 - 1.0) * 1000.0)}
+    assert out.dcir_mohm == {"iec": pytest.approx((3.684 - 3.60) / (5.0 - 1.0) * 1000.0)}
 
 
 def test_missing_pulse_is_an_error() -> None:

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from formation.errors import InputError, StoreError
+from formation.states import JobState
 from formation.store import SAMPLE_COLUMNS, Store, export_cell_bdf, make_engine, sqlite_url
 from formation.store.export import BDF_COLUMNS, bdf_frame
 
@@ -163,14 +164,20 @@ def test_job_round_trip(store: Store) -> None:
     assert job is not None
     assert (job.recipe_sha256, job.cabinet, job.channels, job.state) == (SHA, "cab1", "1-2", "running")
     assert (job.clock_scale, job.started_s, job.ended_s, job.note) == (60.0, 2_000.0, None, "test")
-    store.finish_job(job_id, "done", 9_000.0)
+    store.finish_job(job_id, JobState.DONE, 9_000.0)
     job = store.get_job(job_id)
     assert job is not None and (job.state, job.ended_s) == ("done", 9_000.0)
-    second = store.create_job(SHA, "cab2", "1", 1.0, 3_000.0, state="created")
+    # A final state is never overwritten, and a job may only move along its transition table.
+    store.finish_job(job_id, JobState.FAULTED, 9_500.0)
+    assert store.set_job_state(job_id, JobState.RUNNING) is False
+    job = store.get_job(job_id)
+    assert job is not None and (job.state, job.ended_s) == ("done", 9_000.0)
+    second = store.create_job(SHA, "cab2", "1", 1.0, 3_000.0, state=JobState.INTERRUPTED)
+    assert store.set_job_state(second, JobState.RUNNING) is True
     assert [j.id for j in store.list_jobs()] == [job_id, second]
     assert store.get_job(999) is None
     with pytest.raises(StoreError, match="no job 999"):
-        store.finish_job(999, "done", 1.0)
+        store.finish_job(999, JobState.DONE, 1.0)
 
 
 def test_job_needs_a_known_recipe(store: Store) -> None:

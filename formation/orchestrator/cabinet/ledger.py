@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from formation.clock import Clock
 from formation.errors import StoreError
 from formation.orchestrator.run import ChannelRun
+from formation.states import JobState
 from formation.store import Store
+from formation.store.records import StepResultRecord
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class JobLedger:
         self.job_id: int | None = None
         self.alarms_raised = 0
         self._committed_rec = committed_rec
-        self._unsaved_results: list[dict[str, Any]] = []
+        self._unsaved_results: list[StepResultRecord] = []
         self._unjournalled: dict[int, ChannelRun] = {}
 
     @property
@@ -44,13 +45,13 @@ class JobLedger:
         if self._unjournalled:
             await self.journal(list(self._unjournalled.values()))
 
-    async def save_results(self, results: list[dict[str, Any]]) -> None:
+    async def save_results(self, results: list[StepResultRecord]) -> None:
         """Store step results (insert-or-ignore per run and step), keeping them for a retry if refused."""
         self._unsaved_results.extend(results)
         if not self._unsaved_results:
             return
         try:
-            await asyncio.to_thread(self.store.add_step_results, self._unsaved_results)
+            await asyncio.to_thread(self.store.add_step_results, [r.to_row() for r in self._unsaved_results])
         except StoreError as exc:
             log.warning("step results not saved yet (%d pending): %s", len(self._unsaved_results), exc)
             if len(self._unsaved_results) > 1:
@@ -60,10 +61,10 @@ class JobLedger:
 
     async def _save_one_by_one(self) -> None:
         """One row the database refuses for good must not hold back the others."""
-        still: list[dict[str, Any]] = []
+        still: list[StepResultRecord] = []
         for row in self._unsaved_results:
             try:
-                await asyncio.to_thread(self.store.add_step_results, [row])
+                await asyncio.to_thread(self.store.add_step_results, [row.to_row()])
             except StoreError:
                 still.append(row)
         self._unsaved_results = still
@@ -117,7 +118,7 @@ class JobLedger:
         except StoreError as exc:
             log.error("alarm not stored: %s", exc)
 
-    async def finish_job(self, state: str) -> None:
+    async def finish_job(self, state: JobState) -> None:
         """Write the job's final state and end time."""
         if self.job_id is None:
             return

@@ -1,0 +1,461 @@
+"""CabinetSupervisor: runs one recipe on a set of channels of one cabinet, polling it in batch.
+
+One poll cycle is a status query over the whole channel list, a data-log drain (one block per 100 000 records),
+one batched sample write, and per-run work only for the few records that start or end a step. Runs advance on
+their own: cells finish steps at different times, and each next step is started in groups of identical programs.
+
+The supervisor composes small parts, each testable alone: :class:`RunIndex` (runs and the hot path's arrays),
+:class:`LogDrain` (the data-log cursor and the sample writer), :class:`StepStarter` (starts and their
+confirmation), :class:`SafetyGuard` (host checks, aborts, fault policy), :class:`CheckpointBook` (age-step OCV
+checkpoints) and :class:`JobLedger` (journal, step results, alarms), plus the resume helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from formation.clock import Clock
+from formation.errors import InputError, InstrumentError, TransportError
+from formation.instruments.bt2200 import Bt2200Cycler
+from formation.instruments.program import LOG_COL, CellState, EndCode, channel_to_cell_id
+from formation.orchestrator.cabinet import resume
+from formation.orchestrator.cabinet.checkpoints import CheckpointBook
+from formation.orchestrator.cabinet.drain import LogDrain
+from formation.orchestrator.cabinet.index import RunIndex
+from formation.orchestrator.cabinet.ledger import JobLedger
+from formation.orchestrator.cabinet.safety import SafetyGuard, runs_on
+from formation.orchestrator.cabinet.starts import StepStarter
+from formation.orchestrator.compile import compile_step
+from formation.orchestrator.inputs import CellEntry, format_channel_list
+from formation.orchestrator.records import EndRecord
+from formation.orchestrator.run import ChannelRun
+from formation.orchestrator.timebase import host_anchor_s
+from formation.orchestrator.timers import LineTimers
+from formation.orchestrator.writer import SampleWriter
+from formation.recipes import Recipe
+from formation.states import JobState, RunState
+from formation.store import Store
+from formation.store.records import StepResultRecord
+
+log = logging.getLogger(__name__)
+
+#: Wall seconds the end of a job waits for the sample writer before leaving the rest on the instrument.
+FLUSH_TIMEOUT_S = 60.0
+#: The poll period never drops below this much wall time, whatever the clock scale.
+MIN_POLL_WALL_S = 0.05
+
+
+@dataclass(frozen=True)
+class PollStats:
+    """What one poll cycle did (for progress displays and benchmarks)."""
+
+    records: int
+    step_ends: int
+    wall_s: float
+
+
+class CabinetSupervisor:
+    """Supervises one job (one recipe on many channels) on one cabinet; an async context manager."""
+
+    def __init__(
+        self,
+        name: str,
+        cycler: Bt2200Cycler,
+        store: Store,
+        clock: Clock,
+        *,
+        poll_interval_s: float = 2.0,
+        watchdog_s: float = 30.0,
+        n_channels: int = 256,
+        timers: LineTimers | None = None,
+    ) -> None:
+        self.name = name
+        self.cycler = cycler
+        self.store = store
+        self.clock = clock
+        self.poll_interval_s = poll_interval_s
+        self.watchdog_s = watchdog_s
+        self.job_id: int | None = None
+        self.recipe: Recipe | None = None
+        self.index = RunIndex(n_channels)
+        self.ledger = JobLedger(store, clock, name, committed_rec=lambda: self.drain.committed_rec)
+        self.drain = LogDrain(cycler, store, self.ledger, name)
+        self.starter = StepStarter(cycler)
+        self.safety = SafetyGuard(name, cycler, self.ledger, watchdog_s=watchdog_s)
+        self.checkpoints = CheckpointBook(name, cycler, clock, timers)
+        self._stop = asyncio.Event()
+
+    # -- what displays and callers read ------------------------------------------------------------------
+    @property
+    def runs(self) -> list[ChannelRun]:
+        """The job's runs, in launch order."""
+        return self.index.runs
+
+    @property
+    def comm_ok(self) -> bool:
+        """Whether the last poll reached the cabinet."""
+        return self.safety.comm_ok
+
+    @property
+    def records_total(self) -> int:
+        """Data-log records drained so far."""
+        return self.drain.records_total
+
+    @property
+    def writer(self) -> SampleWriter | None:
+        """The sample writer (None before launch or re-attach)."""
+        return self.drain.writer
+
+    @property
+    def finished(self) -> bool:
+        """True when every run has reached a terminal state."""
+        # Unconfirmed aborts keep the job open while the instrument answers; with the link gone for good the job
+        # closes (faulted, with the alarm naming it) instead of polling forever.
+        return (
+            bool(self.runs) and all(r.terminal for r in self.runs) and (not self.safety.must_abort or not self.comm_ok)
+        )
+
+    async def __aenter__(self) -> CabinetSupervisor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        self.checkpoints.detach()
+        await self.drain.close(timeout_s=FLUSH_TIMEOUT_S)
+
+    # -- launch and re-attach -----------------------------------------------------------------------------
+    async def launch(
+        self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None = None
+    ) -> int:
+        """Record the job and its runs, define the cells and start every channel on the recipe's first step."""
+        channels = [ch for ch, _ in assignments]
+        self.recipe = recipe
+        job_id, run_ids = await asyncio.to_thread(self._record_launch, recipe, assignments, note)
+        self.job_id = self.ledger.job_id = job_id
+        self.index.set_runs(
+            [
+                ChannelRun(rid, cell.cell_id, cell.lot, ch, cell.nominal_capacity_ah, recipe)
+                for rid, (ch, cell) in zip(run_ids, assignments, strict=True)
+            ]
+        )
+        self.checkpoints.attach(job_id)
+        await self.cycler.clear_status()
+        await self.cycler.set_watchdog(self.watchdog_s)
+        await self.cycler.define_cells(channels)
+        # Records from before this job are not ours: start draining at the instrument's next record.
+        self.drain.open(await self.cycler.log_next_rec() - 1)
+        for run in self.runs:
+            self._begin_step(run, 0)
+        # A failed first start propagates: the launcher switches off whatever may have started and gives up.
+        await self.ledger.journal(await self.starter.start_pending(self.runs))
+        return job_id
+
+    def _record_launch(
+        self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None
+    ) -> tuple[int, list[int]]:
+        now = self.clock.now()
+        self.store.upsert_lot_and_cells((c.cell_id, c.lot, c.nominal_capacity_ah) for _, c in assignments)
+        self.store.save_recipe(
+            recipe.sha256,
+            recipe.name,
+            recipe.version,
+            recipe.chemistry,
+            recipe.nominal_capacity_ah,
+            recipe.canonical_json(),
+            recipe.source_text,
+        )
+        channels = format_channel_list([ch for ch, _ in assignments])
+        job_id = self.store.create_job(recipe.sha256, self.name, channels, self.clock.scale, now, note=note)
+        run_ids = self.store.create_runs(
+            job_id,
+            [
+                {
+                    "cell_id": cell.cell_id,
+                    "cabinet": self.name,
+                    "channel": ch,
+                    "instrument_cell": channel_to_cell_id(ch),
+                    "state": RunState.PENDING.value,
+                    "step_index": 0,
+                    "journal": "{}",
+                    "last_rec": 0,
+                    "started_s": now,
+                }
+                for ch, cell in assignments
+            ],
+        )
+        return job_id, run_ids
+
+    async def reattach(self, job_id: int) -> int:
+        """Take over a job a previous host process left running: its cells kept running on the instrument.
+
+        Draining resumes after the last record in the store (nothing lost, nothing stored twice); a step whose
+        start is not proven by its records is UNSURE and checked against the instrument before it is started, so
+        no charge is repeated; the sequences the old process downloaded are never overwritten.
+        """
+        restored = await asyncio.to_thread(resume.restore_job, self.store, job_id)
+        if restored.cabinet != self.name:
+            raise InputError("job", f"job {job_id} ran on cabinet {restored.cabinet}, not {self.name}")
+        self.job_id = self.ledger.job_id = job_id
+        self.recipe = restored.recipe
+        self.index.set_runs(restored.runs)
+        self.checkpoints.attach(job_id)  # checkpoints that fired meanwhile are delivered now
+        channels = [r.channel for r in self.runs]
+        seqs, _ = await self.cycler.step_positions(channels)
+        self.cycler.reserve_sequences(sorted({int(s) for s in seqs.tolist()}))
+        await self.cycler.set_watchdog(self.watchdog_s)
+        pending = [r.channel for r in self.runs if r.state is RunState.PENDING]
+        if pending:
+            await self.cycler.define_cells(pending)  # the old host may have died before defining them
+        if restored.committed_rec is None:
+            # No sample stored yet: the journal's cursor (set at launch), else nothing was started.
+            self.drain.open(restored.journal_rec or await self.cycler.log_next_rec() - 1)
+        else:
+            self.drain.open(restored.committed_rec)
+        # Status before the drain: a step the instrument shows ended then has its end record either still on the
+        # instrument (the drain processes it) or stored by the old host but never processed (settled here).
+        status = await self.cycler.status(channels)
+        before = {r.run_id: (r.step_index, r.start) for r in self.runs}
+        records, last_read = await self.drain.read()
+        await self._ingest(records, last_read)
+        self._anchor_restored_steps(records, restored.latest_sample_s)
+        unchanged = np.array([before[r.run_id] == (r.step_index, r.start) for r in self.runs])
+        await self._settle_unprocessed_ends(np.where(unchanged, status, CellState.RUNNING))
+        await asyncio.to_thread(self.store.set_job_state, job_id, JobState.RUNNING)
+        await self.ledger.alarm("info", "reattached", f"job {job_id} re-attached on cabinet {self.name}")
+        await self.ledger.journal([r for r in self.runs if not r.terminal])
+        return job_id
+
+    def _anchor_restored_steps(self, records: np.ndarray, latest_stored_s: float) -> None:
+        """Host anchors of steps that started under the old host, as the live path computes them."""
+        latest_s = float(records[:, LOG_COL["time_s"]].max()) if len(records) else latest_stored_s
+        for run in self.runs:
+            if run.step_t0_host_s is None and run.account.started_s is not None and not run.terminal:
+                run.step_t0_host_s = host_anchor_s(self.clock.now(), latest_s, run.account.started_s)
+
+    async def _settle_unprocessed_ends(self, status: np.ndarray) -> None:
+        """Steps that ended while no host processed their end: the old host may have stored the end record and
+        died before writing the step result, so it will never be drained again. Finish them from the stored
+        samples and the instrument's last end code."""
+        ended = resume.ended_unprocessed(self.runs, status)
+        results: list[StepResultRecord] = []
+        for run in ended:
+            samples = await asyncio.to_thread(self.store.samples, run.run_id)
+            step = samples[samples["step_index"] == run.step_index]
+            if step.empty:
+                continue
+            code = await self.cycler.last_end(run.channel)
+            n_sub = len(run.compiled.program.steps) if run.compiled is not None else 1
+            result = await self._apply_end(run, resume.end_record_from_samples(step, code, n_sub))
+            if result is not None:
+                results.append(result)
+        if results:
+            await self.ledger.save_results(results)
+            await self.ledger.journal(ended)
+
+    # -- poll cycle ----------------------------------------------------------------------------------------
+    async def poll_once(self) -> PollStats:
+        """One cycle: status, data-log drain, sample write, step transitions, host checks, next starts."""
+        t0 = time.perf_counter()
+        await self.ledger.retry()
+        active = [r for r in self.runs if not r.terminal]
+        pending_aborts = sorted(self.safety.must_abort)
+        if not active and not pending_aborts:
+            return PollStats(0, 0, 0.0)
+        try:
+            status_all = await self.cycler.status([r.channel for r in active] + pending_aborts)
+            records, last_read = await self.drain.read()
+        except InstrumentError as exc:
+            if isinstance(exc, TransportError):
+                await self.safety.comm_lost(exc, self.runs)
+            else:
+                await self.safety.bad_reply(exc, self.runs)
+            return PollStats(0, 0, time.perf_counter() - t0)
+        await self.safety.reply_ok(self.runs)
+        status = status_all[: len(active)]
+        await self.safety.retry_aborts(dict(zip(pending_aborts, status_all[len(active) :].tolist(), strict=True)))
+        step_ends = await self._ingest(records, last_read)
+        await self.safety.check_status(active, status)
+        if self.checkpoints.any_due:
+            try:
+                await self.checkpoints.measure_due(self.index)
+            except InstrumentError as exc:
+                # The age step's K falls back to the logged OCV for a checkpoint that could not be read.
+                await self.ledger.alarm("warning", "checkpoint_failed", f"OCV checkpoint not measured: {exc}")
+        await self.safety.settle_aborting(active, status)
+        await self._start_pending()
+        return PollStats(len(records), step_ends, time.perf_counter() - t0)
+
+    async def _start_pending(self) -> None:
+        """Start the steps that are due; a failed start is resolved (never blindly repeated) next poll."""
+        try:
+            touched = await self.starter.start_pending(self.runs)
+        except InstrumentError as exc:
+            await self.ledger.alarm("warning", "start_failed", f"starting next steps failed: {exc}")
+            return
+        await self.ledger.journal(touched)
+
+    async def _ingest(self, records: np.ndarray, last_read: int) -> int:
+        """Store the records as samples, then apply their step starts and ends, then the host checks."""
+        if not len(records):
+            return 0
+        records, idx = self.index.locate(records)
+        await self.drain.hand_off(self.index.samples(records, idx), last_read)
+        if not len(records):
+            return 0
+        self.index.note_latest(records, idx)
+        self.index.capture(records, idx)
+        self._apply_starts(records, idx)
+        ends = np.nonzero(records[:, LOG_COL["end"]] != 0)[0]
+        results: list[StepResultRecord] = []
+        changed: list[ChannelRun] = []
+        for pos in ends:
+            run = self.runs[idx[pos]]
+            if run.terminal:
+                # e.g. the abort record of a channel the host check already faulted: data kept, state final.
+                continue
+            result = await self._apply_end(run, EndRecord.from_log_row(records[pos]))
+            if result is not None:
+                results.append(result)
+                changed.append(run)
+        if results:
+            # Samples, then results, then journal: a host that dies in between never leaves a journal ahead of
+            # the stored records (a re-attached host would tag them with the wrong step).
+            await self.drain.flush()
+            await self.ledger.save_results(results)
+        assert self.recipe is not None
+        await self.safety.host_checks(self.recipe, self.runs, records, idx)
+        if changed:
+            await self.ledger.journal(changed)
+        return len(ends)
+
+    def _apply_starts(self, records: np.ndarray, idx: np.ndarray) -> None:
+        """Start records (step time 0 on a sequence's first step): account, confirm, anchor, schedule."""
+        starts = np.nonzero((records[:, LOG_COL["step_time_s"]] == 0) & (records[:, LOG_COL["step"]] == 1))[0]
+        if not len(starts):
+            return
+        latest_s = float(records[:, LOG_COL["time_s"]].max())
+        now = self.clock.now()
+        for pos in starts:
+            run = self.runs[idx[pos]]
+            event_s = float(records[pos, LOG_COL["time_s"]])
+            run.note_start(event_s, float(records[pos, LOG_COL["voltage_v"]]))
+            self.starter.start_record(run)
+            run.step_t0_host_s = host_anchor_s(now, latest_s, event_s)
+            if run.step is not None and run.step.kind == "age":
+                self.checkpoints.schedule(run)
+
+    async def _apply_end(self, run: ChannelRun, end: EndRecord) -> StepResultRecord | None:
+        """Account an end record; when the recipe step is over, move the run on. Returns its step result."""
+        result = run.note_end(end)
+        if result is not None:
+            await self._advance(run, end.end_code)
+        return result
+
+    def _begin_step(self, run: ChannelRun, index: int) -> None:
+        """Point a run at step ``index`` and keep the per-run arrays the hot path reads in step."""
+        assert self.recipe is not None
+        run.begin_step(index, compile_step(self.recipe.steps[index], self.recipe, run.nominal_capacity_ah))
+        self.index.step_changed(run)
+
+    async def _advance(self, run: ChannelRun, code: int) -> None:
+        """After a recipe step ended: next step, done, or the fault/abort it ended with."""
+        assert self.recipe is not None
+        if code == EndCode.ABORT:
+            if run.state is not RunState.ABORTING:
+                run.transition(RunState.ABORTING)
+            run.transition(RunState.ABORTED)
+            return
+        if code == EndCode.WATCHDOG or code == EndCode.FAULT or EndCode.FAIL_BASE < code < EndCode.ABORT:
+            reason = run.end_reason or EndCode.describe(code)
+            run.transition(RunState.FAULTED)
+            await self.ledger.alarm(
+                "critical",
+                "instrument_stop",
+                f"{run.cell_id}: cell stopped by the instrument ({reason}) in step {run.step.id}",
+                run=run,
+            )
+            return
+        if run.state is RunState.ABORTING:
+            run.transition(RunState.ABORTED)
+            return
+        if run.end_reason == "backstop":
+            await self.ledger.alarm(
+                "warning", "backstop", f"{run.cell_id}: step {run.step.id} ended on its time backstop", run=run
+            )
+        nxt = run.step_index + 1
+        if nxt >= len(self.recipe.steps):
+            run.step_index = nxt
+            run.transition(RunState.DONE)
+            return
+        self._begin_step(run, nxt)
+
+    # -- control ---------------------------------------------------------------------------------------------
+    async def abort(self, channels: Sequence[int] | None = None) -> None:
+        """Abort the given channels (all of the job's by default): output off on the instrument at once."""
+        await self.safety.abort_runs(runs_on(self.runs, channels))
+
+    async def run_until_done(self, on_cycle: Callable[[PollStats], None] | None = None) -> None:
+        """Poll until every run is terminal (or ``stop()``), then close the job in the store."""
+        loop_wall = max(self.poll_interval_s / self.clock.scale, MIN_POLL_WALL_S)
+        while not self.finished and not self._stop.is_set():
+            if await self.safety.abort_requested_from_outside(self.store, self.job_id):
+                try:
+                    await self.abort()
+                except InstrumentError as exc:
+                    await self.ledger.alarm("critical", "abort_failed", f"requested abort failed: {exc}")
+            stats = await self.poll_once()
+            if on_cycle is not None:
+                on_cycle(stats)
+            if self.finished:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=loop_wall)
+        await self._final_drain()
+        await self.close_job()
+
+    async def _final_drain(self) -> None:
+        """Store what the instrument logged after the last step ended (e.g. the end records of aborted cells)."""
+        if self.drain.writer is None:
+            return
+        try:
+            records, last_read = await self.drain.read()
+        except InstrumentError as exc:
+            await self.ledger.alarm("warning", "final_drain_failed", f"last records left on the instrument: {exc}")
+            return
+        await self.safety.reply_ok(self.runs)
+        await self._ingest(records, last_read)
+
+    def stop(self) -> None:
+        """Ask ``run_until_done`` to return after the current cycle."""
+        self._stop.set()
+
+    async def close_job(self) -> None:
+        """Write the job's final state."""
+        if self.job_id is None:
+            return
+        try:
+            await asyncio.wait_for(self.drain.flush(), FLUSH_TIMEOUT_S)
+        except TimeoutError:
+            # The database is down: what is not committed stays on the instrument, unacknowledged.
+            log.error(
+                "sample writer did not finish within %s s; uncommitted records stay on the instrument", FLUSH_TIMEOUT_S
+            )
+        await self.ledger.retry()
+        await self.ledger.finish_job(job_end_state(self.runs))
+
+
+def job_end_state(runs: Sequence[ChannelRun]) -> JobState:
+    """The state a job ends in, from its runs' states."""
+    states = {r.state for r in runs}
+    if states <= {RunState.DONE}:
+        return JobState.DONE
+    if all(r.terminal for r in runs):
+        return JobState.ABORTED if RunState.ABORTED in states else JobState.FAULTED
+    return JobState.INTERRUPTED

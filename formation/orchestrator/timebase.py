@@ -1,0 +1,30 @@
+"""The four times of the line, named in one place (docs/architecture.md, "Time bases").
+
+- **Clock time**: ``Clock.now()``, unix seconds, wall or scaled (``ScaledClock``). Every ``*_s`` column of the
+  store, recipe durations, poll periods and checkpoint due times are clock time.
+- **Wall time**: :func:`wall_s` (monotonic). It paces loops (a poll never sleeps less than a few ms of it),
+  bounds VISA timeouts, measures how long a link has been down (the instrument's communication watchdog counts
+  wall seconds too), and spaces writer retries. It never goes into a stored value.
+- **Instrument time**: the ``time_s`` column of the instrument's data-log records: the plant's clock, at the same
+  scale as the host's, possibly offset from it (another process, another machine). Stored samples keep it, so
+  curves keep their resolution at any scale.
+- **Host anchor of a step** (``ChannelRun.step_t0_host_s``): the host clock reading at which the instrument
+  started the step, :func:`host_anchor_s`. Age checkpoints are scheduled on it and converted back to step time
+  with it, on the live path and after a resume alike, so a clock offset between host and instrument cancels.
+"""
+
+from __future__ import annotations
+
+import time
+
+#: Wall time for durations (monotonic seconds): link-loss timers, pacing. Not a date.
+wall_s = time.monotonic
+
+
+def host_anchor_s(host_now_s: float, instrument_latest_s: float, instrument_event_s: float) -> float:
+    """The host clock reading at which an instrument event happened.
+
+    ``instrument_latest_s`` is the instrument time of the newest record the host holds (read just now), so
+    ``instrument_latest_s - instrument_event_s`` is how long ago, in clock seconds, the event happened.
+    """
+    return host_now_s - (instrument_latest_s - instrument_event_s)

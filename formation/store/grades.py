@@ -1,0 +1,84 @@
+"""Grades in the store: plain rows from a grading DataFrame, and their upsert per rules version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, delete, insert
+from sqlalchemy.dialects import postgresql, sqlite
+
+from formation.store.models import Grade
+
+# Stay well below SQLite's bound-parameter limit in IN (...) lists.
+_IN_CHUNK = 5_000
+
+_GRADE_METRICS = ("capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v")
+_GRADE_VALUE_COLUMNS = ("lot_id", "grade", "reason", *_GRADE_METRICS, "recipe_sha256", "rules_name", "graded_s")
+
+
+def grade_rows(grades: pd.DataFrame, rules_sha256: str, rules_name: str, graded_s: float) -> list[dict[str, Any]]:
+    """Plain-Python row dicts (no numpy scalars, NULL for missing values) for an executemany of grades."""
+    n = len(grades)
+
+    def text(name: str, default: str | None) -> list[str | None]:
+        if name not in grades:
+            return [default] * n
+        col = grades[name].astype(object)
+        return [None if pd.isna(v) else str(v) for v in col.where(col.notna(), None).tolist()]
+
+    def number(name: str) -> list[float | None]:
+        if name not in grades:
+            return [None] * n
+        x = pd.to_numeric(grades[name], errors="coerce").astype(np.float64)
+        return x.astype(object).where(x.notna(), None).tolist()
+
+    run = pd.to_numeric(grades["run_id"], errors="coerce") if "run_id" in grades else pd.Series([np.nan] * n)
+    columns: dict[str, list[Any]] = {
+        "cell_id": text("cell_id", None),
+        "lot_id": text("lot_id" if "lot_id" in grades else "lot", None),
+        "run_id": [None if pd.isna(v) else int(v) for v in run.tolist()],
+        "grade": text("grade", None),
+        "reason": [r or "" for r in text("reason", "")],
+        **{m: number(m) for m in _GRADE_METRICS},
+        "recipe_sha256": text("recipe_sha256", None),
+        "rules_sha256": [rules_sha256] * n,
+        "rules_name": [rules_name] * n,
+        "graded_s": [float(graded_s)] * n,
+    }
+    keys = list(columns)
+    return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def write_grades(conn: Connection, rows: list[dict[str, Any]], rules_sha256: str) -> None:
+    """Upsert grade rows in one transaction: same (cell, rules, run) replaced, other rules versions kept."""
+    grade_t = Grade.__table__  # type: ignore[attr-defined]
+    ran = [r for r in rows if r["run_id"] is not None]
+    never_ran = [r for r in rows if r["run_id"] is None]
+    if ran:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(grade_t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["cell_id", "rules_sha256", "run_id"],
+            set_={c: stmt.excluded[c] for c in _GRADE_VALUE_COLUMNS},
+        )
+        conn.execute(stmt, ran)
+    if never_ran:
+        # NULL run ids never conflict in a unique index: replace these rows by hand.
+        ids = [r["cell_id"] for r in never_ran]
+        for chunk in _chunks(ids):
+            conn.execute(
+                delete(grade_t).where(
+                    grade_t.c.rules_sha256 == rules_sha256,
+                    grade_t.c.run_id.is_(None),
+                    grade_t.c.cell_id.in_(chunk),
+                )
+            )
+        conn.execute(insert(grade_t), never_ran)
