@@ -47,15 +47,17 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
     _C("CELL:DEFine:CLEar", False, "c_cell_def_cle", False, "CELL:DEF:CLE (@<ids>): forget cells"),
     _C("CELL:ENABle", False, "c_cell_enab", False, "CELL:ENAB (@<ids>),<seq>: bind cells to a sequence"),
     _C("CELL:INITiate", False, "c_cell_init", False, "CELL:INIT (@<ids>): start enabled cells at step 1"),
-    _C("CELL:ABORt", False, "c_cell_abort", False, "CELL:ABORT (@<ids>): stop now, output off, ABORTED"),
+    _C("CELL:ABORt", False, "c_cell_abort", False,
+       "CELL:ABORT (@<ids>)|0: stop now (0: every cell), output off, ABORTED"),
     _C("SEQuence:STEP:DEFine", False, "c_seq_step_def", False,
-       "SEQ:STEP:DEF <seq>,<step>,CHARGE|DISCHARGE|REST,<dur_s>,<I_A>,<V_V>: define a step (CC, CV clamp)"),
+       "SEQ:STEP:DEF <seq>,<step>,CHARGE|DISCHARGE,<dur_s>,<I_A>,<V_V> (CC, CV clamp) or "
+       "<seq>,<step>,REST,<dur_s>[,<I_A>[,<V_V>]]: define a step"),
     _C("SEQuence:STEP:LOG", False, "c_seq_step_log", True,
        "SEQ:STEP:LOG <seq>,<step>,<every_s>,<every_mv>: record rule of a step (default 60,5; 0 disables)"),
     _C("SEQuence:STEP:COUNt", True, "q_seq_step_coun", False, "SEQ:STEP:COUN? <seq>: steps defined"),
     _C("SEQuence:TEST:DEFine", False, "c_seq_test_def", False,
        "SEQ:TEST:DEF <seq>,<step>,<n>,<type>,<value>,AT|AFTER|BEFORE,<t_s>,NEXT|FAIL: a step test"),
-    _C("SEQuence:CLEar", False, "c_seq_cle", False, "SEQ:CLE <seq>: forget a sequence (not in use)"),
+    _C("SEQuence:CLEar", False, "c_seq_cle", False, "SEQ:CLE <seq>|0: forget a sequence (0: every one), not in use"),
     _C("STATus:CELL:REPort", True, "q_stat_rep", True, "STAT:CELL:REP? (@<ids>): state code per cell"),
     _C("STATus:CELL:STEP", True, "q_stat_step", True, "STAT:CELL:STEP? (@<ids>): <seq>:<step> per cell"),
     _C("STATus:CELL:VERBose", True, "q_stat_verb", False,
@@ -87,6 +89,15 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
 )  # fmt: skip
 
 GARBAGE_REPLY = "?!@#garbage#@!?"
+#: Bounds of a step's current magnitude and voltage limit (``SEQ:STEP:DEF``).
+MAX_CURRENT_A = 1e4
+MAX_VOLTAGE_V = 100.0
+#: Longest step duration, record period and test time (about 31 years: anything longer is a broken number).
+MAX_DURATION_S = 1e9
+#: Largest voltage-record threshold of ``SEQ:STEP:LOG`` (mV).
+MAX_EVERY_MV = 1e6
+#: Largest magnitude of a test value (any unit): beyond it the number is broken.
+MAX_TEST_VALUE = 1e12
 #: Bounds of ``SIM:CELL:DCIR?`` (the copy is integrated in 0.1 s substeps, so the longest pulse bounds its cost).
 MAX_DCIR_TIMES = 32
 MAX_DCIR_S = 3600.0
@@ -117,6 +128,11 @@ class NoFaults:
 
 def _ids(text: str) -> list[int]:
     return parse_channel_list(text)
+
+
+def _is_all(text: str) -> bool:
+    """Whether a cell-list parameter is the bare ``0`` the public set uses for "every cell" (``CELL:ABORT 0``)."""
+    return text.strip() == "0"
 
 
 def _fmt(values: np.ndarray, spec: str) -> str:
@@ -163,23 +179,32 @@ class CabinetCommands(Ieee488Instrument):
 
     def c_cell_abort(self, args: list[str], client: object) -> None:
         expect_count(args, 1)
-        self.model.abort(_ids(args[0]))
+        self.model.abort(None if _is_all(args[0]) else _ids(args[0]))
 
     def c_seq_step_def(self, args: list[str], client: object) -> None:
-        expect_count(args, 6)
+        if len(args) < 4:
+            raise scpi_error(-109)
+        if len(args) > 6:
+            raise scpi_error(-108)
         seq, step = parse_int(args[0], 1, MAX_SEQ), parse_int(args[1], 1, MAX_STEPS)
         mode = parse_choice(args[2], StepMode)
-        duration_s = parse_float(args[3], 0.0)
+        duration_s = parse_float(args[3], 0.0, MAX_DURATION_S)
         if duration_s <= 0.0:
             raise scpi_error(-222)
-        current_a = parse_float(args[4], 0.0, 1e4)
-        voltage_v = parse_float(args[5], 0.0, 100.0)
+        if mode != StepMode.REST and len(args) < 6:
+            raise scpi_error(-109)  # a charge or discharge needs its current and its voltage limit
+        # A REST step takes only a duration; a current or voltage given to it is checked, then ignored (0 A).
+        current_a = parse_float(args[4], 0.0, MAX_CURRENT_A) if len(args) > 4 else 0.0
+        voltage_v = parse_float(args[5], 0.0, MAX_VOLTAGE_V) if len(args) > 5 else 0.0
+        if mode == StepMode.REST:
+            current_a = voltage_v = 0.0
         self.model.define_step(seq, step, mode, duration_s, current_a, voltage_v)
 
     def c_seq_step_log(self, args: list[str], client: object) -> None:
         expect_count(args, 4)
         seq, step = parse_int(args[0], 1, MAX_SEQ), parse_int(args[1], 1, MAX_STEPS)
-        self.model.set_step_log(seq, step, parse_float(args[2], 0.0), parse_float(args[3], 0.0))
+        every_s, every_mv = parse_float(args[2], 0.0, MAX_DURATION_S), parse_float(args[3], 0.0, MAX_EVERY_MV)
+        self.model.set_step_log(seq, step, every_s, every_mv)
 
     def q_seq_step_coun(self, args: list[str], client: object) -> str:
         expect_count(args, 1)
@@ -191,16 +216,20 @@ class CabinetCommands(Ieee488Instrument):
         n = parse_int(args[2], 1, MAX_TESTS)
         test = StepTest(
             type=parse_choice(args[3], TestType),
-            value=parse_float(args[4]),
+            value=parse_float(args[4], -MAX_TEST_VALUE, MAX_TEST_VALUE),
             when=parse_choice(args[5], TestWhen),
-            at_s=parse_float(args[6], 0.0),
+            at_s=parse_float(args[6], 0.0, MAX_DURATION_S),
             action=parse_choice(args[7], TestAction),
         )
         self.model.define_test(seq, step, n, test)
 
     def c_seq_cle(self, args: list[str], client: object) -> None:
         expect_count(args, 1)
-        self.model.clear_sequence(parse_int(args[0], 1, MAX_SEQ))
+        seq = parse_int(args[0], 0, MAX_SEQ)
+        if seq == 0:
+            self.model.clear_all_sequences()
+        else:
+            self.model.clear_sequence(seq)
 
     # status and measurement ----------
 

@@ -7,6 +7,7 @@ dispatcher turns that into an error-queue entry, as an instrument would. Dialect
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,11 +24,16 @@ ERROR_MESSAGES: dict[int, str] = {
     -113: "Undefined header",
     -221: "Settings conflict",
     -222: "Data out of range",
+    -223: "Too much data",
     -224: "Illegal parameter value",
     -350: "Queue overflow",
 }
 
 ERROR_QUEUE_MAX = 32
+#: Most elements a channel list may expand to (-223 beyond): every cell id of the instrument, 1–65535.
+MAX_LIST_ITEMS = 65535
+#: Range of every number in a channel list (cell ids 1–65535; channels 101–832 fall inside).
+LIST_NUMBER_RANGE = (1, 65535)
 
 # IEEE 488.2 event status register bits.
 ESR_QUERY_ERROR = 4
@@ -128,11 +134,16 @@ def split_params(text: str) -> list[str]:
 
 
 def parse_channel_list(text: str) -> list[int]:
-    """``(@1001:1004,1010)`` → ``[1001, 1002, 1003, 1004, 1010]`` (ranges inclusive, in list order)."""
+    """``(@1001:1004,1010)`` → ``[1001, 1002, 1003, 1004, 1010]`` (ranges inclusive, in list order).
+
+    -224 if not a list or an element is not an integer, -222 if a number is outside 1–65535, -223 if the list
+    expands to more than :data:`MAX_LIST_ITEMS` elements.
+    """
     body = text.strip()
     if not (body.startswith("(@") and body.endswith(")")):
         raise scpi_error(-224)
     out: list[int] = []
+    lo_ok, hi_ok = LIST_NUMBER_RANGE
     for item in body[2:-1].split(","):
         lo_text, sep, hi_text = item.strip().partition(":")
         try:
@@ -140,6 +151,10 @@ def parse_channel_list(text: str) -> list[int]:
             hi = int(hi_text) if sep else lo
         except ValueError:
             raise scpi_error(-224) from None
+        if not (lo_ok <= lo <= hi_ok and lo_ok <= hi <= hi_ok):
+            raise scpi_error(-222)
+        if len(out) + abs(hi - lo) + 1 > MAX_LIST_ITEMS:
+            raise scpi_error(-223)
         step = 1 if hi >= lo else -1
         out.extend(range(lo, hi + step, step))
     return out
@@ -160,12 +175,12 @@ def expect_count(args: Sequence[str], n: int) -> None:
 
 
 def parse_float(text: str, lo: float = float("-inf"), hi: float = float("inf")) -> float:
-    """A numeric parameter in [lo, hi]; -224 if not a number, -222 if out of range."""
+    """A finite numeric parameter in [lo, hi]; -224 if not a number, -222 if not finite or out of range."""
     try:
         value = float(text)
     except ValueError:
         raise scpi_error(-224) from None
-    if value != value or not lo <= value <= hi:  # NaN fails too
+    if not math.isfinite(value) or not lo <= value <= hi:
         raise scpi_error(-222)
     return value
 
@@ -283,27 +298,37 @@ IEEE488_COMMANDS: tuple[CommandSpec, ...] = (
 
 
 class Dispatcher:
-    """Executes SCPI lines against an instrument object according to a command table."""
+    """Executes SCPI lines against an instrument object according to a command table.
+
+    ``recorder``, when set, is called with the header of every command received (as sent, before it is looked up):
+    the tests use it to see every command a host wrote.
+    """
 
     def __init__(self, table: Iterable[CommandSpec], target: Ieee488Instrument) -> None:
         self.target = target
-        self._specs: dict[tuple[int, bool], list[tuple[list[frozenset[str]], Handler, bool]]] = {}
+        self.recorder: Callable[[str], None] | None = None
+        self._specs: dict[tuple[int, bool], list[tuple[list[frozenset[str]], CommandSpec, Handler]]] = {}
         for spec in table:
             forms = spec.node_forms()
             handler: Handler = getattr(target, spec.handler)
-            self._specs.setdefault((len(forms), spec.query), []).append((forms, handler, spec.query))
-        self._cache: dict[str, tuple[Handler, bool] | None] = {}
+            self._specs.setdefault((len(forms), spec.query), []).append((forms, spec, handler))
+        self._cache: dict[str, tuple[CommandSpec, Handler] | None] = {}
 
-    def _lookup(self, header: str) -> tuple[Handler, bool] | None:
+    def resolve(self, header: str) -> CommandSpec | None:
+        """The table entry that ``header`` names (any case, short or long form, ``?`` for queries), or None."""
+        found = self._lookup(header)
+        return None if found is None else found[0]
+
+    def _lookup(self, header: str) -> tuple[CommandSpec, Handler] | None:
         key = header.upper()
         if key in self._cache:
             return self._cache[key]
         query = key.endswith("?")
         nodes = key.rstrip("?").lstrip(":").split(":")
         found = None
-        for forms, handler, is_query in self._specs.get((len(nodes), query), []):
+        for forms, spec, handler in self._specs.get((len(nodes), query), []):
             if all(node in allowed for node, allowed in zip(nodes, forms, strict=True)):
-                found = (handler, is_query)
+                found = (spec, handler)
                 break
         if len(self._cache) < 4096:  # bounded: a client sending random headers must not grow memory
             self._cache[key] = found
@@ -314,16 +339,18 @@ class Dispatcher:
         replies: list[str] = []
         for command in split_compound(line):
             header, *rest = command.split(None, 1)
+            if self.recorder is not None:
+                self.recorder(header)
             found = self._lookup(header)
             if found is None:
                 self.target.errors.push(-113)
                 continue
-            handler, is_query = found
+            spec, handler = found
             try:
                 reply = handler(split_params(rest[0] if rest else ""), client)
             except ScpiError as exc:
                 self.target.errors.push(exc.code)
                 continue
-            if is_query and reply is not None:
+            if spec.query and reply is not None:
                 replies.append(reply)
         return ";".join(replies) if replies else None
