@@ -14,21 +14,22 @@ from formation.sim.wire import LOG_COL, LOG_COLUMNS
 DEFAULT_MAX_ROWS = 2_000_000
 _N_COLS = len(LOG_COLUMNS)
 _INITIAL_ROWS = 4096
-# rec, cell, seq, step, time_s, step_time_s, voltage_v, current_a, step_ah, step_wh, temp_c, end
-LOG_FORMATS: tuple[str, ...] = (
-    "%d",
-    "%d",
-    "%d",
-    "%d",
-    "%.3f",
-    "%.3f",
-    "%.6f",
-    "%.6f",
-    "%.9g",
-    "%.9g",
-    "%.3f",
-    "%d",
-)
+_FORMAT_OF: dict[str, str] = {
+    "rec": "%d",
+    "cell": "%d",
+    "seq": "%d",
+    "step": "%d",
+    "time_s": "%.3f",
+    "step_time_s": "%.3f",
+    "voltage_v": "%.6f",
+    "current_a": "%.6f",
+    "step_ah": "%.9g",
+    "step_wh": "%.9g",
+    "temp_c": "%.3f",
+    "end": "%d",
+}
+#: ``DATA:LOG?`` text format of each column, in :data:`LOG_COLUMNS` order.
+LOG_FORMATS: tuple[str, ...] = tuple(_FORMAT_OF[name] for name in LOG_COLUMNS)
 
 
 class DataLog:

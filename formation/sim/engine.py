@@ -20,7 +20,7 @@ import numpy as np
 from formation.sim.cells import CellPopulation
 from formation.sim.datalog import DEFAULT_MAX_ROWS, DataLog
 from formation.sim.steptests import StepTestTable
-from formation.sim.wire import LOG_COLUMNS, CellState, EndCode, StepMode, StepTest
+from formation.sim.wire import LOG_COL, LOG_COLUMNS, CellState, EndCode, StepMode, StepTest
 
 MAX_STEPS = 64
 # Float slack on step-time comparisons: substeps land exactly on step ends, up to rounding.
@@ -31,6 +31,7 @@ _CLAMP_MARGIN_V = 1e-7
 
 _MODE_SIGN = {StepMode.REST: 0, StepMode.CHARGE: 1, StepMode.DISCHARGE: -1}
 _ROWS_COLS = len(LOG_COLUMNS)
+_COL = LOG_COL
 
 
 @dataclass
@@ -287,17 +288,17 @@ class StepEngine:
     ) -> None:
         """Append one record per channel in ``idx`` (values already per ``idx``) to the data log."""
         rows = np.empty((idx.size, _ROWS_COLS))
-        rows[:, 0] = 0.0  # rec: assigned by the log
-        rows[:, 1] = self.cell_id[idx]
-        rows[:, 2] = self.seq[idx]
-        rows[:, 3] = self.step[idx]
-        rows[:, 4] = time_s
-        rows[:, 5] = step_time_s
-        rows[:, 6] = v
-        rows[:, 7] = i
-        rows[:, 8] = ah
-        rows[:, 9] = wh
-        rows[:, 10] = temp_c
-        rows[:, 11] = end
+        rows[:, _COL["rec"]] = 0.0  # rec: assigned by the log
+        rows[:, _COL["cell"]] = self.cell_id[idx]
+        rows[:, _COL["seq"]] = self.seq[idx]
+        rows[:, _COL["step"]] = self.step[idx]
+        rows[:, _COL["time_s"]] = time_s
+        rows[:, _COL["step_time_s"]] = step_time_s
+        rows[:, _COL["voltage_v"]] = v
+        rows[:, _COL["current_a"]] = i
+        rows[:, _COL["step_ah"]] = ah
+        rows[:, _COL["step_wh"]] = wh
+        rows[:, _COL["temp_c"]] = temp_c
+        rows[:, _COL["end"]] = end
         self.log.append(rows)
         self._last_rec_v[idx] = v
