@@ -68,6 +68,7 @@ def _trapz_ah(g: pd.DataFrame) -> float:
     return float(np.sum((i[1:] + i[:-1]) * np.diff(t)) / 2.0 / 3600.0)
 
 
+@pytest.mark.e2e
 async def test_demo_recipe_accounts_every_coulomb(store: Store) -> None:
     """Every step's Ah equals the integral of its logged current within 0.5 %; FCE of fresh cells is 85–92 %."""
     recipe = load_builtin("demo-ncm21700")

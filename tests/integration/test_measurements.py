@@ -59,6 +59,7 @@ async def _truth_while_resting(
             await asyncio.sleep(0.005)
 
 
+@pytest.mark.e2e
 async def test_dcir_matches_the_simulators_truth_and_rises_at_low_soc(store: Store) -> None:
     recipe = load_builtin("ncm21700-dcir-soc")
     clock = ScaledClock(400.0)
