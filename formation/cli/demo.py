@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from formation.cli.app import console
-from formation.cli.progress import job_progress, step_summary_table
-from formation.cli.run import output_dir
-from formation.clock import ScaledClock
-from formation.config import CabinetConfig
+from formation.cli.app import add_text_row, console
 from formation.errors import InputError
-from formation.grading import (
-    Rules,
-    grade_cells,
-    load_lot_metrics,
-    resolve_rules,
-    summarize,
-    summary_table,
-    write_histograms,
-    write_report_csv,
-)
-from formation.orchestrator.inputs import CellEntry
-from formation.orchestrator.job import assign_cells, run_job
-from formation.recipes import Recipe, resolve_recipe
-from formation.store import Store
-from formation.store.export import export_cell_bdf
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from formation.grading import Rules
+    from formation.orchestrator.inputs import CellEntry
+    from formation.recipes import Recipe
+    from formation.store import Store
 
 DEMO_RECIPE = "demo-ncm21700"
 DEMO_PRESET = "ncm21700-5ah"
@@ -48,6 +36,17 @@ def demo(
     rules: Annotated[str | None, typer.Option(help="Grading rules file (default: the recipe's built-in rules)")] = None,
 ) -> None:
     """Start a simulated cabinet in-process, form its cells over SCPI/TCP, and summarise the result."""
+    import asyncio
+
+    from formation.cli.progress import step_summary_table
+    from formation.cli.run import output_dir
+    from formation.grading import resolve_rules
+    from formation.orchestrator.inputs import CellEntry
+    from formation.orchestrator.job import assign_cells
+    from formation.recipes import resolve_recipe
+    from formation.store import Store
+    from formation.store.export import export_cell_bdf
+
     if not 1 <= cells <= 256:
         raise InputError("--cells", f"{cells} is outside 1-256")
     if scale <= 0:
@@ -57,41 +56,50 @@ def demo(
     r = resolve_recipe(recipe)
     grading_rules = resolve_rules(rules or r.name)
     output_dir(out, "--out")
-    out.mkdir(exist_ok=True)
-    db_path = out / "formation.db"
-    store = Store(f"sqlite:///{db_path}")
-    store.create_schema()
+    # Every check before the first write: a refused demo leaves no folder behind.
     entries = [CellEntry(f"DEMO-{i:04d}", DEMO_LOT, r.nominal_capacity_ah) for i in range(1, cells + 1)]
     assignments = assign_cells(list(range(1, cells + 1)), entries, r)
+    out.mkdir(exist_ok=True)
+    db_path = out / "formation.db"
     t0 = time.perf_counter()
     console.print(
-        f"[bold]formation demo[/]: {cells} simulated {DEMO_PRESET} cells, recipe {r.name} "
+        f"[bold]formation demo[/]: {cells} simulated {DEMO_PRESET} cells, recipe {escape(r.name)} "
         f"({len(r.steps)} steps), clock ×{scale:g}"
     )
-    job_id = asyncio.run(_demo(store, r, assignments, cells, scale, seed, defects))
-    results = store.step_results(job_id=job_id)
-    console.print(step_summary_table(results, title=f"Job {job_id}: per-step summary"))
-    _print_first_cycle(results)
-    report, plots = _grade(store, grading_rules, out)
-    cell_csv = out / "cell-DEMO-0001.csv"
-    export_cell_bdf(store, "DEMO-0001", cell_csv)
-    console.print(f"database: {db_path}")
-    console.print(f"grading report (logistics CSV): {report}")
-    console.print(f"histograms: {plots}/")
-    console.print(f"samples of DEMO-0001 (BDF CSV): {cell_csv}")
+    with Store(f"sqlite:///{db_path}") as store:
+        store.create_schema()
+        job_id = asyncio.run(_demo(store, r, assignments, cells, scale, seed, defects))
+        results = store.step_results(job_id=job_id)
+        console.print(step_summary_table(results, title=f"Job {job_id}: per-step summary"))
+        _print_first_cycle(results)
+        report, plots = _grade(store, grading_rules, out)
+        cell_csv = out / "cell-DEMO-0001.csv"
+        export_cell_bdf(store, "DEMO-0001", cell_csv)
+    console.print(f"database: {escape(str(db_path))}")
+    console.print(f"grading report (logistics CSV): {escape(str(report))}")
+    console.print(f"histograms: {escape(str(plots))}/")
+    console.print(f"samples of DEMO-0001 (BDF CSV): {escape(str(cell_csv))}")
     console.print(f"done in {time.perf_counter() - t0:.1f} s wall")
-    store.close()
 
 
 def _grade(store: Store, rules: Rules, out: Path) -> tuple[Path, Path]:
     """Grade the demo lot, store the grades, write the CSV and histograms, print the grade tables."""
+    from formation.grading import (
+        grade_cells,
+        load_lot_metrics,
+        summarize,
+        summary_table,
+        write_histograms,
+        write_report_csv,
+    )
+
     cells = load_lot_metrics(store, DEMO_LOT, rules)
     grading = grade_cells(cells, rules)
     store.save_grades(grading.cells, rules_sha256=rules.sha256, rules_name=rules.name)
     report = write_report_csv(grading, out / "grading-report.csv")
     plots = out / "plots"
     write_histograms(grading, plots)
-    console.print(summary_table(summarize(grading), title=f"Grades: {rules.name} {rules.version}"))
+    console.print(summary_table(summarize(grading), title=f"Grades: {escape(rules.name)} {escape(rules.version)}"))
     graded = grading.cells.sort_values("cell_id")
     not_a = graded[graded["grade"] != "A"]
     if len(not_a):
@@ -99,7 +107,8 @@ def _grade(store: Store, rules: Rules, out: Path) -> tuple[Path, Path]:
         for col in ("cell", "grade", "capacity Ah", "DCIR mΩ", "K mV/day", "reason"):
             table.add_column(col, no_wrap=col != "reason")
         for _, row in not_a.iterrows():
-            table.add_row(
+            add_text_row(
+                table,
                 row["cell_id"],
                 row["grade"],
                 f"{row['capacity_ah']:.3f}",
@@ -120,6 +129,10 @@ async def _demo(
     seed: int,
     defects: float,
 ) -> int:
+    from formation.cli.progress import job_progress
+    from formation.clock import ScaledClock
+    from formation.config import CabinetConfig
+    from formation.orchestrator.job import run_job
     from formation.sim.plant import CabinetSpec, SimulatedPlant
 
     clock = ScaledClock(scale)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from formation.cli.app import console
 from formation.errors import InputError
@@ -24,11 +25,12 @@ def export(
 
     output_file(out, "--out")
     _, store = open_store(site, db)
-    if store.cell(cell) is None:
-        raise InputError("cell", f"no cell {cell!r} in the store")
-    if run is not None:
-        found = store.get_run(run)
-        if found is None or found.cell_id != cell:
-            raise InputError("--run", f"run {run} is not a run of cell {cell!r}")
-    path = export_cell_bdf(store, cell, out, run_id=run)
-    console.print(f"wrote {path}")
+    with store:
+        if store.cell(cell) is None:
+            raise InputError("cell", f"no cell {cell!r} in the store")
+        if run is not None:
+            found = store.get_run(run)
+            if found is None or found.cell_id != cell:
+                raise InputError("--run", f"run {run} is not a run of cell {cell!r}")
+        path = export_cell_bdf(store, cell, out, run_id=run)
+    console.print(f"wrote {escape(str(path))}")

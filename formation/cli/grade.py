@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from formation.cli.app import console, err_console
+from formation.cli.app import console, print_problem
 
 
 def grade(
@@ -41,15 +42,17 @@ def grade(
         ok = cells["fault"] == ""
         for metric, source in parsed.metrics.items():
             if ok.any() and cells.loc[ok, metric].isna().all():
-                err_console.print(
-                    f"[yellow]warning:[/] no finished run of lot {lot} has {metric} from step {source.step!r}",
-                    highlight=False,
+                print_problem(
+                    "warning:",
+                    f"no finished run of lot {lot} has {metric} from step {source.step!r}",
+                    style="yellow",
                 )
         grading = grade_cells(cells, parsed)
         store.save_grades(grading.cells, rules_sha256=parsed.sha256, rules_name=parsed.name)
     write_report_csv(grading, out)
-    console.print(summary_table(summarize(grading), title=f"lot {lot}: {parsed.name} {parsed.version}"))
-    console.print(f"wrote {out} ({len(cells)} cells, rules sha256 {parsed.sha256[:12]})", highlight=False)
+    title = f"lot {escape(lot)}: {escape(parsed.name)} {escape(parsed.version)}"
+    console.print(summary_table(summarize(grading), title=title))
+    console.print(f"wrote {escape(str(out))} ({len(cells)} cells, rules sha256 {parsed.sha256[:12]})", highlight=False)
     if plots is not None:
         paths = write_histograms(grading, plots)
-        console.print(f"wrote {len(paths)} histograms to {plots}", highlight=False)
+        console.print(f"wrote {len(paths)} histograms to {escape(str(plots))}", highlight=False)

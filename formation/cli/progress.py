@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from formation.cli.app import console
-from formation.orchestrator.supervisor import CabinetSupervisor, PollStats
+from formation.cli.app import add_text_row, console
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from formation.orchestrator import CabinetSupervisor, PollStats
 
 
 class JobProgress:
@@ -38,7 +43,7 @@ class JobProgress:
         hours = (sup.clock.now() - self.t0) / 3600.0 if self.t0 is not None else 0.0
         text = " ".join(f"{k} {v}" for k, v in sorted(states.items()))
         comm = "" if sup.comm_ok else " [red]COMM LOST[/]"
-        return f"{sup.name} t+{hours:5.2f} h  {text}{comm}"
+        return f"{escape(sup.name)} t+{hours:5.2f} h  {text}{comm}"
 
 
 @contextmanager
@@ -65,7 +70,8 @@ def step_summary_table(results: pd.DataFrame, title: str = "Per-step summary") -
         return table
     for (idx, step_id, kind), g in results.groupby(["step_index", "step_id", "kind"], sort=True):
         reasons = " ".join(f"{k}×{v}" for k, v in g["end_reason"].value_counts().items())
-        table.add_row(
+        add_text_row(
+            table,
             str(idx),
             str(step_id),
             str(kind),

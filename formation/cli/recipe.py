@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from formation.cli.app import console
-from formation.errors import RecipeError
+from formation.cli.app import add_text_row, console
 from formation.recipes import builtin_recipes, describe_step, load_builtin, resolve_recipe
 
 app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
@@ -22,7 +22,7 @@ def list_recipes() -> None:
         table.add_column(col)
     for name in builtin_recipes():
         r = load_builtin(name)
-        table.add_row(name, r.chemistry or "", f"{r.nominal_capacity_ah:g}", str(len(r.steps)), r.sha256[:12])
+        add_text_row(table, name, r.chemistry or "", f"{r.nominal_capacity_ah:g}", str(len(r.steps)), r.sha256[:12])
     console.print(table)
 
 
@@ -30,7 +30,9 @@ def list_recipes() -> None:
 def show(recipe: Annotated[str, typer.Argument(help="Recipe file or built-in name")]) -> None:
     """Show a recipe's limits and steps."""
     r = resolve_recipe(recipe)
-    console.print(f"[bold]{r.name}[/] {r.version}  {r.chemistry or ''}  {r.nominal_capacity_ah:g} Ah")
+    console.print(
+        f"[bold]{escape(r.name)}[/] {escape(r.version)}  {escape(r.chemistry or '')}  {r.nominal_capacity_ah:g} Ah"
+    )
     console.print(f"sha256 {r.sha256}")
     lim = r.limits
     console.print(
@@ -41,7 +43,8 @@ def show(recipe: Annotated[str, typer.Argument(help="Recipe file or built-in nam
     for col in ("#", "id", "kind", "what", "record"):
         table.add_column(col)
     for i, step in enumerate(r.steps):
-        table.add_row(
+        add_text_row(
+            table,
             str(i),
             step.id,
             step.kind,
@@ -53,13 +56,11 @@ def show(recipe: Annotated[str, typer.Argument(help="Recipe file or built-in nam
 
 @app.command("validate")
 def validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files or built-in names")]) -> None:
-    """Validate recipes; exit 2 naming every problem of the first bad one."""
+    """Validate recipes; exit 2 naming every problem of the first bad one (one line each on stderr)."""
     for name in recipes:
-        try:
-            r = resolve_recipe(name)
-        except RecipeError as exc:
-            others = getattr(exc, "errors", None) or []
-            for field, reason in others[1:]:
-                console.print(f"[red]also:[/] {field}: {reason}", highlight=False)
-            raise
-        console.print(f"[green]ok[/] {name}: {r.name} {r.version}, {len(r.steps)} steps, sha256 {r.sha256[:12]}")
+        # A RecipeError carries every problem; `formation.cli.app.main` prints them all, in order.
+        r = resolve_recipe(name)
+        console.print(
+            f"[green]ok[/] {escape(name)}: {escape(r.name)} {escape(r.version)}, {len(r.steps)} steps, "
+            f"sha256 {r.sha256[:12]}"
+        )

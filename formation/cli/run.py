@@ -1,25 +1,20 @@
-"""`formation run launch|list|show|abort`."""
+"""`formation run launch|list|show|resume|abort`."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from formation.cli.app import console
-from formation.cli.progress import job_progress, step_summary_table
-from formation.clock import make_clock
+from formation.cli.app import add_text_row, console
 from formation.config import CabinetConfig, SiteConfig, load_site_config
 from formation.errors import InputError, StoreError
-from formation.orchestrator.inputs import load_cells_file, parse_channel_list
-from formation.orchestrator.job import assign_cells, resume_job, run_job
-from formation.recipes import resolve_recipe
-from formation.store import Job, Store
+
+if TYPE_CHECKING:
+    from formation.store import Job, Store
 
 app = typer.Typer(help="Launch and inspect formation runs.", no_args_is_help=True)
 
@@ -28,13 +23,21 @@ DbOpt = Annotated[str | None, typer.Option(help="Database URL (overrides the sit
 
 
 def open_store(site: Path | None, db: str | None) -> tuple[SiteConfig, Store]:
-    """The site configuration (defaults without a file) and its store, schema created."""
+    """The site configuration (defaults without a file) and its store, schema created; the caller closes it."""
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    from formation.store import Store
+
     cfg = load_site_config(site) if site is not None else SiteConfig()
     url = db or cfg.database_url
     shown = _safe_url(url)
     try:
         store = Store(url)
-        store.create_schema()
+        try:
+            store.create_schema()
+        except BaseException:
+            store.close()
+            raise
     except ImportError as exc:
         raise InputError("database", f"the driver for {shown} is not installed ({exc.name})") from None
     except (ArgumentError, StoreError, SQLAlchemyError) as exc:
@@ -48,6 +51,8 @@ def open_store(site: Path | None, db: str | None) -> tuple[SiteConfig, Store]:
 
 def _safe_url(url: str) -> str:
     """The URL for messages, password hidden."""
+    from sqlalchemy import make_url
+
     try:
         return repr(make_url(url).render_as_string(hide_password=True))
     except Exception:  # an unparseable URL holds no recognisable password field
@@ -81,8 +86,10 @@ def _job_and_cabinet(cfg: SiteConfig, store: Store, job: int) -> tuple[Job, Cabi
 
 
 def _print_job_end(store: Store, job_id: int | None) -> None:
+    from formation.cli.progress import step_summary_table
+
     console.print(step_summary_table(store.step_results(job_id=job_id)))
-    console.print(f"job {job_id}: data in {store.url}")
+    console.print(f"job {job_id}: data in {escape(store.url)}", highlight=False)
 
 
 @app.command("launch")
@@ -96,6 +103,14 @@ def launch(
     note: Annotated[str | None, typer.Option(help="Free text stored with the job")] = None,
 ) -> None:
     """Run a recipe on a cabinet's channels in the foreground; Ctrl-C aborts the cells safely."""
+    import asyncio
+
+    from formation.cli.progress import job_progress
+    from formation.clock import make_clock
+    from formation.orchestrator.inputs import load_cells_file, parse_channel_list
+    from formation.orchestrator.job import assign_cells, run_job
+    from formation.recipes import resolve_recipe
+
     cfg = load_site_config(site)
     cab = cfg.cabinet(cabinet)
     r = resolve_recipe(recipe)
@@ -103,29 +118,34 @@ def launch(
     entries = load_cells_file(cells)
     assignments = assign_cells(chans, entries, r)
     _, store = open_store(site, db)
-    busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state in ("running", "aborting")]
-    if busy:
-        # One job per cabinet: jobs share the instrument's data log and its sequence table.
-        raise InputError(
-            "--cabinet",
-            f"cabinet {cab.name} is busy with job {busy[-1].id}; wait for it or `formation run abort {busy[-1].id}`",
-        )
-    clock = make_clock(cfg.clock_scale)
-    console.print(f"launching [bold]{r.name}[/] {r.version} on {cab.name} channels {channels} ({len(chans)} cells)")
-    with job_progress() as progress:
-        sup = asyncio.run(
-            run_job(
-                cab,
-                r,
-                assignments,
-                store,
-                clock,
-                on_start=progress.on_start,
-                on_cycle=progress.on_cycle,
-                note=note,
+    with store:
+        busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state in ("running", "aborting")]
+        if busy:
+            # One job per cabinet: jobs share the instrument's data log and its sequence table.
+            raise InputError(
+                "--cabinet",
+                f"cabinet {cab.name} is busy with job {busy[-1].id}; "
+                f"wait for it or `formation run abort {busy[-1].id}`",
             )
+        clock = make_clock(cfg.clock_scale)
+        console.print(
+            f"launching [bold]{escape(r.name)}[/] {escape(r.version)} on {escape(cab.name)} "
+            f"channels {escape(channels)} ({len(chans)} cells)"
         )
-    _print_job_end(store, sup.job_id)
+        with job_progress() as progress:
+            sup = asyncio.run(
+                run_job(
+                    cab,
+                    r,
+                    assignments,
+                    store,
+                    clock,
+                    on_start=progress.on_start,
+                    on_cycle=progress.on_cycle,
+                    note=note,
+                )
+            )
+        _print_job_end(store, sup.job_id)
 
 
 @app.command("resume")
@@ -135,13 +155,22 @@ def resume(
     db: DbOpt = None,
 ) -> None:
     """Re-attach to a job whose host process died: its cells kept running on the instrument."""
+    import asyncio
+
+    from formation.cli.progress import job_progress
+    from formation.clock import make_clock
+    from formation.orchestrator.job import resume_job
+
     cfg, store = open_store(site, db)
-    _, cab = _job_and_cabinet(cfg, store, job)
-    clock = make_clock(cfg.clock_scale)
-    console.print(f"re-attaching job {job} on {cab.name}")
-    with job_progress() as progress:
-        sup = asyncio.run(resume_job(cab, job, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle))
-    _print_job_end(store, sup.job_id)
+    with store:
+        _, cab = _job_and_cabinet(cfg, store, job)
+        clock = make_clock(cfg.clock_scale)
+        console.print(f"re-attaching job {job} on {escape(cab.name)}")
+        with job_progress() as progress:
+            sup = asyncio.run(
+                resume_job(cab, job, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle)
+            )
+        _print_job_end(store, sup.job_id)
 
 
 @app.command("list")
@@ -151,26 +180,40 @@ def list_jobs(site: SiteOpt = None, db: DbOpt = None) -> None:
     table = Table(title="Jobs")
     for col in ("job", "recipe", "cabinet", "channels", "state", "runs"):
         table.add_column(col)
-    for job in store.list_jobs():
-        assert job.id is not None
-        runs = store.job_runs(job.id)
-        table.add_row(str(job.id), job.recipe_sha256[:12], job.cabinet, job.channels, job.state, str(len(runs)))
+    with store:
+        for job in store.list_jobs():
+            assert job.id is not None
+            runs = store.job_runs(job.id)
+            add_text_row(
+                table, str(job.id), job.recipe_sha256[:12], job.cabinet, job.channels, job.state, str(len(runs))
+            )
     console.print(table)
 
 
 @app.command("show")
 def show(job: Annotated[int, typer.Argument(help="Job id")], site: SiteOpt = None, db: DbOpt = None) -> None:
     """Show a job's runs and per-step summary."""
+    from formation.cli.progress import step_summary_table
+
     _, store = open_store(site, db)
-    if store.get_job(job) is None:
-        raise InputError("job", f"no job {job}")
-    table = Table(title=f"Job {job} runs")
-    for col in ("run", "cell", "channel", "state", "step", "end reason"):
-        table.add_column(col)
-    for run in store.job_runs(job):
-        table.add_row(str(run.id), run.cell_id, str(run.channel), run.state, run.step_id or "", run.end_reason or "")
-    console.print(table)
-    console.print(step_summary_table(store.step_results(job_id=job)))
+    with store:
+        if store.get_job(job) is None:
+            raise InputError("job", f"no job {job}")
+        table = Table(title=f"Job {job} runs")
+        for col in ("run", "cell", "channel", "state", "step", "end reason"):
+            table.add_column(col)
+        for run in store.job_runs(job):
+            add_text_row(
+                table,
+                str(run.id),
+                run.cell_id,
+                str(run.channel),
+                run.state,
+                run.step_id or "",
+                run.end_reason or "",
+            )
+        console.print(table)
+        console.print(step_summary_table(store.step_results(job_id=job)))
 
 
 @app.command("abort")
@@ -180,18 +223,23 @@ def abort(
     db: DbOpt = None,
 ) -> None:
     """Switch off every unfinished channel of a job on its cabinet (the launching process records the aborts)."""
+    import asyncio
+
+    from formation.states import JobState
+
     cfg, store = open_store(site, db)
-    j, cab = _job_and_cabinet(cfg, store, job)
-    channels = [r.channel for r in store.job_runs(job) if r.state not in ("done", "faulted", "aborted")]
-    if not channels:
-        console.print(f"job {job} has no unfinished run")
-        return
-    # The launching process sees `aborting` and aborts too (a cell resting between steps is not running, so the
-    # instrument abort alone would not keep the launcher from starting its next step).
-    if not store.set_job_state(job, "aborting"):
-        console.print(f"job {job} is already {j.state}; switching its unfinished channels off anyway")
+    with store:
+        j, cab = _job_and_cabinet(cfg, store, job)
+        channels = [r.channel for r in store.job_runs(job) if r.state not in ("done", "faulted", "aborted")]
+        if not channels:
+            console.print(f"job {job} has no unfinished run")
+            return
+        # The launching process sees `aborting` and aborts too (a cell resting between steps is not running, so
+        # the instrument abort alone would not keep the launcher from starting its next step).
+        if not store.set_job_state(job, JobState.ABORTING):
+            console.print(f"job {job} is already {j.state}; switching its unfinished channels off anyway")
     asyncio.run(_abort(cab, channels))
-    console.print(f"aborted {len(channels)} channel(s) of job {job} on {cab.name}")
+    console.print(f"aborted {len(channels)} channel(s) of job {job} on {escape(cab.name)}")
 
 
 async def _abort(cab: CabinetConfig, channels: list[int]) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from formation.cli.app import console
-from formation.clock import make_clock
 from formation.config import load_site_config
 from formation.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from formation.sim.plant import CabinetSpec
 
 app = typer.Typer(help="The simulated plant.", no_args_is_help=True)
 
@@ -24,9 +26,13 @@ def serve(
     seed: Annotated[int, typer.Option(help="Seed of the cell population")] = 0,
     scale: Annotated[float, typer.Option(help="Clock scale (simulated seconds per wall second)")] = 1.0,
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless told otherwise")] = "127.0.0.1",
-    site: Annotated[Path | None, typer.Option(help="Serve every cabinet of this site file that has [sim]")] = None,
+    site: Annotated[
+        Path | None, typer.Option(help="Serve every cabinet of this site file that has a \\[cabinets.sim] table")
+    ] = None,
 ) -> None:
     """Serve simulated cabinets until Ctrl-C."""
+    import asyncio
+
     from formation.sim.cells import PRESETS
     from formation.sim.plant import CabinetSpec
 
@@ -65,11 +71,14 @@ def serve(
         console.print("stopped")
 
 
-async def _serve(specs: list, scale: float, host: str) -> None:
+async def _serve(specs: list[CabinetSpec], scale: float, host: str) -> None:
+    import asyncio
+
+    from formation.clock import make_clock
     from formation.sim.plant import SimulatedPlant
 
     clock = make_clock(scale)
     async with SimulatedPlant(specs, clock, host=host) as plant:
         for name, server in plant.cabinets.items():
-            console.print(f"[bold]{name}[/] serving on {server.resource}  (clock ×{scale:g})")
+            console.print(f"[bold]{escape(name)}[/] serving on {server.resource}  (clock ×{scale:g})")
         await asyncio.Event().wait()
