@@ -1,4 +1,9 @@
-"""The `formation` command as a user meets it: real processes, exit codes, one-line errors."""
+"""The `formation` command as a user meets it: exit codes, one-line errors, what it writes.
+
+Most tests call `formation.cli.app.main` in this process (the same argv, exit code, stdout and stderr a user
+sees); the demo runs the installed command in its own process. The entry point itself, Ctrl-C, a killed launcher
+and `sim serve` are exercised in real processes in test_cli_process.py and test_sim_serve_cli.py.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,18 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from formation.cli.app import main
 from formation.grading import METRICS, REPORT_COLUMNS
 from formation.sim.cells import PRESETS, CellPopulation
 
 ROOT = Path(__file__).resolve().parents[2]
+SITE = str(ROOT / "examples" / "site.toml")
 
 
 def formation(*args: str, cwd: Path = ROOT, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -29,7 +38,34 @@ def formation(*args: str, cwd: Path = ROOT, timeout: float = 120.0) -> subproces
     )
 
 
-def _one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+@dataclass(frozen=True)
+class Ran:
+    """What one in-process `formation` call returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Cli = Callable[..., Ran]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Cli:
+    """`formation ARGS` in this process, run from ``cwd`` (a fresh folder unless told otherwise)."""
+    monkeypatch.setenv("COLUMNS", "160")
+
+    def run(*args: str, cwd: Path = tmp_path) -> Ran:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    return run
+
+
+def _one_line_error(proc: Ran | subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
@@ -50,23 +86,23 @@ def bad_inputs(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_malformed_recipe_exits_2(bad_inputs: Path) -> None:
-    line = _one_line_error(formation("recipe", "validate", str(bad_inputs / "malformed.toml")))
+def test_malformed_recipe_exits_2(cli: Cli, bad_inputs: Path) -> None:
+    line = _one_line_error(cli("recipe", "validate", str(bad_inputs / "malformed.toml")))
     assert "malformed.toml" in line
 
 
-def test_recipe_above_limits_exits_2(bad_inputs: Path) -> None:
-    line = _one_line_error(formation("recipe", "validate", str(bad_inputs / "above.toml")))
+def test_recipe_above_limits_exits_2(cli: Cli, bad_inputs: Path) -> None:
+    line = _one_line_error(cli("recipe", "validate", str(bad_inputs / "above.toml")))
     assert "steps[0].until.voltage_v" in line and "4.5" in line
 
 
-def test_duplicate_cell_id_exits_2(bad_inputs: Path) -> None:
-    proc = formation(
+def test_duplicate_cell_id_exits_2(cli: Cli, bad_inputs: Path) -> None:
+    proc = cli(
         "run",
         "launch",
         "ncm21700-formation",
         "--site",
-        "examples/site.toml",
+        SITE,
         "--cabinet",
         "cab1",
         "--channels",
@@ -78,13 +114,13 @@ def test_duplicate_cell_id_exits_2(bad_inputs: Path) -> None:
     assert "duplicate cell id 'A'" in line
 
 
-def test_channel_list_outside_cabinet_exits_2(bad_inputs: Path) -> None:
-    proc = formation(
+def test_channel_list_outside_cabinet_exits_2(cli: Cli, bad_inputs: Path) -> None:
+    proc = cli(
         "run",
         "launch",
         "ncm21700-formation",
         "--site",
-        "examples/site.toml",
+        SITE,
         "--cabinet",
         "cab1",
         "--channels",
@@ -96,13 +132,13 @@ def test_channel_list_outside_cabinet_exits_2(bad_inputs: Path) -> None:
     assert "channel 257 is outside the cabinet (1-256)" in line
 
 
-def test_unknown_cabinet_exits_2(bad_inputs: Path) -> None:
-    proc = formation(
+def test_unknown_cabinet_exits_2(cli: Cli, bad_inputs: Path) -> None:
+    proc = cli(
         "run",
         "launch",
         "ncm21700-formation",
         "--site",
-        "examples/site.toml",
+        SITE,
         "--cabinet",
         "nope",
         "--channels",
@@ -113,20 +149,20 @@ def test_unknown_cabinet_exits_2(bad_inputs: Path) -> None:
     assert "no cabinet named 'nope'" in _one_line_error(proc)
 
 
-def test_recipe_list_and_show() -> None:
-    proc = formation("recipe", "list")
+def test_recipe_list_and_show(cli: Cli) -> None:
+    proc = cli("recipe", "list")
     assert proc.returncode == 0, proc.stderr
     for name in ("lfp-280ah-formation", "ncm21700-formation", "demo-ncm21700"):
         assert name in proc.stdout
-    proc = formation("recipe", "show", "lfp-280ah-formation")
+    proc = cli("recipe", "show", "lfp-280ah-formation")
     assert proc.returncode == 0, proc.stderr
     assert "sha256" in proc.stdout and "precharge" in proc.stdout
 
 
-def test_examples_validate() -> None:
+def test_examples_validate(cli: Cli) -> None:
     recipes = sorted(str(p) for p in (ROOT / "examples" / "recipes").iterdir())
     assert recipes
-    proc = formation("recipe", "validate", *recipes)
+    proc = cli("recipe", "validate", *recipes)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("ok") == len(recipes)
 
@@ -187,15 +223,17 @@ RULES_HEAD = 'name = "r"\nversion = "1"\n[metrics.capacity_ah]\nstep = "capacity
     ],
     ids=["unknown-metric", "unreachable-grade", "bound-not-a-number"],
 )
-def test_grade_with_bad_rules_exits_2(tmp_path: Path, body: str, expected: str) -> None:
+def test_grade_with_bad_rules_exits_2(cli: Cli, tmp_path: Path, body: str, expected: str) -> None:
     (tmp_path / "bad.toml").write_text(body)
-    line = _one_line_error(formation("grade", "LOT", "--rules", str(tmp_path / "bad.toml"), "--db", "sqlite://"))
+    line = _one_line_error(cli("grade", "LOT", "--rules", str(tmp_path / "bad.toml"), "--db", "sqlite://"))
     assert expected in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]  # no report.csv
 
 
-def test_export_of_an_unknown_cell_exits_2(tmp_path: Path) -> None:
-    line = _one_line_error(formation("export", "NOPE", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--out", "x.csv"))
+def test_export_of_an_unknown_cell_exits_2(cli: Cli, tmp_path: Path) -> None:
+    line = _one_line_error(cli("export", "NOPE", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--out", "x.csv"))
     assert "no cell 'NOPE'" in line
+    assert not (tmp_path / "x.csv").exists()
 
 
 @pytest.mark.parametrize(
@@ -209,15 +247,16 @@ def test_export_of_an_unknown_cell_exits_2(tmp_path: Path) -> None:
     ],
     ids=["demo-out-is-a-file", "export-folder-missing", "plots-is-a-file", "bad-db-url", "unknown-rules"],
 )
-def test_bad_paths_and_urls_exit_2(tmp_path: Path, args: list[str], expected: str) -> None:
+def test_bad_paths_and_urls_exit_2(cli: Cli, tmp_path: Path, args: list[str], expected: str) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
     args = [a.format(afile=afile, tmp=tmp_path) for a in args]
-    line = _one_line_error(formation(*args, cwd=tmp_path))
+    line = _one_line_error(cli(*args, cwd=tmp_path))
     assert expected.format(afile=afile) in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # refused before writing anything
 
 
-def test_a_busy_cabinet_refuses_a_second_job(tmp_path: Path, bad_inputs: Path) -> None:
+def test_a_busy_cabinet_refuses_a_second_job(cli: Cli, tmp_path: Path, bad_inputs: Path) -> None:
     from formation.recipes import load_builtin
     from formation.store import Store
 
@@ -227,12 +266,12 @@ def test_a_busy_cabinet_refuses_a_second_job(tmp_path: Path, bad_inputs: Path) -
     store.save_recipe(recipe.sha256, recipe.name, recipe.version, recipe.chemistry, 5.0, recipe.canonical_json(), "")
     job = store.create_job(recipe.sha256, "cab1", "1-2", 1.0, 0.0)
     store.close()
-    proc = formation(
+    proc = cli(
         "run",
         "launch",
         "ncm21700-formation",
         "--site",
-        "examples/site.toml",
+        SITE,
         "--cabinet",
         "cab1",
         "--channels",

@@ -1,4 +1,8 @@
-"""`formation sim serve` in its own process, driven by an independent pyvisa client and by `formation run launch`."""
+"""`formation sim serve` in its own process, driven by an independent pyvisa client and by `formation run launch`.
+
+`run launch` and `run list` run in this process (the simulator is the separate process that matters); Ctrl-C and
+a killed launcher need a launcher process of their own.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import pyvisa
+
+from formation.cli.app import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SCALE = 2000.0
@@ -105,7 +111,9 @@ text = "Rest for 10 minutes"
 """
 
 
-def test_run_launch_over_tcp(sim_port: int, tmp_path: Path) -> None:
+def test_run_launch_over_tcp(
+    sim_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "site.toml").write_text(
         f'[database]\npath = "line.db"\n[clock]\nscale = {SCALE}\n'
         f'[[cabinets]]\nname = "cab1"\nresource = "TCPIP0::127.0.0.1::{sim_port}::SOCKET"\nchannels = 8\n'
@@ -115,11 +123,10 @@ def test_run_launch_over_tcp(sim_port: int, tmp_path: Path) -> None:
     (tmp_path / "cells.csv").write_text(
         "cell_id,lot,nominal_capacity_ah\n" + "".join(f"S-{i},LOT-S,5.0\n" for i in range(1, 5))
     )
-    proc = subprocess.run(
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "160")
+    code = main(
         [
-            sys.executable,
-            "-m",
-            "formation",
             "run",
             "launch",
             str(tmp_path / "short.toml"),
@@ -131,28 +138,19 @@ def test_run_launch_over_tcp(sim_port: int, tmp_path: Path) -> None:
             "5-8",
             "--cells",
             str(tmp_path / "cells.csv"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "160"},
+        ]
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Per-step summary" in proc.stdout
+    out, err = capsys.readouterr()
+    assert code == 0, out + err
+    assert "Per-step summary" in out
     with sqlite3.connect(tmp_path / "line.db") as conn:
         runs = conn.execute("SELECT channel, state FROM run ORDER BY channel").fetchall()
         results = conn.execute("SELECT count(*) FROM step_result").fetchone()[0]
     assert runs == [(5, "done"), (6, "done"), (7, "done"), (8, "done")]
     assert results == 8
-    listed = subprocess.run(
-        [sys.executable, "-m", "formation", "run", "list", "--site", str(tmp_path / "site.toml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "160"},
-    )
-    assert listed.returncode == 0 and "done" in listed.stdout
+    code = main(["run", "list", "--site", str(tmp_path / "site.toml")])
+    out, err = capsys.readouterr()
+    assert code == 0 and "done" in out, out + err
 
 
 def test_ctrl_c_on_run_launch_aborts_the_cells(sim_port: int, tmp_path: Path) -> None:
