@@ -1,15 +1,14 @@
 """The states of a run and of a job, each with its table of allowed transitions.
 
 They are the orchestrator's state machines and the store's vocabulary at once (the ``state`` columns of ``Run``
-and ``Job`` hold these values), so they live here, below both. An illegal transition raises
-:class:`~formation.errors.StateError`: it is a bug, never swallowed.
+and ``Job`` hold these values), so they live here, below both. ``ChannelRun`` raises
+:class:`~formation.errors.StateError` on an illegal run or start transition (a bug, never swallowed); the store
+only moves a job along ``JOB_TRANSITIONS``.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-
-from formation.errors import StateError
 
 
 class RunState(StrEnum):
@@ -86,12 +85,13 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.RUNNING: _JOB_ENDS | {JobState.ABORTING},
     # Runs that all finished before the abort reached them end the job as done.
     JobState.ABORTING: _JOB_ENDS,
-    JobState.INTERRUPTED: frozenset({JobState.RUNNING, JobState.ABORTING}) | _JOB_ENDS,
+    # Nobody supervises an interrupted job: `run abort` switches its channels off but leaves it for a resume,
+    # which settles the runs (an `aborting` job would hold its cabinet with no process to finish it).
+    JobState.INTERRUPTED: frozenset({JobState.RUNNING}) | _JOB_ENDS,
     JobState.DONE: frozenset(),
     JobState.ABORTED: frozenset(),
     JobState.FAULTED: frozenset(),
 }
-TERMINAL_JOB_STATES = frozenset(s for s, nxt in JOB_TRANSITIONS.items() if not nxt)
 #: A job in one of these states holds its cabinet: one job per cabinet (they share the data log and sequences).
 ACTIVE_JOB_STATES = frozenset({JobState.RUNNING, JobState.ABORTING})
 #: Jobs `formation run resume` may take up.
@@ -101,9 +101,3 @@ RESUMABLE_JOB_STATES = frozenset({JobState.RUNNING, JobState.ABORTING, JobState.
 def job_states_leading_to(new: JobState) -> frozenset[JobState]:
     """Every state from which a job may move to ``new`` (the guard of a conditional update in the store)."""
     return frozenset(old for old, nxt in JOB_TRANSITIONS.items() if new in nxt)
-
-
-def check_job_transition(old: JobState, new: JobState) -> None:
-    """Raise StateError unless a job may move from ``old`` to ``new``."""
-    if new is not old and new not in JOB_TRANSITIONS[old]:
-        raise StateError(f"illegal job transition {old} -> {new}")

@@ -12,6 +12,7 @@ from rich.table import Table
 from formation.cli.app import add_text_row, console
 from formation.config import CabinetConfig, SiteConfig, load_site_config
 from formation.errors import InputError, StoreError
+from formation.states import ACTIVE_JOB_STATES, TERMINAL_RUN_STATES, JobState
 
 if TYPE_CHECKING:
     from formation.store import Job, Store
@@ -119,7 +120,7 @@ def launch(
     assignments = assign_cells(chans, entries, r)
     _, store = open_store(site, db)
     with store:
-        busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state in ("running", "aborting")]
+        busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state in ACTIVE_JOB_STATES]
         if busy:
             # One job per cabinet: jobs share the instrument's data log and its sequence table.
             raise InputError(
@@ -225,12 +226,10 @@ def abort(
     """Switch off every unfinished channel of a job on its cabinet (the launching process records the aborts)."""
     import asyncio
 
-    from formation.states import JobState
-
     cfg, store = open_store(site, db)
     with store:
         j, cab = _job_and_cabinet(cfg, store, job)
-        channels = [r.channel for r in store.job_runs(job) if r.state not in ("done", "faulted", "aborted")]
+        channels = [r.channel for r in store.job_runs(job) if r.state not in TERMINAL_RUN_STATES]
         if not channels:
             console.print(f"job {job} has no unfinished run")
             return

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 from formation.grading.engine import Grading
 from formation.grading.rules import NG
@@ -176,13 +177,14 @@ def summary_table(summary: pd.DataFrame, title: str = "Grading summary") -> Tabl
     grades = [str(g) for g in (summary["grade"].cat.categories if hasattr(summary["grade"], "cat") else [])]
     if not grades:
         grades = list(dict.fromkeys(summary["grade"].astype(str)))
-    table = Table(title=title)
-    table.add_column("lot")
+    table = Table(title=Text(title))
+    table.add_column(Text("lot"))
     for g in grades:
-        table.add_column(g, justify="right", style="red" if g == NG else None)
+        table.add_column(Text(g), justify="right", style="red" if g == NG else None)
     table.add_column("cells", justify="right")
     for lot, rows in summary.groupby("lot", sort=True):
         by_grade = rows.set_index(rows["grade"].astype(str))
         cells = [f"{int(by_grade.at[g, 'count'])} ({by_grade.at[g, 'yield_pct']:.1f} %)" for g in grades]
-        table.add_row(str(lot), *cells, str(int(rows["count"].sum())))
+        # Lot names and grade names are data: Text keeps "[x]" literal instead of reading it as Rich markup.
+        table.add_row(Text(str(lot)), *cells, str(int(rows["count"].sum())))
     return table

@@ -29,7 +29,6 @@ __all__ = ["ALLOWED_TRANSITIONS", "ChannelRun", "RunState", "StartState", "StepA
 
 #: The run-state table, kept under its old name for readers of this module.
 ALLOWED_TRANSITIONS = RUN_TRANSITIONS
-TERMINAL_STATES = TERMINAL_RUN_STATES
 
 #: End codes after which the sequence stops on the instrument whatever step it was in.
 _STOPPING_CODES = {EndCode.ABORT, EndCode.WATCHDOG, EndCode.FAULT}
@@ -210,6 +209,8 @@ class ChannelRun:
                 pulse, method=step.method, direction=step.direction, pulse_s=step.duration_s, soc=round(self.soc, 6)
             )
         # age: timer-measured checkpoints where the timers caught the cell in this step, else the data log.
+        if started_s is None and not len(rows):
+            raise ValueError("age: no record of the step (neither its start nor any reading)")
         start = started_s if started_s is not None else float(rows[0, LOG_COL["time_s"]])
         from_log = metrics.ocv_from_log(rows, start, step.ocv_at_s) if len(rows) else []
         times, volts, sources = [], [], []

@@ -12,9 +12,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-#: The metrics a step's details can give grading (capacity comes from the step's Ah, not its details).
-DETAIL_METRICS = ("dcir_mohm", "k_mv_per_day", "ocv_v")
-
 
 @dataclass(frozen=True, slots=True)
 class DcirMeasurement:

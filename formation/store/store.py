@@ -250,7 +250,7 @@ class Store:
             "recipe_sha256": recipe_sha256,
             "cabinet": cabinet,
             "channels": channels,
-            "state": state.value,
+            "state": JobState(state).value,
             "clock_scale": clock_scale,
             "started_s": started_s,
             "note": note,
@@ -261,6 +261,7 @@ class Store:
 
     def finish_job(self, job_id: int, state: JobState, ended_s: float) -> None:
         """Set a job's final state and end time (a job already in a final state keeps it)."""
+        state = JobState(state)
         job_t = _table(Job)
         with self._begin() as conn:
             conn.execute(
@@ -275,6 +276,7 @@ class Store:
     def set_job_state(self, job_id: int, state: JobState) -> bool:
         """Move a job to ``state`` if its transition table allows it from the stored state (a final state is
         never overwritten). Returns whether it changed; StoreError if there is no such job."""
+        state = JobState(state)
         job_t = _table(Job)
         with self._begin() as conn:
             done = conn.execute(

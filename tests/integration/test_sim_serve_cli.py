@@ -153,7 +153,8 @@ def test_run_launch_over_tcp(
     assert code == 0 and "done" in out, out + err
 
 
-def test_ctrl_c_on_run_launch_aborts_the_cells(sim_port: int, tmp_path: Path) -> None:
+def _launch_in_background(sim_port: int, tmp_path: Path) -> subprocess.Popen[str]:
+    """`formation run launch` of a long recipe on channels 1-3 in its own process, once its cells are charging."""
     (tmp_path / "site.toml").write_text(
         f'[database]\npath = "line.db"\n[clock]\nscale = 10.0\n'
         f'[[cabinets]]\nname = "cab1"\nresource = "TCPIP0::127.0.0.1::{sim_port}::SOCKET"\nchannels = 8\n'
@@ -184,26 +185,24 @@ def test_ctrl_c_on_run_launch_aborts_the_cells(sim_port: int, tmp_path: Path) ->
         text=True,
         env={**os.environ, "COLUMNS": "160"},
     )
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # wait until the cells are charging
-            assert proc.poll() is None, proc.communicate()
-            try:
-                with sqlite3.connect(tmp_path / "line.db") as conn:
-                    states = [s for (s,) in conn.execute("SELECT state FROM run")]
-            except sqlite3.OperationalError:
-                states = []
-            if states == ["running"] * 3:
-                break
-            assert time.monotonic() < deadline, "the job did not start"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
+    deadline = time.monotonic() + 30
+    while True:  # wait until the cells are charging
+        assert proc.poll() is None, proc.communicate()
+        try:
+            with sqlite3.connect(tmp_path / "line.db") as conn:
+                states = [s for (s,) in conn.execute("SELECT state FROM run")]
+        except sqlite3.OperationalError:
+            states = []
+        if states == ["running"] * 3:
+            return proc
+        if time.monotonic() > deadline:
             proc.kill()
-    assert proc.returncode == 130, out + err
-    assert "Traceback" not in err
+            raise AssertionError("the job did not start")
+        time.sleep(0.1)
+
+
+def _assert_cells_aborted(sim_port: int, tmp_path: Path) -> None:
+    """Every run and the job aborted in the store, and the instrument shows the three cells aborted, output off."""
     with sqlite3.connect(tmp_path / "line.db") as conn:
         runs = [s for (s,) in conn.execute("SELECT state FROM run")]
         job = conn.execute("SELECT state FROM job").fetchone()[0]
@@ -217,6 +216,39 @@ def test_ctrl_c_on_run_launch_aborts_the_cells(sim_port: int, tmp_path: Path) ->
         assert [float(x) for x in inst.query("MEAS:CELL:CURR? (@1001:1003)").split(",")] == [0.0, 0.0, 0.0]
     finally:
         inst.close()
+
+
+def test_ctrl_c_on_run_launch_aborts_the_cells(sim_port: int, tmp_path: Path) -> None:
+    proc = _launch_in_background(sim_port, tmp_path)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    _assert_cells_aborted(sim_port, tmp_path)
+
+
+def test_run_abort_from_another_process_stops_a_running_job(
+    sim_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proc = _launch_in_background(sim_port, tmp_path)
+    try:
+        code = main(["run", "abort", "1", "--site", str(tmp_path / "site.toml")])
+        out, err = capsys.readouterr()
+        assert code == 0, out + err
+        assert "aborted 3 channel(s) of job 1 on cab1" in out
+        launcher_out, launcher_err = proc.communicate(timeout=30)  # the launcher sees `aborting` and finishes
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, launcher_out + launcher_err
+    _assert_cells_aborted(sim_port, tmp_path)
+    # The job is over: a second abort switches nothing and says so.
+    assert main(["run", "abort", "1", "--site", str(tmp_path / "site.toml")]) == 0
+    assert "has no unfinished run" in capsys.readouterr().out
 
 
 def test_a_killed_launcher_is_resumed_by_a_new_process(sim_port: int, tmp_path: Path) -> None:

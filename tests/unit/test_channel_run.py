@@ -97,3 +97,14 @@ def test_watchdog_end_is_reported_as_such(run: ChannelRun) -> None:
     run.transition(RunState.RUNNING)
     result = run.note_end(_end(time_s=10.0, step=1, step_time_s=10.0, end=EndCode.WATCHDOG))
     assert result is not None and result.end_reason == "watchdog"
+
+
+def test_an_age_step_without_any_record_reports_an_error_instead_of_crashing() -> None:
+    recipe = load_builtin("ncm21700-formation")
+    r = ChannelRun(1, "C", "L", 1, 5.0, recipe)
+    r.transition(RunState.RUNNING)
+    age = next(i for i, s in enumerate(recipe.steps) if s.kind == "age")
+    r.begin_step(age, compile_step(recipe.steps[age], recipe, 5.0))
+    result = r.note_end(_end(time_s=10.0, step=1, step_time_s=recipe.steps[age].duration_s, end=EndCode.TIME))
+    assert result is not None and result.details.measurement is None
+    assert result.details.error is not None and "no record" in result.details.error

@@ -192,3 +192,12 @@ def test_fixed_float_formats_match_python_formatting() -> None:
         got = _float_column(pd.Series(x), decimals)
         mismatches = [(a, b) for a, b in zip(got, expected, strict=True) if a != b]
         assert not mismatches, mismatches[:5]
+
+
+def test_summary_table_prints_lot_names_literally() -> None:
+    frame = cells()
+    frame["lot"] = np.where(frame["lot"] == "LOT-1", "[bold]LOT-1", "LOT[/x]2")
+    console = Console(record=True, width=160)
+    console.print(summary_table(summarize(grade_cells(frame, RULES))))  # "[/x]" as markup would raise
+    rendered = console.export_text()
+    assert "[bold]LOT-1" in rendered and "LOT[/x]2" in rendered

@@ -30,6 +30,8 @@ class LogDrain:
         self.read_rec = 0
         self.records_total = 0
         self.writer: SampleWriter | None = None
+        #: Whether the last read went to the end of the instrument's log (False while the database is behind).
+        self.read_to_end = False
         self._backlog_alarmed = False
 
     def open(self, read_rec: int) -> None:
@@ -57,8 +59,10 @@ class LogDrain:
                 await self.ledger.alarm(
                     "warning", "store_backlog", f"sample writes are behind ({self.writer.pending} blocks)"
                 )
+            self.read_to_end = False
             return empty_log_block(), last_read
         self._backlog_alarmed = False
+        self.read_to_end = False  # until the loop below has read a short (final) block
         cursor = self.writer.committed_rec + 1
         blocks = []
         while True:
@@ -70,6 +74,7 @@ class LogDrain:
                     blocks.append(fresh)
                     last_read = int(fresh[-1, LOG_COL["rec"]])
             if len(block) < LOG_BLOCK_ROWS:
+                self.read_to_end = True
                 break
         records = np.concatenate(blocks) if blocks else empty_log_block()
         self.records_total += len(records)

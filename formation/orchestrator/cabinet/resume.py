@@ -20,7 +20,7 @@ from formation.orchestrator.compile import compile_step
 from formation.orchestrator.records import EndRecord
 from formation.orchestrator.run import ChannelRun
 from formation.recipes import Recipe, parse_recipe
-from formation.states import RESUMABLE_JOB_STATES, JobState, RunState, StartState
+from formation.states import RESUMABLE_JOB_STATES, RunState, StartState
 from formation.store import Store
 
 
@@ -43,7 +43,7 @@ def restore_job(store: Store, job_id: int) -> RestoredJob:
     job = store.get_job(job_id)
     if job is None:
         raise InputError("job", f"no job {job_id}")
-    if JobState(job.state) not in RESUMABLE_JOB_STATES:
+    if job.state not in {s.value for s in RESUMABLE_JOB_STATES}:
         raise InputError("job", f"job {job_id} is {job.state}: nothing to resume")
     row = store.recipe(job.recipe_sha256)
     if row is None:  # pragma: no cover - the foreign key makes this impossible
@@ -79,8 +79,13 @@ def restore_job(store: Store, job_id: int) -> RestoredJob:
         run.seq_id = journal.get("seq_id")
         step_samples = _step_samples(store, run)
         if step_samples.empty:
-            # Whatever the journal says, the old host may have sent the start after writing it: ask first.
-            run.start_transition(StartState.UNSURE)
+            if _journalled_started(journal):
+                # The start's reply came back before the journal was written; its records are still on the
+                # instrument (unacknowledged) and the first drain brings them. An idle cell faults as lost.
+                run.start = StartState.STARTED
+            else:
+                # The old host may have sent the start after writing the journal: ask the instrument first.
+                run.start_transition(StartState.UNSURE)
         else:
             _restore_step_start(run, step_samples)
             last_s = float(step_samples["ts_s"].iloc[-1])
@@ -88,6 +93,13 @@ def restore_job(store: Store, job_id: int) -> RestoredJob:
         runs.append(run)
     journal_rec = max((r.last_rec for r in store.job_runs(job_id)), default=0)
     return RestoredJob(job_id, job.cabinet, recipe, runs, store.max_sample_rec(job_id), journal_rec, latest_s)
+
+
+def _journalled_started(journal: dict[str, object]) -> bool:
+    """Whether the journal records the current step as confirmed started (old journals: ``awaiting_start``)."""
+    if "start" in journal:
+        return journal["start"] == StartState.STARTED.value
+    return journal.get("awaiting_start") is False
 
 
 def _step_samples(store: Store, run: ChannelRun) -> pd.DataFrame:
@@ -98,6 +110,8 @@ def _step_samples(store: Store, run: ChannelRun) -> pd.DataFrame:
 def _restore_step_start(run: ChannelRun, step: pd.DataFrame) -> None:
     """Records of the current step exist: it was started; restore its start and its records (age OCV)."""
     run.start = StartState.STARTED  # restored, not a transition: the stored records prove the start
+    if run.state is RunState.PENDING:
+        run.transition(RunState.RUNNING)  # the old host died before journalling its first start
     first = step.iloc[0]
     run.account.started_s = float(first["ts_s"])
     run.account.start_voltage_v = float(first["voltage_v"])

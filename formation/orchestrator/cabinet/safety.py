@@ -22,7 +22,7 @@ from formation.orchestrator.compile import LIMIT_MARGIN_V
 from formation.orchestrator.run import ChannelRun
 from formation.orchestrator.timebase import wall_s
 from formation.recipes import Recipe
-from formation.states import START_IN_DOUBT, JobState, RunState, StartState
+from formation.states import JobState, RunState, StartState
 from formation.store import Store
 
 #: Polls in a row answered with SCPI errors or garbage before the host switches the job's channels off.
@@ -61,7 +61,9 @@ class SafetyGuard:
         if not targets:
             return
         # A run still PENDING never reached the instrument (its channel may be another job's): no abort there.
-        on_instrument = [r.channel for r in targets if r.state is not RunState.PENDING or r.start in START_IN_DOUBT]
+        on_instrument = [
+            r.channel for r in targets if r.state is not RunState.PENDING or r.start is not StartState.AWAITING
+        ]
         for run in targets:
             run.transition(RunState.ABORTED if run.state is RunState.PENDING else RunState.ABORTING)
         await self.abort_or_retry(on_instrument, "abort")

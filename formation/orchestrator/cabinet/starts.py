@@ -58,16 +58,19 @@ class StepStarter:
     def __init__(self, cycler: StartPort) -> None:
         self.cycler = cycler
 
-    def start_record(self, run: ChannelRun) -> None:
-        """The drain brought the current step's start record: a start in doubt is confirmed."""
+    def start_record(self, run: ChannelRun, seq_id: int) -> None:
+        """The drain brought the current step's start record (of sequence ``seq_id``): a start in doubt is
+        confirmed."""
         if run.start in START_IN_DOUBT:
-            _started(run, run.seq_id)
+            _started(run, seq_id or run.seq_id)
         elif run.start is StartState.AWAITING:
             log.warning("run %s: a start record for a step the host has not started (ignored)", run.run_id)
 
-    async def start_pending(self, runs: Sequence[ChannelRun]) -> list[ChannelRun]:
+    async def start_pending(self, runs: Sequence[ChannelRun], *, drained: bool = True) -> list[ChannelRun]:
         """Start what is due; returns the runs whose start state changed (to journal).
 
+        ``drained``: the data log was read to its end since the last call. Without such a drain (the database is
+        behind) a run waiting for its start record keeps waiting: the record may be on the instrument, unread.
         An instrument error on the start leaves its runs UNSURE and propagates: they are resolved next poll.
         """
         groups: dict[StepProgram, list[ChannelRun]] = {}
@@ -80,7 +83,7 @@ class StepStarter:
             touched.extend(group)
             # The driver caches downloaded programs (and may reuse an old sequence id), so always ask it.
             seq_id = await self.cycler.load_program(program)
-            await self._resolve_doubt(group, seq_id)
+            await self._resolve_doubt(group, seq_id, drained)
             send = [r for r in group if r.start is StartState.AWAITING]
             if not send:
                 continue
@@ -97,9 +100,9 @@ class StepStarter:
                 _started(run, seq_id)
         return touched
 
-    async def _resolve_doubt(self, group: list[ChannelRun], seq_id: int) -> None:
+    async def _resolve_doubt(self, group: list[ChannelRun], seq_id: int, drained: bool) -> None:
         """Ask the instrument about every run of ``group`` whose start is in doubt, and move each on."""
-        doubt = [r for r in group if r.start in START_IN_DOUBT]
+        doubt = [r for r in group if r.start in START_IN_DOUBT and (drained or r.start is not StartState.WAIT_RECORD)]
         if not doubt:
             return
         channels = [r.channel for r in doubt]

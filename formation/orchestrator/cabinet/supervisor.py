@@ -224,20 +224,12 @@ class CabinetSupervisor:
         before = {r.run_id: (r.step_index, r.start) for r in self.runs}
         records, last_read = await self.drain.read()
         await self._ingest(records, last_read)
-        self._anchor_restored_steps(records, restored.latest_sample_s)
         unchanged = np.array([before[r.run_id] == (r.step_index, r.start) for r in self.runs])
         await self._settle_unprocessed_ends(np.where(unchanged, status, CellState.RUNNING))
         await asyncio.to_thread(self.store.set_job_state, job_id, JobState.RUNNING)
         await self.ledger.alarm("info", "reattached", f"job {job_id} re-attached on cabinet {self.name}")
         await self.ledger.journal([r for r in self.runs if not r.terminal])
         return job_id
-
-    def _anchor_restored_steps(self, records: np.ndarray, latest_stored_s: float) -> None:
-        """Host anchors of steps that started under the old host, as the live path computes them."""
-        latest_s = float(records[:, LOG_COL["time_s"]].max()) if len(records) else latest_stored_s
-        for run in self.runs:
-            if run.step_t0_host_s is None and run.account.started_s is not None and not run.terminal:
-                run.step_t0_host_s = host_anchor_s(self.clock.now(), latest_s, run.account.started_s)
 
     async def _settle_unprocessed_ends(self, status: np.ndarray) -> None:
         """Steps that ended while no host processed their end: the old host may have stored the end record and
@@ -295,7 +287,7 @@ class CabinetSupervisor:
     async def _start_pending(self) -> None:
         """Start the steps that are due; a failed start is resolved (never blindly repeated) next poll."""
         try:
-            touched = await self.starter.start_pending(self.runs)
+            touched = await self.starter.start_pending(self.runs, drained=self.drain.read_to_end)
         except InstrumentError as exc:
             await self.ledger.alarm("warning", "start_failed", f"starting next steps failed: {exc}")
             return
@@ -336,20 +328,26 @@ class CabinetSupervisor:
         return len(ends)
 
     def _apply_starts(self, records: np.ndarray, idx: np.ndarray) -> None:
-        """Start records (step time 0 on a sequence's first step): account, confirm, anchor, schedule."""
-        starts = np.nonzero((records[:, LOG_COL["step_time_s"]] == 0) & (records[:, LOG_COL["step"]] == 1))[0]
-        if not len(starts):
-            return
+        """Start records (step time 0 on a sequence's first step): account, confirm, anchor, schedule.
+
+        Steps that started under a previous host (re-attach) are anchored at the first records drained after it,
+        the same way: the newest drained record stands for the instrument's "now".
+        """
         latest_s = float(records[:, LOG_COL["time_s"]].max())
         now = self.clock.now()
+        starts = np.nonzero((records[:, LOG_COL["step_time_s"]] == 0) & (records[:, LOG_COL["step"]] == 1))[0]
         for pos in starts:
             run = self.runs[idx[pos]]
             event_s = float(records[pos, LOG_COL["time_s"]])
             run.note_start(event_s, float(records[pos, LOG_COL["voltage_v"]]))
-            self.starter.start_record(run)
+            self.starter.start_record(run, int(records[pos, LOG_COL["seq"]]))
             run.step_t0_host_s = host_anchor_s(now, latest_s, event_s)
             if run.step is not None and run.step.kind == "age":
                 self.checkpoints.schedule(run)
+        for i in np.unique(idx):
+            run = self.runs[i]
+            if run.step_t0_host_s is None and run.account.started_s is not None and not run.terminal:
+                run.step_t0_host_s = host_anchor_s(now, latest_s, run.account.started_s)
 
     async def _apply_end(self, run: ChannelRun, end: EndRecord) -> StepResultRecord | None:
         """Account an end record; when the recipe step is over, move the run on. Returns its step result."""

@@ -45,18 +45,28 @@ def _samples(run_id: int, step_index: int, t0: float, n: int) -> np.ndarray:
     )  # fmt: skip
 
 
-def test_restore_marks_every_start_not_proven_by_stored_records_unsure(store: Store) -> None:
+def test_restore_marks_every_start_neither_journalled_nor_recorded_unsure(store: Store) -> None:
     journals = [
         {"step_index": 2, "start": "awaiting"},
-        {"step_index": 2, "start": "started"},  # the journal says started, but no record proves it
+        {"step_index": 2, "start": "sent"},  # the host died waiting for the reply
         {"step_index": 2, "awaiting_start": True},  # a journal written before start states existed
-        {"step_index": 2, "start": "sent"},
+        {"step_index": 2, "start": "started"},  # the reply came back: its records are still on the instrument
+        {"step_index": 2, "awaiting_start": False},
     ]
     job_id, run_ids = _job(store, journals)
     store.write_samples(_samples(run_ids[1], 1, 100.0, 3))  # records of the previous step only
     restored = resume.restore_job(store, job_id)
-    assert [r.start for r in restored.runs] == [StartState.UNSURE] * 4
-    assert [r.step_index for r in restored.runs] == [2] * 4
+    assert [r.start for r in restored.runs] == [StartState.UNSURE] * 3 + [StartState.STARTED] * 2
+    assert [r.step_index for r in restored.runs] == [2] * 5
+
+
+def test_a_pending_run_with_stored_records_is_running(store: Store) -> None:
+    """The old host died after the first start but before journalling it: the records prove the start."""
+    job_id, run_ids = _job(store, [{"step_index": 0}])
+    store.update_runs([{"id": run_ids[0], "state": "pending"}])
+    store.write_samples(_samples(run_ids[0], 0, 10.0, 2))
+    run = resume.restore_job(store, job_id).runs[0]
+    assert (run.state, run.start) == (RunState.RUNNING, StartState.STARTED)
 
 
 def test_restore_takes_the_start_from_the_stored_records(store: Store) -> None:

@@ -74,8 +74,8 @@ async def test_reply_lost_and_the_step_already_ended_waits_for_its_start_record(
     await starter.start_pending(runs)
     assert runs[0].start is StartState.WAIT_RECORD  # DONE could be this step's or the previous one's
     assert _starts_of(cab, runs) == [1]
-    starter.start_record(runs[0])  # the drain brings this step's start record
-    assert runs[0].start is StartState.STARTED
+    starter.start_record(runs[0], seq_id=cab.seq[1])  # the drain brings this step's start record
+    assert runs[0].start is StartState.STARTED and runs[0].seq_id == cab.seq[1]
     await starter.start_pending(runs)
     assert _starts_of(cab, runs) == [1]
 
@@ -129,10 +129,25 @@ async def test_host_killed_after_the_start_and_the_step_ended_meanwhile() -> Non
     new[0].transition(RunState.RUNNING)
     new[0].start_transition(StartState.UNSURE)
     starter = StepStarter(cab)
-    starter.start_record(new[0])  # the re-attach drain brings the start record first
+    starter.start_record(new[0], seq_id=cab.seq[1])  # the re-attach drain brings the start record first
     assert new[0].start is StartState.STARTED
     await starter.start_pending(new)
     assert _starts_of(cab, new) == [1]
+
+
+async def test_without_a_drain_a_run_waiting_for_its_start_record_keeps_waiting() -> None:
+    """The database is behind, so the log was not read: the start record may be on the instrument, unread."""
+    cab, runs = CabinetDouble(), _runs(1)
+    _previous_step_done(cab, runs)
+    runs[0].start_transition(StartState.UNSURE)
+    starter = StepStarter(cab)
+    await starter.start_pending(runs)
+    assert runs[0].start is StartState.WAIT_RECORD
+    for _ in range(3):
+        await starter.start_pending(runs, drained=False)
+        assert runs[0].start is StartState.WAIT_RECORD and _starts_of(cab, runs) == [0]
+    await starter.start_pending(runs, drained=True)
+    assert runs[0].start is StartState.STARTED and _starts_of(cab, runs) == [1]
 
 
 async def test_aborting_and_terminal_runs_are_never_started() -> None:
