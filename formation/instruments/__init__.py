@@ -1,9 +1,10 @@
-"""Instrument drivers: the SCPI session over pyvisa and the BT2200-dialect cycler driver.
+"""Instrument drivers: the SCPI session over pyvisa, the BT2200-dialect cycler and the DAQ970A-dialect chamber DAQ.
 
 SCPI text lives here (and in its simulator twin) only; callers use typed programs and numpy arrays.
 """
 
 from formation.instruments.bt2200 import Bt2200Cycler, Measurement, compress_ids
+from formation.instruments.daq970a import Daq970aChamber
 from formation.instruments.program import (
     LOG_COL,
     LOG_COLUMNS,
@@ -28,6 +29,7 @@ __all__ = [
     "LOG_COLUMNS",
     "Bt2200Cycler",
     "CellState",
+    "Daq970aChamber",
     "EndCode",
     "InstrumentStep",
     "Measurement",
