@@ -92,6 +92,7 @@ class PidController:
         A non-finite set point or measurement changes nothing and returns the last output: the caller decides
         what a missing measurement means (``ChamberController`` goes fail-safe).
         """
+        setpoint_c, measured_c, dt_s = float(setpoint_c), float(measured_c), float(dt_s)
         if not (math.isfinite(setpoint_c) and math.isfinite(measured_c)):
             return self._output
         kc, ti_s, td_s = self._tuning.kc, self._tuning.ti_s, self._tuning.td_s

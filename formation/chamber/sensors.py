@@ -44,6 +44,14 @@ class SensorVote:
     fail_safe: bool
 
 
+def _as_float(reading: object) -> float:
+    """A reading as a plain float (numpy scalars included); None or anything unreadable is NaN (open)."""
+    try:
+        return float(reading)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
 class SensorVoter:
     """Votes the readings of a fixed set of thermocouples (in configuration order) into one temperature."""
 
@@ -68,7 +76,7 @@ class SensorVoter:
         self.disagree_limit_c = positive("disagree_limit_c", disagree_limit_c)
 
     def vote(self, readings_c: Readings) -> SensorVote:
-        """Vote ``readings_c`` (sensor -> °C, NaN when open); a configured sensor missing from it counts as open.
+        """Vote ``readings_c`` (sensor -> °C, NaN or None when open); a configured sensor missing counts as open.
 
         Readings of sensors not configured are ignored.
         """
@@ -76,7 +84,7 @@ class SensorVoter:
         failed: list[SensorFault] = []
         candidates: list[tuple[SensorId, float]] = []
         for sensor in self.sensors:
-            value = readings_c.get(sensor, math.nan)
+            value = _as_float(readings_c.get(sensor))
             if math.isnan(value):
                 failed.append(SensorFault(sensor, "open", math.nan))
             elif not low <= value <= high:

@@ -102,7 +102,8 @@ class ValveArray:
     def update(self, demand: float, now_s: float) -> ValveCommand:
         """Command the valves for ``demand`` in [-1, +1] (clamped; NaN is 0) at clock time ``now_s``."""
         self._advance(now_s)
-        d = min(1.0, max(-1.0, demand)) if math.isfinite(demand) else 0.0
+        d = float(demand)
+        d = min(1.0, max(-1.0, d)) if math.isfinite(d) else 0.0
         side = (d > 0.0) - (d < 0.0)
         if side != self._side:
             self._side, self._owed_s, self._carry_s, self._cycle_t0 = side, 0.0, 0.0, None
@@ -130,6 +131,7 @@ class ValveArray:
 
     # -- internals -----------------------------------------------------------------------------------------------
     def _advance(self, now_s: float) -> None:
+        now_s = float(now_s)
         dt_s = 0.0
         if self._last_now_s is not None and math.isfinite(now_s):
             dt_s = max(0.0, now_s - self._last_now_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from formation.chamber import ChamberConfig, ChamberController, SensorFault, SensorId, SensorVoter, simc_tuning
@@ -127,3 +128,13 @@ def test_one_sensor_left_keeps_control_with_an_alarm_per_failed_sensor() -> None
     assert not step.fail_safe and step.temperature_c == 44.0
     assert sorted(a.split(":")[0] for a in step.alarms) == ["sensor_open", "sensor_out_of_range"]
     assert [f.sensor for f in step.failed_sensors] == [202, 203]
+
+
+def test_numpy_readings_from_the_driver_and_none_as_open() -> None:
+    values = np.array([45.0, np.nan, 45.2])  # what Daq970aChamber.read_temperatures_c returns
+    vote = voter().vote(dict(zip(SENSORS, values, strict=True)))
+    assert type(vote.temperature_c) is float and vote.temperature_c == pytest.approx(45.1)
+    assert reasons(vote.failed) == {202: "open"}
+    assert reasons(voter().vote({201: None, 202: 45.0, 203: 45.0}).failed) == {201: "open"}  # type: ignore[dict-item]
+    step = controller().update(dict(zip(SENSORS, values, strict=True)), None, np.float64(0.0))
+    assert type(step.demand) is float and step.demand == pytest.approx(-0.025)
