@@ -37,11 +37,16 @@ BACKSTOP_MIN_S = 3600.0
 
 @dataclass(frozen=True, slots=True)
 class CompiledStep:
-    """A program plus what each of its end codes means in the recipe's words."""
+    """A program plus what each of its end codes means in the recipe's words.
+
+    A *host step* (``host_step``) has no instrument program: the supervisor runs it (a ``chamber`` step sets the
+    chamber and waits for it) while the cell rests with its output off, as between any two steps.
+    """
 
     program: StepProgram
     end_reasons: dict[int, str]
     has_duration: bool
+    host_step: bool = False
 
     def end_reason(self, code: int) -> str:
         """The recipe-level name of an instrument end code (``voltage``, ``current``, ``limit:max_voltage``…)."""
@@ -104,6 +109,8 @@ def compile_step(step: Step, recipe: Recipe, nominal_capacity_ah: float) -> Comp
             safety = _safety_tests(recipe)
             inst = _instrument_step(StepMode.REST, step.duration_s, 0.0, 0.0, safety, step.record)
             return CompiledStep(StepProgram((inst,)), _numbered(safety), True)
+        case _ if step.kind == "chamber":
+            return CompiledStep(StepProgram(()), {}, False, host_step=True)
         case _:  # pragma: no cover - the recipe parser refuses other kinds
             raise NotImplementedError(f"step kind {step.kind!r} cannot be compiled yet")
 

@@ -33,7 +33,8 @@ def assign_cells(channels: Sequence[int], cells: Sequence[CellEntry], recipe: Re
     for _, cell in pairs:
         for i, step in enumerate(recipe.steps):
             program = compile_step(step, recipe, cell.nominal_capacity_ah).program
-            current_a = max(inst.current_a for inst in program.steps)  # a dcir pulse is not its first step
+            # A dcir pulse is not its first step; a host step (chamber) has no program at all.
+            current_a = max((inst.current_a for inst in program.steps), default=0.0)
             if current_a > max_a + 1e-9:
                 raise InputError(
                     f"steps[{i}].current",

@@ -194,6 +194,38 @@ class ChannelRun:
             details=details,
         )
 
+    def start_host_step(self, now_s: float) -> None:
+        """A host step (no instrument program) starts at once: nothing goes to the instrument, so nothing can
+        reach it twice; the cell rests with its output off meanwhile."""
+        self.start_transition(StartState.SENT)
+        self.start_transition(StartState.STARTED)
+        if self.state is RunState.PENDING:
+            self.transition(RunState.RUNNING)
+        self.account.started_s = now_s
+        self.step_t0_host_s = now_s
+
+    def finish_host_step(self, now_s: float, reason: str) -> StepResultRecord:
+        """The step result of a finished host step (host clock times, no charge moved)."""
+        started_s = self.account.started_s if self.account.started_s is not None else now_s
+        self.end_reason = reason
+        self.steps_done += 1
+        step = self.step
+        return StepResultRecord(
+            run_id=self.run_id,
+            step_index=self.step_index,
+            step_id=step.id,
+            kind=step.kind,
+            started_s=started_s,
+            ended_s=now_s,
+            duration_s=now_s - started_s,
+            ah=0.0,
+            wh=0.0,
+            start_voltage_v=self.last_voltage_v,
+            end_voltage_v=self.last_voltage_v,
+            end_reason=reason,
+            details=StepDetails(end_code=EndCode.NONE, seq_id=None, soc_start=self.soc, soc_end=self.soc),
+        )
+
     def _step_measurement(self, step: Any, reason: str, started_s: float | None) -> Measurement | None:
         """DCIR or OCV/K-value of a finished dcir or age step (only when it ran to its end)."""
         if step.kind not in ("dcir", "age") or reason != "duration":
@@ -232,6 +264,7 @@ class ChannelRun:
             ocv_source=tuple(sources),
             k_mv_per_day=k_value,
             temperature_c=float(rows[-1, LOG_COL["temp_c"]]) if len(rows) else float("nan"),
+            k_paused_s=self.k_paused_s,
         )
 
     def _account_soc(self, step: Any, reason: str, ah: float) -> None:

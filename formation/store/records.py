@@ -53,16 +53,21 @@ class AgeMeasurement:
     ocv_source: tuple[str, ...]
     k_mv_per_day: float
     temperature_c: float
+    #: Seconds of the step the K clock did not count (its chamber was out of band).
+    k_paused_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON keys of an age step's details."""
-        return {
+        """The JSON keys of an age step's details (``k_paused_s`` only when the clock paused)."""
+        out: dict[str, Any] = {
             "ocv_at_s": [round(t, 3) for t in self.ocv_at_s],
             "ocv_v": [round(v, 6) for v in self.ocv_v],
             "ocv_source": list(self.ocv_source),
             "k_mv_per_day": self.k_mv_per_day,
             "temperature_c": self.temperature_c,
         }
+        if self.k_paused_s > 0:
+            out["k_paused_s"] = round(self.k_paused_s, 3)
+        return out
 
 
 Measurement = DcirMeasurement | AgeMeasurement
@@ -210,5 +215,6 @@ def _measurement(data: dict[str, Any]) -> Measurement | None:
             ocv_source=tuple(str(s) for s in sources) if isinstance(sources, list) else (),
             k_mv_per_day=_number(data.pop("k_mv_per_day", None)),
             temperature_c=_number(data.pop("temperature_c", None)),
+            k_paused_s=_float_or_none(data.pop("k_paused_s", None)) or 0.0,
         )
     return None

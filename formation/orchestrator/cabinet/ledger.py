@@ -12,8 +12,11 @@ from collections.abc import Callable, Sequence
 
 from formation.clock import Clock
 from formation.errors import StoreError
+from formation.instruments.program import channel_to_cell_id
+from formation.orchestrator.inputs import CellEntry, format_channel_list
 from formation.orchestrator.run import ChannelRun
-from formation.states import JobState
+from formation.recipes import Recipe
+from formation.states import JobState, RunState
 from formation.store import Store
 from formation.store.records import StepResultRecord
 
@@ -117,6 +120,42 @@ class JobLedger:
             )
         except StoreError as exc:
             log.error("alarm not stored: %s", exc)
+
+    def record_launch(
+        self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None
+    ) -> tuple[int, list[int]]:
+        """Store the lot, cells, recipe, job and its pending runs (one call, on a worker thread at launch)."""
+        now = self.clock.now()
+        self.store.upsert_lot_and_cells((c.cell_id, c.lot, c.nominal_capacity_ah) for _, c in assignments)
+        self.store.save_recipe(
+            recipe.sha256,
+            recipe.name,
+            recipe.version,
+            recipe.chemistry,
+            recipe.nominal_capacity_ah,
+            recipe.canonical_json(),
+            recipe.source_text,
+        )
+        channels = format_channel_list([ch for ch, _ in assignments])
+        job_id = self.store.create_job(recipe.sha256, self.cabinet, channels, self.clock.scale, now, note=note)
+        run_ids = self.store.create_runs(
+            job_id,
+            [
+                {
+                    "cell_id": cell.cell_id,
+                    "cabinet": self.cabinet,
+                    "channel": ch,
+                    "instrument_cell": channel_to_cell_id(ch),
+                    "state": RunState.PENDING.value,
+                    "step_index": 0,
+                    "journal": "{}",
+                    "last_rec": 0,
+                    "started_s": now,
+                }
+                for ch, cell in assignments
+            ],
+        )
+        return job_id, run_ids
 
     async def finish_job(self, state: JobState) -> None:
         """Write the job's final state and end time."""

@@ -77,6 +77,9 @@ def restore_job(store: Store, job_id: int) -> RestoredJob:
             continue
         run.begin_step(index, compile_step(recipe.steps[index], recipe, run.nominal_capacity_ah))
         run.seq_id = journal.get("seq_id")
+        if run.compiled is not None and run.compiled.host_step:
+            runs.append(run)  # a chamber step starts over host-side: setting a set point twice is harmless
+            continue
         step_samples = _step_samples(store, run)
         if step_samples.empty:
             if _journalled_started(journal):
@@ -160,6 +163,7 @@ def ended_unprocessed(runs: list[ChannelRun], status: np.ndarray) -> list[Channe
         for run, code in zip(runs, status.tolist(), strict=True)
         if not run.terminal
         and run.start is StartState.STARTED
+        and not (run.compiled is not None and run.compiled.host_step)
         and run.account.started_s is not None
         and code in (CellState.DONE, CellState.FAIL, CellState.ABORTED)
     ]

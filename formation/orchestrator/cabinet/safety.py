@@ -183,7 +183,7 @@ class SafetyGuard:
             if run.state in (RunState.RUNNING, RunState.PAUSED)
             and (
                 code == CellState.UNDEFINED  # cells are defined at launch: undefined means the instrument forgot
-                or (code == CellState.IDLE and run.start is StartState.STARTED)
+                or (code == CellState.IDLE and run.start is StartState.STARTED and not _host_step(run))
             )
         ]
         if any(code == CellState.UNDEFINED for code in codes):
@@ -215,6 +215,11 @@ class SafetyGuard:
         self.abort_requested = True
         await self.ledger.alarm("warning", "abort_requested", f"job {job_id}: abort requested from outside")
         return True
+
+
+def _host_step(run: ChannelRun) -> bool:
+    """A step the host runs (a chamber step): the cell rests, output off, and idle is its right state."""
+    return run.compiled is not None and run.compiled.host_step
 
 
 def runs_on(runs: Sequence[ChannelRun], channels: Sequence[int] | None) -> list[ChannelRun]:

@@ -21,7 +21,7 @@ this step already or only the one before, and the next drain of the data log tel
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -66,18 +66,32 @@ class StepStarter:
         elif run.start is StartState.AWAITING:
             log.warning("run %s: a start record for a step the host has not started (ignored)", run.run_id)
 
-    async def start_pending(self, runs: Sequence[ChannelRun], *, drained: bool = True) -> list[ChannelRun]:
+    async def start_pending(
+        self,
+        runs: Sequence[ChannelRun],
+        *,
+        drained: bool = True,
+        may_start: Callable[[ChannelRun], bool] | None = None,
+    ) -> list[ChannelRun]:
         """Start what is due; returns the runs whose start state changed (to journal).
 
-        ``drained``: the data log was read to its end since the last call. Without such a drain (the database is
+        ``may_start`` holds back runs whose step is not ready (its chamber temperature not yet stable); host steps
+        (no instrument program) are never started here. ``drained``: the data log was read to its end since the
+        last call. Without such a drain (the database is
         behind) a run waiting for its start record keeps waiting: the record may be on the instrument, unread.
         An instrument error on the start leaves its runs UNSURE and propagates: they are resolved next poll.
         """
         groups: dict[StepProgram, list[ChannelRun]] = {}
         for run in runs:
-            if run.start is not StartState.STARTED and not run.terminal and run.state is not RunState.ABORTING:
-                assert run.compiled is not None
-                groups.setdefault(run.compiled.program, []).append(run)
+            if run.start is StartState.STARTED or run.terminal or run.state is RunState.ABORTING:
+                continue
+            assert run.compiled is not None
+            if run.compiled.host_step:
+                continue
+            # A start in doubt is resolved whatever the chamber does: only fresh starts wait for it.
+            if run.start is StartState.AWAITING and may_start is not None and not may_start(run):
+                continue
+            groups.setdefault(run.compiled.program, []).append(run)
         touched: list[ChannelRun] = []
         for program, group in groups.items():
             touched.extend(group)

@@ -24,7 +24,7 @@ import numpy as np
 from formation.clock import Clock
 from formation.errors import InputError, InstrumentError, TransportError
 from formation.instruments.bt2200 import Bt2200Cycler
-from formation.instruments.program import LOG_COL, CellState, EndCode, channel_to_cell_id
+from formation.instruments.program import LOG_COL, CellState, EndCode
 from formation.orchestrator.cabinet import resume
 from formation.orchestrator.cabinet.checkpoints import CheckpointBook
 from formation.orchestrator.cabinet.drain import LogDrain
@@ -32,8 +32,9 @@ from formation.orchestrator.cabinet.index import RunIndex
 from formation.orchestrator.cabinet.ledger import JobLedger
 from formation.orchestrator.cabinet.safety import SafetyGuard, runs_on
 from formation.orchestrator.cabinet.starts import StepStarter
+from formation.orchestrator.cabinet.temperature import ChamberGate, ChamberPort
 from formation.orchestrator.compile import compile_step
-from formation.orchestrator.inputs import CellEntry, format_channel_list
+from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.records import EndRecord
 from formation.orchestrator.run import ChannelRun
 from formation.orchestrator.timebase import host_anchor_s
@@ -75,6 +76,7 @@ class CabinetSupervisor:
         watchdog_s: float = 30.0,
         n_channels: int = 256,
         timers: LineTimers | None = None,
+        chamber: ChamberPort | None = None,
     ) -> None:
         self.name = name
         self.cycler = cycler
@@ -90,6 +92,7 @@ class CabinetSupervisor:
         self.starter = StepStarter(cycler)
         self.safety = SafetyGuard(name, cycler, self.ledger, watchdog_s=watchdog_s)
         self.checkpoints = CheckpointBook(name, cycler, clock, timers)
+        self.gate = ChamberGate(chamber, clock)
         self._stop = asyncio.Event()
 
     # -- what displays and callers read ------------------------------------------------------------------
@@ -137,7 +140,7 @@ class CabinetSupervisor:
         """Record the job and its runs, define the cells and start every channel on the recipe's first step."""
         channels = [ch for ch, _ in assignments]
         self.recipe = recipe
-        job_id, run_ids = await asyncio.to_thread(self._record_launch, recipe, assignments, note)
+        job_id, run_ids = await asyncio.to_thread(self.ledger.record_launch, recipe, assignments, note)
         self.job_id = self.ledger.job_id = job_id
         self.index.set_runs(
             [
@@ -154,43 +157,8 @@ class CabinetSupervisor:
         for run in self.runs:
             self._begin_step(run, 0)
         # A failed first start propagates: the launcher switches off whatever may have started and gives up.
-        await self.ledger.journal(await self.starter.start_pending(self.runs))
+        await self.ledger.journal(await self.starter.start_pending(self.runs, may_start=self.gate.may_start))
         return job_id
-
-    def _record_launch(
-        self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None
-    ) -> tuple[int, list[int]]:
-        now = self.clock.now()
-        self.store.upsert_lot_and_cells((c.cell_id, c.lot, c.nominal_capacity_ah) for _, c in assignments)
-        self.store.save_recipe(
-            recipe.sha256,
-            recipe.name,
-            recipe.version,
-            recipe.chemistry,
-            recipe.nominal_capacity_ah,
-            recipe.canonical_json(),
-            recipe.source_text,
-        )
-        channels = format_channel_list([ch for ch, _ in assignments])
-        job_id = self.store.create_job(recipe.sha256, self.name, channels, self.clock.scale, now, note=note)
-        run_ids = self.store.create_runs(
-            job_id,
-            [
-                {
-                    "cell_id": cell.cell_id,
-                    "cabinet": self.name,
-                    "channel": ch,
-                    "instrument_cell": channel_to_cell_id(ch),
-                    "state": RunState.PENDING.value,
-                    "step_index": 0,
-                    "journal": "{}",
-                    "last_rec": 0,
-                    "started_s": now,
-                }
-                for ch, cell in assignments
-            ],
-        )
-        return job_id, run_ids
 
     async def reattach(self, job_id: int) -> int:
         """Take over a job a previous host process left running: its cells kept running on the instrument.
@@ -281,13 +249,37 @@ class CabinetSupervisor:
                 # The age step's K falls back to the logged OCV for a checkpoint that could not be read.
                 await self.ledger.alarm("warning", "checkpoint_failed", f"OCV checkpoint not measured: {exc}")
         await self.safety.settle_aborting(active, status)
+        self.gate.pause_k_clocks(self.runs)
+        await self._run_host_steps()
         await self._start_pending()
         return PollStats(len(records), step_ends, time.perf_counter() - t0)
+
+    async def _run_host_steps(self) -> None:
+        """Finish the chamber steps that are over; a chamber that never settled faults its runs."""
+        due = self.gate.host_steps_due([r for r in self.runs if r.state is not RunState.ABORTING])
+        if not due:
+            return
+        results = [self.gate.finish(run, reason) for run, reason in due]
+        for (run, reason), _ in zip(due, results, strict=True):
+            if reason == "timeout":
+                run.transition(RunState.FAULTED)
+                await self.ledger.alarm(
+                    "critical",
+                    "chamber_not_stable",
+                    f"{run.cell_id}: the chamber did not settle at {run.step.setpoint_c:g} °C in step {run.step.id}",
+                    run=run,
+                )
+            else:
+                await self._advance(run, EndCode.TIME)
+        await self.ledger.save_results(results)
+        await self.ledger.journal([run for run, _ in due])
 
     async def _start_pending(self) -> None:
         """Start the steps that are due; a failed start is resolved (never blindly repeated) next poll."""
         try:
-            touched = await self.starter.start_pending(self.runs, drained=self.drain.read_to_end)
+            touched = await self.starter.start_pending(
+                self.runs, drained=self.drain.read_to_end, may_start=self.gate.may_start
+            )
         except InstrumentError as exc:
             await self.ledger.alarm("warning", "start_failed", f"starting next steps failed: {exc}")
             return
