@@ -167,6 +167,7 @@ def test_examples_validate(cli: Cli) -> None:
     assert proc.stdout.count("ok") == len(recipes)
 
 
+@pytest.mark.e2e
 def test_demo_runs_the_full_route_and_writes_under_out(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     proc = formation("demo", "--cells", "16", "--out", str(out), "--scale", "4000", "--defects", "0.25", cwd=tmp_path)
