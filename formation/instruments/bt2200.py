@@ -18,12 +18,10 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 import numpy as np
 
-from formation.errors import InstrumentProtocolError
+from formation.instruments.base import ScpiInstrument
 from formation.instruments.program import (
     LOG_COL,
     LOG_COLUMNS,
@@ -79,33 +77,17 @@ def _num(value: float) -> str:
     return f"{float(value):.10g}"
 
 
-class Bt2200Cycler:
+class Bt2200Cycler(ScpiInstrument):
     """Async driver of one BT2200-dialect cabinet over an :class:`ScpiSession`."""
 
     def __init__(self, session: ScpiSession, *, seq_ids: Sequence[int] = SEQ_IDS) -> None:
-        self.session = session
+        super().__init__(session)
         self._seq_ids = list(seq_ids)
         self._next_seq = 0
         self._programs: dict[StepProgram, int] = {}
         self._reserved: set[int] = set()
 
-    async def __aenter__(self) -> Self:
-        await self.session.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.session.close()
-
     # -- common commands -------------------------------------------------------------------------
-
-    async def identify(self) -> str:
-        """``*IDN?`` -> ``maker,model,serial,version``."""
-        reply = await self.session.query("*IDN?")
-        if reply.count(",") < 3:
-            raise self._garbage(f"identity reply {reply!r}", "*IDN?")
-        return reply
 
     async def reset(self) -> None:
         """``*RST``: abort all cells, clear sequences, cells, log and watchdog; forget cached programs."""
@@ -318,18 +300,3 @@ class Bt2200Cycler:
         if min(channels, default=1) < 1:
             raise ValueError(f"logical channels are 1-based, got {min(channels)}")
         return compress_ids(channel_to_cell_id(ch) for ch in channels)
-
-    def _floats(self, reply: str, count: int, cmd: str) -> np.ndarray:
-        """Parse ``count`` comma-separated finite numbers, or raise InstrumentProtocolError naming ``cmd``."""
-        try:
-            values = np.array(reply.split(","), dtype=np.float64)
-        except ValueError as exc:
-            raise self._garbage(f"reply is not numeric: {reply[:80]!r}", cmd) from exc
-        if values.size != count:
-            raise self._garbage(f"{values.size} values for {count} channels", cmd)
-        if not np.all(np.isfinite(values)):
-            raise self._garbage("non-finite value (NaN or inf)", cmd)
-        return values
-
-    def _garbage(self, message: str, cmd: str) -> InstrumentProtocolError:
-        return InstrumentProtocolError(message, resource=self.session.resource, command=cmd, cabinet=self.session.name)

@@ -16,12 +16,10 @@ Every reply is validated before it leaves the driver: garbage raises
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Self
 
 import numpy as np
 
-from formation.errors import InstrumentProtocolError
+from formation.instruments.base import ScpiInstrument
 from formation.instruments.bt2200 import compress_ids
 from formation.instruments.scpi import ScpiSession
 
@@ -37,32 +35,16 @@ TEMPERATURE_RANGE_C = (-270.0, 1820.0)
 SLOTS = range(1, 4)
 
 
-class Daq970aChamber:
+class Daq970aChamber(ScpiInstrument):
     """Async driver of one chamber DAQ (thermocouples and valve relays) over an :class:`ScpiSession`."""
 
     def __init__(self, session: ScpiSession, *, tc_type: str = "K") -> None:
         if tc_type not in TC_TYPES:
             raise ValueError(f"thermocouple type must be one of {', '.join(TC_TYPES)}, got {tc_type!r}")
-        self.session = session
+        super().__init__(session)
         self.tc_type = tc_type
 
-    async def __aenter__(self) -> Self:
-        await self.session.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.session.close()
-
     # -- common commands -------------------------------------------------------------------------
-
-    async def identify(self) -> str:
-        """``*IDN?`` -> ``maker,model,serial,version``."""
-        reply = await self.session.query("*IDN?")
-        if reply.count(",") < 3:
-            raise self._garbage(f"identity reply {reply!r}", "*IDN?")
-        return reply
 
     async def reset(self) -> None:
         """``*RST`` then ``*OPC?``: every relay open, so every valve closed."""
@@ -128,18 +110,3 @@ class Daq970aChamber:
             if int(ch) != ch or slot not in SLOTS or not 1 <= cc <= 99:
                 raise ValueError(f"DAQ channels are <slot 1-3><01-99>, got {ch!r}")
         return compress_ids(channels)
-
-    def _floats(self, reply: str, count: int, cmd: str) -> np.ndarray:
-        """Parse ``count`` comma-separated finite numbers, or raise InstrumentProtocolError naming ``cmd``."""
-        try:
-            values = np.array(reply.split(","), dtype=np.float64)
-        except ValueError as exc:
-            raise self._garbage(f"reply is not numeric: {reply[:80]!r}", cmd) from exc
-        if values.size != count:
-            raise self._garbage(f"{values.size} values for {count} channels", cmd)
-        if not np.all(np.isfinite(values)):
-            raise self._garbage("non-finite value (NaN or inf)", cmd)
-        return values
-
-    def _garbage(self, message: str, cmd: str) -> InstrumentProtocolError:
-        return InstrumentProtocolError(message, resource=self.session.resource, command=cmd, cabinet=self.session.name)
