@@ -1,14 +1,18 @@
-"""Site configuration: cabinets, database, MQTT, clock, simulated plant — a TOML file plus FORMATION_* env."""
+"""Site configuration: cabinets, chambers, database, MQTT, clock, simulated plant — a TOML file plus FORMATION_* env."""
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from formation.errors import ConfigError
+
+if TYPE_CHECKING:
+    from formation.chamber import ChamberConfig, PidTuning
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,81 @@ class CabinetConfig:
     timeout_s: float = 2.0
     watchdog_s: float = 30.0
     sim: SimSpec | None = None
+    #: The chamber the cabinet stands in (a ``[[chambers]]`` name), or None.
+    chamber: str | None = None
+
+
+@dataclass(frozen=True)
+class ChamberSimSpec:
+    """How ``formation sim serve`` / the demo simulate one chamber and its DAQ."""
+
+    port: int = 5030
+    seed: int = 0
+    ambient_c: float = 25.0
+
+
+@dataclass(frozen=True)
+class ChamberSite:
+    """One temperature chamber as the host reaches it: its DAQ, wiring, set-point range and control settings.
+
+    Channels are DAQ channels (``<slot><2-digit channel>``). Without ``kc`` / ``ti_s`` the PI gains come from
+    SIMC tuning of the plant model (``gain_c``, ``tau_s``, ``dead_time_s``). Times are clock seconds.
+    """
+
+    name: str
+    resource: str
+    sensors: tuple[int, ...] = (101, 102, 103, 104)
+    heating_valves: tuple[int, ...] = (301, 302, 303, 304)
+    cooling_valves: tuple[int, ...] = (305, 306, 307, 308)
+    setpoint_min_c: float = 10.0
+    setpoint_max_c: float = 60.0
+    gain_c: float = 40.0
+    tau_s: float = 1200.0
+    dead_time_s: float = 60.0
+    kc: float | None = None
+    ti_s: float | None = None
+    period_s: float = 5.0
+    cycle_s: float = 60.0
+    min_on_s: float = 5.0
+    min_off_s: float = 5.0
+    band_c: float = 0.5
+    hold_s: float = 600.0
+    alarm_delay_s: float = 300.0
+    sample_every_s: float = 60.0
+    timeout_s: float = 2.0
+    initial_setpoint_c: float = 25.0
+    sim: ChamberSimSpec | None = None
+
+    @property
+    def valves(self) -> tuple[int, ...]:
+        """Every valve channel, heating first."""
+        return self.heating_valves + self.cooling_valves
+
+    @property
+    def tuning(self) -> PidTuning:
+        """The PI gains: ``kc`` / ``ti_s`` where given, SIMC tuning of the plant model for the rest."""
+        from formation.chamber import PidTuning, simc_tuning
+
+        # SIMC for a sampled loop: half a control period adds to the dead time.
+        simc = simc_tuning(self.gain_c, self.tau_s, self.dead_time_s + 0.5 * self.period_s)
+        return PidTuning(kc=simc.kc if self.kc is None else self.kc, ti_s=simc.ti_s if self.ti_s is None else self.ti_s)
+
+    def control_config(self) -> ChamberConfig:
+        """The settings of the control core (:class:`formation.chamber.ChamberController`)."""
+        from formation.chamber import ChamberConfig
+
+        return ChamberConfig(
+            heating_channels=self.heating_valves,
+            cooling_channels=self.cooling_valves,
+            sensors=self.sensors,
+            tuning=self.tuning,
+            cycle_s=self.cycle_s,
+            min_on_s=self.min_on_s,
+            min_off_s=self.min_off_s,
+            band_c=self.band_c,
+            hold_s=self.hold_s,
+            alarm_delay_s=self.alarm_delay_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -61,6 +140,7 @@ class SiteConfig:
     cabinets: tuple[CabinetConfig, ...] = ()
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     source: str = "<defaults>"
+    chambers: tuple[ChamberSite, ...] = ()
 
     def cabinet(self, name: str) -> CabinetConfig:
         """The cabinet called ``name``; ConfigError listing the known ones otherwise."""
@@ -70,12 +150,20 @@ class SiteConfig:
         known = ", ".join(c.name for c in self.cabinets) or "none"
         raise ConfigError("cabinet", f"no cabinet named {name!r} (known: {known})", source=self.source)
 
+    def chamber(self, name: str) -> ChamberSite:
+        """The chamber called ``name``; ConfigError listing the known ones otherwise."""
+        for chamber in self.chambers:
+            if chamber.name == name:
+                return chamber
+        known = ", ".join(c.name for c in self.chambers) or "none"
+        raise ConfigError("chamber", f"no chamber named {name!r} (known: {known})", source=self.source)
 
-_TOP_KEYS = {"site", "line", "database", "clock", "cabinets", "mqtt"}
+
+_TOP_KEYS = {"site", "line", "database", "clock", "cabinets", "chambers", "mqtt"}
 #: How a yes/no setting may be written: the words, or TOML's booleans (``true`` / ``false``).
 _YES_NO: dict[str, bool] = {"yes": True, "no": False}
 _MQTT_ENABLED = ("auto", "yes", "no")
-_CAB_KEYS = {"name", "resource", "channels", "poll_interval_s", "timeout_s", "watchdog_s", "sim"}
+_CAB_KEYS = {"name", "resource", "channels", "poll_interval_s", "timeout_s", "watchdog_s", "sim", "chamber"}
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], path: str, source: str) -> None:
@@ -135,6 +223,106 @@ def _dataclass_from(cls: type, table: Any, path: str, source: str) -> Any:
     return replace(defaults, **values)
 
 
+#: Chamber settings that must be finite and > 0, and those that must be finite and >= 0.
+_CHAMBER_POSITIVE = frozenset(
+    {"gain_c", "tau_s", "dead_time_s", "kc", "ti_s", "period_s", "cycle_s", "band_c", "sample_every_s", "timeout_s"}
+)
+_CHAMBER_NON_NEGATIVE = frozenset({"min_on_s", "min_off_s", "hold_s", "alarm_delay_s"})
+_CHAMBER_TEMPERATURES = ("setpoint_min_c", "setpoint_max_c", "initial_setpoint_c")
+_CHAMBER_CHANNELS = ("sensors", "heating_valves", "cooling_valves")
+_CHAMBER_KEYS = set(ChamberSite.__dataclass_fields__)
+#: The control core's field names, as the site file spells them.
+_CORE_FIELDS = {"heating_channels": "heating_valves", "cooling_channels": "cooling_valves"}
+
+
+def _finite(value: Any, path: str, source: str, *, minimum: float | None = None, strict: bool = False) -> float:
+    """A finite number (TOML accepts inf and nan), optionally > or >= ``minimum``; ConfigError naming ``path``."""
+    _number(value, path, source, positive=False)
+    if not math.isfinite(value):
+        raise ConfigError(path, f"{value!r} is not a finite number", source=source)
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ConfigError(path, f"{value!r} must be {'>' if strict else '>='} {minimum:g}", source=source)
+    return float(value)
+
+
+def _daq_channels(value: Any, path: str, source: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(path, f"{value!r} is not a list of DAQ channels", source=source)
+    for channel in value:
+        slot, number = divmod(channel, 100) if isinstance(channel, int) and not isinstance(channel, bool) else (0, 0)
+        if not 1 <= slot <= 3 or not 1 <= number <= 99:
+            raise ConfigError(path, f"{channel!r} is not a DAQ channel (<slot 1-3><01-99>, e.g. 101)", source=source)
+    return tuple(value)
+
+
+def _parse_chamber(table: Any, where: str, source: str) -> ChamberSite:
+    _check_keys(_table(table, where, source), _CHAMBER_KEYS, where, source)
+    for req in ("name", "resource"):
+        if req not in table:
+            raise ConfigError(f"{where}.{req}", "missing", source=source)
+        if not isinstance(table[req], str) or not table[req]:
+            raise ConfigError(f"{where}.{req}", f"{table[req]!r} is not a non-empty string", source=source)
+    values: dict[str, Any] = {"name": table["name"], "resource": table["resource"]}
+    seen: dict[int, str] = {}
+    for key in _CHAMBER_CHANNELS:
+        if key not in table:
+            continue
+        channels = _daq_channels(table[key], f"{where}.{key}", source)
+        for channel in channels:
+            if channel in seen:
+                also = "" if seen[channel] == key else f" (also in {seen[channel]})"
+                raise ConfigError(f"{where}.{key}", f"channel {channel} is listed twice{also}", source=source)
+            seen[channel] = key
+        values[key] = channels
+    for key in (*sorted(_CHAMBER_POSITIVE | _CHAMBER_NON_NEGATIVE), *_CHAMBER_TEMPERATURES):
+        if key in table:
+            minimum = None if key in _CHAMBER_TEMPERATURES else 0.0
+            path = f"{where}.{key}"
+            values[key] = _finite(table[key], path, source, minimum=minimum, strict=key in _CHAMBER_POSITIVE)
+    if "sim" in table:
+        sim = _dataclass_from(ChamberSimSpec, table["sim"], f"{where}.sim", source)
+        if not 0 <= sim.port <= 65535:
+            raise ConfigError(f"{where}.sim.port", f"{sim.port} is not a TCP port", source=source)
+        ambient_c = _finite(sim.ambient_c, f"{where}.sim.ambient_c", source, minimum=-60.0)
+        if ambient_c > 80.0:  # the simulated chamber's range
+            raise ConfigError(f"{where}.sim.ambient_c", f"{ambient_c:g} °C is above 80 °C", source=source)
+        values["sim"] = replace(sim, ambient_c=ambient_c)
+    chamber = ChamberSite(**values)
+    # Channels kept from the defaults may collide with ones given (e.g. heating_valves = [305]).
+    # The lists given are the ones to blame, not the defaults they collide with.
+    for key in sorted(_CHAMBER_CHANNELS, key=lambda k: k not in table):
+        others = {c for k in _CHAMBER_CHANNELS if k != key for c in getattr(chamber, k)}
+        clash = sorted(set(getattr(chamber, key)) & others)
+        if clash:
+            raise ConfigError(f"{where}.{key}", f"channel {clash[0]} is listed twice (across lists)", source=source)
+    if not chamber.sensors:
+        raise ConfigError(f"{where}.sensors", "no thermocouple: at least one sensor is needed", source=source)
+    low, high = chamber.setpoint_min_c, chamber.setpoint_max_c
+    if low > high:
+        raise ConfigError(f"{where}.setpoint_min_c", f"the set-point range {low:g}–{high:g} °C is empty", source=source)
+    if not low <= chamber.initial_setpoint_c <= high:
+        reason = f"{chamber.initial_setpoint_c:g} °C is outside the set-point range {low:g}–{high:g} °C"
+        raise ConfigError(f"{where}.initial_setpoint_c", reason, source=source)
+    try:
+        chamber.control_config()  # the control core's own rules (a valve at all, cycle >= min on + min off)
+    except ConfigError as exc:
+        name = _CORE_FIELDS.get(exc.field, exc.field)
+        raise ConfigError(f"{where}.{name}", exc.reason, source=source) from None
+    return chamber
+
+
+def _parse_chambers(listed: Any, source: str) -> tuple[ChamberSite, ...]:
+    if not isinstance(listed, list):
+        raise ConfigError("chambers", f"{listed!r} is not an array of tables ([[chambers]])", source=source)
+    chambers: list[ChamberSite] = []
+    for i, table in enumerate(listed):
+        chamber = _parse_chamber(table, f"chambers[{i}]", source)
+        if any(c.name == chamber.name for c in chambers):
+            raise ConfigError(f"chambers[{i}].name", f"duplicate chamber name {chamber.name!r}", source=source)
+        chambers.append(chamber)
+    return tuple(chambers)
+
+
 def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Path | None = None) -> SiteConfig:
     """Build a SiteConfig from a parsed TOML table, refusing unknown keys and wrong types."""
     _check_keys(data, _TOP_KEYS, "", source)
@@ -152,6 +340,7 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
     clock = _table(data.get("clock", {}), "clock", source)
     _check_keys(clock, {"scale"}, "clock", source)
     scale = float(_number(clock.get("scale", 1.0), "clock.scale", source))
+    chambers = _parse_chambers(data.get("chambers", []), source)
     cabinets: list[CabinetConfig] = []
     names: set[str] = set()
     listed = data.get("cabinets", [])
@@ -170,6 +359,10 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
         if channels > 1024:
             raise ConfigError(f"{where}.channels", f"{channels} is above 1024", source=source)
         sim = _dataclass_from(SimSpec, cab["sim"], f"{where}.sim", source) if "sim" in cab else None
+        chamber = cab.get("chamber")
+        if chamber is not None and chamber not in {c.name for c in chambers}:
+            known = ", ".join(c.name for c in chambers) or "none"
+            raise ConfigError(f"{where}.chamber", f"no chamber named {chamber!r} (known: {known})", source=source)
         cabinets.append(
             CabinetConfig(
                 name=str(cab["name"]),
@@ -179,6 +372,7 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
                 timeout_s=float(_number(cab.get("timeout_s", 2.0), f"{where}.timeout_s", source)),
                 watchdog_s=float(_number(cab.get("watchdog_s", 30.0), f"{where}.watchdog_s", source, positive=False)),
                 sim=sim,
+                chamber=chamber,
             )
         )
     mqtt_table = dict(_table(data.get("mqtt", {}), "mqtt", source))
@@ -193,6 +387,7 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
         cabinets=tuple(cabinets),
         mqtt=mqtt,
         source=source,
+        chambers=chambers,
     )
     return apply_env(config)
 

@@ -121,3 +121,139 @@ def test_bad_env_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name:
         parse_site_config({})
     assert err.value.field == name
     assert repr(value) in str(err.value)
+
+
+# -- chambers ------------------------------------------------------------------------------------------------------
+
+
+def _chamber(**fields: object) -> dict[str, object]:
+    return {"name": "ch1", "resource": "TCPIP0::127.0.0.1::5030::SOCKET", **fields}
+
+
+def test_a_chamber_takes_the_defaults_and_a_cabinet_names_it() -> None:
+    cfg = parse_site_config(
+        {"chambers": [_chamber(sim={"seed": 3})], "cabinets": [{"name": "a", "resource": "r", "chamber": "ch1"}]}
+    )
+    chamber = cfg.chamber("ch1")
+    assert chamber.sensors == (101, 102, 103, 104)
+    assert chamber.heating_valves == (301, 302, 303, 304) and chamber.cooling_valves == (305, 306, 307, 308)
+    assert (chamber.setpoint_min_c, chamber.setpoint_max_c, chamber.initial_setpoint_c) == (10.0, 60.0, 25.0)
+    assert (chamber.period_s, chamber.band_c, chamber.hold_s, chamber.sample_every_s) == (5.0, 0.5, 600.0, 60.0)
+    assert chamber.sim is not None and (chamber.sim.port, chamber.sim.seed, chamber.sim.ambient_c) == (5030, 3, 25.0)
+    assert cfg.cabinet("a").chamber == "ch1"
+    assert parse_site_config({"cabinets": [{"name": "a", "resource": "r"}]}).cabinet("a").chamber is None
+
+
+def test_chamber_tuning_is_simc_of_the_plant_model_unless_given() -> None:
+    chamber = parse_site_config({"chambers": [_chamber()]}).chamber("ch1")
+    # SIMC on 40 °C, 1200 s, 60 s + half the 5 s period: kc = 1200 / (40 × 125), ti = 4 × 125.
+    assert chamber.tuning.kc == pytest.approx(0.24) and chamber.tuning.ti_s == pytest.approx(500.0)
+    given = parse_site_config({"chambers": [_chamber(kc=0.1)]}).chamber("ch1")
+    assert given.tuning.kc == 0.1 and given.tuning.ti_s == pytest.approx(500.0)
+    config = given.control_config()
+    assert config.sensors == (101, 102, 103, 104) and config.heating_channels == (301, 302, 303, 304)
+    assert config.band_c == 0.5 and config.hold_s == 600.0
+
+
+def test_chamber_settings_read_from_a_toml_file(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[[chambers]]\nname = "ch1"\nresource = "TCPIP0::127.0.0.1::5030::SOCKET"\nsensors = [101, 102]\n'
+        "heating_valves = [301, 302]\ncooling_valves = [303]\nsetpoint_min_c = 15\nsetpoint_max_c = 55\n"
+        '[chambers.sim]\nport = 5031\n\n[[cabinets]]\nname = "a"\nresource = "r"\nchamber = "ch1"\n'
+    )
+    cfg = load_site_config(site)
+    chamber = cfg.chamber("ch1")
+    assert chamber.sensors == (101, 102) and chamber.valves == (301, 302, 303)
+    assert (chamber.setpoint_min_c, chamber.setpoint_max_c) == (15.0, 55.0)
+    assert chamber.sim is not None and chamber.sim.port == 5031
+
+
+def test_unknown_chamber_lists_known() -> None:
+    cfg = parse_site_config({"chambers": [_chamber()]})
+    with pytest.raises(ConfigError, match=r"no chamber named 'x' \(known: ch1\)"):
+        cfg.chamber("x")
+
+
+@pytest.mark.parametrize(
+    ("chamber", "field", "shown"),
+    [
+        ({"sensors": []}, "sensors", "no thermocouple"),
+        ({"sensors": [101, 102, 101]}, "sensors", "channel 101 is listed twice"),
+        ({"heating_valves": [301, 305]}, "heating_valves", "channel 305 is listed twice (across lists)"),
+        ({"cooling_valves": [301]}, "cooling_valves", "channel 301 is listed twice (across lists)"),
+        ({"sensors": [101, 301]}, "sensors", "channel 301 is listed twice (across lists)"),
+        (
+            {"sensors": [101], "heating_valves": [101]},
+            "heating_valves",
+            "channel 101 is listed twice (also in sensors)",
+        ),
+        ({"sensors": [401]}, "sensors", "401 is not a DAQ channel"),
+        ({"sensors": ["tc1"]}, "sensors", "'tc1' is not a DAQ channel"),
+        ({"sensors": 101}, "sensors", "101 is not a list"),
+        ({"heating_valves": [], "cooling_valves": []}, "heating_valves", "no valve at all"),
+        ({"setpoint_min_c": 50, "setpoint_max_c": 40}, "setpoint_min_c", "range 50–40 °C is empty"),
+        ({"setpoint_max_c": float("inf")}, "setpoint_max_c", "inf is not a finite number"),
+        ({"setpoint_min_c": float("nan")}, "setpoint_min_c", "nan is not a finite number"),
+        ({"setpoint_min_c": "cold"}, "setpoint_min_c", "'cold' is not a number"),
+        ({"initial_setpoint_c": 70}, "initial_setpoint_c", "70 °C is outside the set-point range 10–60 °C"),
+        ({"period_s": 0}, "period_s", "0 must be > 0"),
+        ({"cycle_s": -60}, "cycle_s", "-60 must be > 0"),
+        ({"cycle_s": 8}, "cycle_s", "at least min_on_s + min_off_s"),
+        ({"sample_every_s": float("inf")}, "sample_every_s", "inf is not a finite number"),
+        ({"timeout_s": 0}, "timeout_s", "0 must be > 0"),
+        ({"gain_c": float("nan")}, "gain_c", "nan is not a finite number"),
+        ({"tau_s": 0}, "tau_s", "must be > 0"),
+        ({"dead_time_s": -1}, "dead_time_s", "must be > 0"),
+        ({"kc": -0.1}, "kc", "must be > 0"),
+        ({"ti_s": 0}, "ti_s", "must be > 0"),
+        ({"band_c": 0}, "band_c", "must be > 0"),
+        ({"hold_s": -1}, "hold_s", "must be >= 0"),
+        ({"min_on_s": float("-inf")}, "min_on_s", "is not a finite number"),
+        ({"colour": "blue"}, "colour", "unknown key"),
+        ({"name": ""}, "name", "is not a non-empty string"),
+        ({"sim": {"port": 70000}}, "sim.port", "70000 is not a TCP port"),
+        ({"sim": {"ambient_c": 100}}, "sim.ambient_c", "above 80 °C"),
+    ],
+)
+def test_a_bad_chamber_is_one_line_naming_the_field(chamber: dict, field: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_site_config({"chambers": [_chamber(**chamber)]}, source="site.toml")
+    assert err.value.field == f"chambers[0].{field}"
+    assert shown in str(err.value)
+    assert str(err.value).startswith(f"site.toml: chambers[0].{field}: ") and "\n" not in str(err.value)
+
+
+def test_a_chamber_without_resource_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_site_config({"chambers": [{"name": "ch1"}]})
+    assert err.value.field == "chambers[0].resource"
+
+
+def test_duplicate_chamber_names_are_refused() -> None:
+    with pytest.raises(ConfigError, match="duplicate chamber name 'ch1'") as err:
+        parse_site_config({"chambers": [_chamber(), _chamber(sensors=[105])]})
+    assert err.value.field == "chambers[1].name"
+
+
+def test_a_cabinet_naming_an_unknown_chamber_is_refused() -> None:
+    data = {"chambers": [_chamber()], "cabinets": [{"name": "a", "resource": "r", "chamber": "ch2"}]}
+    with pytest.raises(ConfigError, match=r"no chamber named 'ch2' \(known: ch1\)") as err:
+        parse_site_config(data)
+    assert err.value.field == "cabinets[0].chamber"
+    with pytest.raises(ConfigError, match=r"\(known: none\)"):
+        parse_site_config({"cabinets": [{"name": "a", "resource": "r", "chamber": "ch2"}]})
+
+
+def test_chambers_must_be_an_array_of_tables() -> None:
+    with pytest.raises(ConfigError, match="is not an array of tables") as err:
+        parse_site_config({"chambers": {"name": "ch1"}})
+    assert err.value.field == "chambers"
+
+
+def test_example_site_has_a_chamber_the_cabinet_may_name() -> None:
+    cfg = load_site_config("examples/site.toml")
+    chamber = cfg.chamber("chamber1")
+    assert chamber.resource == "TCPIP0::127.0.0.1::5030::SOCKET"
+    assert chamber.sim is not None and chamber.sim.port == 5030
+    assert cfg.cabinet("cab1").chamber is None  # commented out: the cabinet tour runs without a chamber
