@@ -9,6 +9,8 @@ Pure: nothing here does I/O beyond reading the recipe file it is given.
             case ChargeStep(current=current, cv_voltage_v=cv_v, until=until): ...
             case DcirStep(rest_s=rest_s, current=current, sample_at_s=sample_at_s): ...
             case AgeStep(duration_s=duration_s, ocv_at_s=ocv_at_s): ...
+            case ChamberStep(setpoint_c=setpoint_c, wait=wait): ...    # a host step: no instrument program
+    chamber_setpoints(recipe)                          # every chamber temperature asked for, in step order
 """
 
 from formation.recipes.library import (
@@ -20,7 +22,11 @@ from formation.recipes.library import (
     resolve_recipe,
 )
 from formation.recipes.model import (
+    CHAMBER_MAX_C,
+    CHAMBER_MIN_C,
+    CHAMBER_WAIT_DEFAULT_S,
     AgeStep,
+    ChamberStep,
     ChargeStep,
     DcirDirection,
     DcirMethod,
@@ -32,6 +38,7 @@ from formation.recipes.model import (
     RestStep,
     Step,
     Until,
+    chamber_setpoints,
     describe_step,
 )
 from formation.recipes.parse import UNSUPPORTED_KINDS, parse_recipe
@@ -39,8 +46,12 @@ from formation.recipes.pybamm import parse_experiment_step
 from formation.recipes.units import CurrentSpec, format_duration, parse_current, parse_duration_s
 
 __all__ = [
+    "CHAMBER_MAX_C",
+    "CHAMBER_MIN_C",
+    "CHAMBER_WAIT_DEFAULT_S",
     "UNSUPPORTED_KINDS",
     "AgeStep",
+    "ChamberStep",
     "ChargeStep",
     "CurrentSpec",
     "DcirDirection",
@@ -55,6 +66,7 @@ __all__ = [
     "Step",
     "Until",
     "builtin_recipes",
+    "chamber_setpoints",
     "describe_step",
     "format_duration",
     "load_builtin",

@@ -1,8 +1,12 @@
 """The recipe model: frozen, typed steps and the recipe that orders them, with their canonical JSON form.
 
 Steps are data; the orchestrator dispatches on their type (``match step: case ChargeStep(): ...``).
-To add a kind (``chamber``), add its dataclass here, extend the ``Step`` union, and register its builder in
+To add a kind, add its dataclass here, extend the ``Step`` union, and register its builder in
 ``formation.recipes.parse.STEP_BUILDERS``.
+
+Temperature: a ``chamber`` step (:class:`ChamberStep`) sets the chamber the cells stand in; ``chamber_c`` on any
+other step holds that step until the chamber is stable at that temperature. Both are optional in the canonical
+form (a recipe without them hashes as it did before they existed).
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ DEFAULT_EVERY_MV = 5.0
 DEFAULT_MAX_C_RATE = 2.0
 #: ``limits.max_cell_temperature_c`` when a recipe leaves it out.
 DEFAULT_MAX_CELL_TEMPERATURE_C = 60.0
+#: Range of a chamber set point (``setpoint_c``, ``chamber_c``), °C: outside it a value is a typo. A set point must
+#: also be below ``limits.max_cell_temperature_c`` (the cells would trip the instrument's temperature FAIL test).
+CHAMBER_MIN_C = -40.0
+CHAMBER_MAX_C = 100.0
+#: How long a waiting ``chamber`` step waits for a stable chamber when the recipe gives no ``timeout`` (seconds);
+#: the orchestrator applies it and faults the run when the chamber is not stable by then.
+CHAMBER_WAIT_DEFAULT_S = 4 * 3600.0
 
 DcirMethod = Literal["single", "iec61960"]
 DcirDirection = Literal["discharge", "charge"]
@@ -122,13 +133,18 @@ class Until:
 
 @dataclass(frozen=True, slots=True)
 class _CurrentStep:
-    """Shared shape of charge and discharge: CC at ``current``, or CC-CV when ``cv_voltage_v`` is set."""
+    """Shared shape of charge and discharge: CC at ``current``, or CC-CV when ``cv_voltage_v`` is set.
+
+    ``chamber_c`` (every step kind but ``chamber`` has it): the chamber is set to this temperature and must be
+    stable at it before the step starts; None = no requirement.
+    """
 
     id: str
     current: CurrentSpec
     cv_voltage_v: float | None
     until: Until
     record: RecordRule
+    chamber_c: float | None = None
 
     kind: ClassVar[str] = ""
 
@@ -148,7 +164,7 @@ class _CurrentStep:
         }
         if self.cv_voltage_v is not None:
             out["cv_voltage_v"] = self.cv_voltage_v
-        return out
+        return _with_chamber_c(out, self.chamber_c)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,22 +183,27 @@ class DischargeStep(_CurrentStep):
 
 @dataclass(frozen=True, slots=True)
 class RestStep:
-    """Open circuit until ``until`` (a duration always; a voltage optionally), logging relaxation."""
+    """Open circuit until ``until`` (a duration always; a voltage optionally), logging relaxation.
+
+    ``chamber_c``: the chamber must be stable at this temperature before the step starts (None = no requirement).
+    """
 
     id: str
     until: Until
     record: RecordRule
+    chamber_c: float | None = None
 
     kind: ClassVar[str] = "rest"
 
     def to_canonical(self) -> dict[str, Any]:
         """The canonical JSON form."""
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "kind": self.kind,
             "until": self.until.to_canonical(),
             "record": self.record.to_canonical(),
         }
+        return _with_chamber_c(out, self.chamber_c)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +213,8 @@ class DcirStep:
     ``single``: one pulse of ``current`` for ``duration_s`` (HPPC style), sampled at ``sample_at_s``.
     ``iec61960``: ``low_current`` for ``low_duration_s``, then ``current`` for ``duration_s``;
     R = (U1 − U2) / (I2 − I1) at the end of each pulse, so ``sample_at_s`` is empty.
-    ``record`` applies to the pulses only.
+    ``record`` applies to the pulses only. ``chamber_c``: the chamber must be stable at this temperature before
+    the step (its baseline rest) starts; None = no requirement.
     """
 
     id: str
@@ -205,6 +227,7 @@ class DcirStep:
     low_current: CurrentSpec | None
     low_duration_s: float | None
     record: RecordRule
+    chamber_c: float | None = None
 
     kind: ClassVar[str] = "dcir"
 
@@ -231,14 +254,15 @@ class DcirStep:
             out["low_current"] = self.low_current.to_canonical()
         if self.low_duration_s is not None:
             out["low_duration"] = self.low_duration_s
-        return out
+        return _with_chamber_c(out, self.chamber_c)
 
 
 @dataclass(frozen=True, slots=True)
 class AgeStep:
     """Open circuit for ``duration_s`` at an optional chamber setpoint, reading OCV at each ``ocv_at_s``.
 
-    The K-value (mV/day) comes from the first and last checkpoint; ``chamber_c`` None means cabinet ambient.
+    The K-value (mV/day) comes from the first and last checkpoint. ``chamber_c``, as on every step: the chamber
+    must be stable at this temperature before the step starts (None = whatever the chamber or cabinet is at).
     """
 
     id: str
@@ -258,35 +282,84 @@ class AgeStep:
             "ocv_at": list(self.ocv_at_s),
             "record": self.record.to_canonical(),
         }
-        if self.chamber_c is not None:
-            out["chamber_c"] = self.chamber_c
+        return _with_chamber_c(out, self.chamber_c)
+
+
+@dataclass(frozen=True, slots=True)
+class ChamberStep:
+    """Set the chamber to ``setpoint_c``; with ``wait``, the step ends once the chamber is stable there.
+
+    A host step: nothing runs on the instrument, the cells rest with their output off (``record`` is the rule
+    they log at meanwhile). ``timeout_s`` bounds the wait (None = :data:`CHAMBER_WAIT_DEFAULT_S`, applied by the
+    orchestrator); the parser refuses a timeout without ``wait``. A chamber step has no ``until``, no current and
+    no ``chamber_c``.
+    """
+
+    id: str
+    setpoint_c: float
+    wait: bool = True
+    timeout_s: float | None = None
+    record: RecordRule = field(default_factory=RecordRule)
+
+    kind: ClassVar[str] = "chamber"
+
+    @property
+    def wait_limit_s(self) -> float | None:
+        """How long the step waits at most for a stable chamber: ``timeout_s`` or the default; None without wait."""
+        if not self.wait:
+            return None
+        return CHAMBER_WAIT_DEFAULT_S if self.timeout_s is None else self.timeout_s
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical JSON form (``timeout`` only when given)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "setpoint_c": self.setpoint_c,
+            "wait": self.wait,
+            "record": self.record.to_canonical(),
+        }
+        if self.timeout_s is not None:
+            out["timeout"] = self.timeout_s
         return out
 
 
-Step = ChargeStep | DischargeStep | RestStep | DcirStep | AgeStep
+def _with_chamber_c(out: dict[str, Any], chamber_c: float | None) -> dict[str, Any]:
+    """``out`` with ``chamber_c`` added when set: a step without it keeps the canonical form (and hash) it had."""
+    if chamber_c is not None:
+        out["chamber_c"] = chamber_c
+    return out
+
+
+Step = ChargeStep | DischargeStep | RestStep | DcirStep | AgeStep | ChamberStep
 
 
 def describe_step(step: Step) -> str:
-    """One human line for tables: ``charge C/5 CC-CV 3.65 V until I < C/20 or 8h``, ``age 7d, OCV at 1d, 7d``."""
+    """One human line for tables: ``charge C/5 CC-CV 3.65 V until I < C/20 or 8h``, ``age 7d, OCV at 1d, 7d``,
+    ``rest 1h at 45 °C`` (a step with ``chamber_c``), ``set chamber to 45 °C and wait until stable (≤ 4h)``."""
+    where = "" if isinstance(step, ChamberStep) or step.chamber_c is None else f" at {fmt(step.chamber_c)} °C"
     match step:
         case ChargeStep() | DischargeStep():
             mode = f" CC-CV {fmt(step.cv_voltage_v)} V" if step.cv_voltage_v is not None else ""
-            return f"{step.kind} {step.current}{mode} until {step.until.describe()}"
+            return f"{step.kind} {step.current}{mode}{where} until {step.until.describe()}"
         case RestStep(until=Until(voltage_v=None, duration_s=duration_s)) if duration_s is not None:
-            return f"rest {format_duration(duration_s)}"
+            return f"rest {format_duration(duration_s)}{where}"
         case RestStep():
-            return f"rest until {step.until.describe()}"
+            return f"rest{where} until {step.until.describe()}"
         case DcirStep(method="iec61960", low_current=low, low_duration_s=low_s) if low is not None and low_s:
             pulses = f"{low} {format_duration(low_s)} then {step.current} {format_duration(step.duration_s)}"
-            return f"dcir iec61960 {step.direction} {pulses} after {format_duration(step.rest_s)} rest"
+            return f"dcir iec61960{where} {step.direction} {pulses} after {format_duration(step.rest_s)} rest"
         case DcirStep():
             at = ", ".join(format_duration(t) for t in step.sample_at_s)
             pulse = f"{step.current} {format_duration(step.duration_s)}"
-            return f"dcir {step.direction} {pulse} after {format_duration(step.rest_s)} rest, at {at}"
+            return f"dcir{where} {step.direction} {pulse} after {format_duration(step.rest_s)} rest, at {at}"
         case AgeStep():
-            where = "" if step.chamber_c is None else f" at {fmt(step.chamber_c)} °C"
             at = ", ".join(format_duration(t) for t in step.ocv_at_s)
             return f"age {format_duration(step.duration_s)}{where}, OCV at {at}"
+        case ChamberStep(wait_limit_s=limit_s):
+            if limit_s is None:
+                return f"set chamber to {fmt(step.setpoint_c)} °C and go on (no wait)"
+            return f"set chamber to {fmt(step.setpoint_c)} °C and wait until stable (≤ {format_duration(limit_s)})"
     raise TypeError(f"not a recipe step: {step!r}")  # pragma: no cover - the union is exhaustive
 
 
@@ -336,3 +409,14 @@ class Recipe:
             if step.id == step_id:
                 return step
         raise KeyError(step_id)
+
+
+def chamber_setpoints(recipe: Recipe) -> tuple[float, ...]:
+    """Every chamber temperature ``recipe`` asks for, °C, in step order: a ``chamber`` step's ``setpoint_c``, any
+    other step's ``chamber_c`` (repeats kept; empty when the recipe asks for none)."""
+    setpoints: list[float] = []
+    for step in recipe.steps:
+        setpoint_c = step.setpoint_c if isinstance(step, ChamberStep) else step.chamber_c
+        if setpoint_c is not None:
+            setpoints.append(setpoint_c)
+    return tuple(setpoints)

@@ -38,6 +38,7 @@ from formation.recipes.model import (
     Step,
     Until,
 )
+from formation.recipes.parse_chamber import CHAMBER_TEXT_REASON, chamber_step, read_chamber_c
 from formation.recipes.parse_measure import age_step, dcir_step
 from formation.recipes.pybamm import parse_experiment_step
 from formation.recipes.units import clean, fmt, parse_charge, parse_current, parse_duration_s, parse_percent
@@ -56,15 +57,16 @@ _TOP_KEYS = (
     "steps",
 )
 _LIMIT_KEYS = ("max_voltage_v", "min_voltage_v", "max_cell_temperature_c", "max_current_a")
-_CURRENT_STEP_KEYS = ("id", "kind", "current", "cv_voltage_v", "until", "record")
+_CURRENT_STEP_KEYS = ("id", "kind", "current", "cv_voltage_v", "until", "record", "chamber_c")
 _CURRENT_STEP_ENDS = ("duration", "voltage_v", "current", "charge", "soc")
-_REST_KEYS = ("id", "kind", "until", "record")
+_REST_KEYS = ("id", "kind", "until", "record", "chamber_c")
 _REST_ENDS = ("duration", "voltage_v")
-_TEXT_STEP_KEYS = ("text", "id", "record")
+_TEXT_STEP_KEYS = ("text", "id", "record", "chamber_c")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
-#: Step kinds planned but not built yet (docs/architecture.md); refused with a clear reason until then.
-UNSUPPORTED_KINDS = ("chamber",)
+#: Step kinds planned but not built yet (docs/architecture.md); refused with a clear reason until then. None now:
+#: ``chamber`` was the last (``formation.recipes.parse_chamber``).
+UNSUPPORTED_KINDS: tuple[str, ...] = ()
 
 
 # -- recipe head -------------------------------------------------------------------------------------------
@@ -155,10 +157,11 @@ def _current_step(raw: dict[str, Any], path: str, step_id: str, ctx: Context) ->
     if until is not None:
         _check_ends(until, kind, current_a, cv_v, f"{path}.until", ctx)
     record = record_rule(raw.get("record", {}), f"{path}.record", ctx.record, ctx)
+    chamber_c = read_chamber_c(raw, path, ctx)
     if len(ctx.errors) > before or current is None or until is None or record is None:
         return None
     cls = ChargeStep if kind == "charge" else DischargeStep
-    return cls(id=step_id, current=current, cv_voltage_v=cv_v, until=until, record=record)
+    return cls(id=step_id, current=current, cv_voltage_v=cv_v, until=until, record=record, chamber_c=chamber_c)
 
 
 def _check_ends(until: Until, kind: str, current_a: float | None, cv_v: float | None, path: str, ctx: Context) -> None:
@@ -192,9 +195,10 @@ def _rest_step(raw: dict[str, Any], path: str, step_id: str, ctx: Context) -> St
     if until is not None and until.duration_s is None:
         ctx.error(f"{path}.until.duration", "a rest step needs a duration end")
     record = record_rule(raw.get("record", {}), f"{path}.record", ctx.record, ctx)
+    chamber_c = read_chamber_c(raw, path, ctx)
     if len(ctx.errors) > before or until is None or record is None:
         return None
-    return RestStep(id=step_id, until=until, record=record)
+    return RestStep(id=step_id, until=until, record=record, chamber_c=chamber_c)
 
 
 #: Step kind -> builder ``(raw table, path, id, context) -> step or None``. A new kind registers here.
@@ -204,14 +208,15 @@ STEP_BUILDERS: dict[str, Callable[[dict[str, Any], str, str, Context], Step | No
     "rest": _rest_step,
     "dcir": dcir_step,
     "age": age_step,
+    "chamber": chamber_step,
 }
 
 
 def _expand_text(raw: dict[str, Any], path: str, previous_kind: str | None, ctx: Context) -> dict[str, Any] | None:
-    """The raw table of a PyBaMM ``text`` step (carrying its ``id`` and ``record``), or None."""
+    """The raw table of a PyBaMM ``text`` step (carrying its ``id``, ``record`` and ``chamber_c``), or None."""
     for key in raw:
         if key not in _TEXT_STEP_KEYS:
-            ctx.error(join(path, str(key)), "not allowed beside text (a text step takes only id and record)")
+            ctx.error(join(path, str(key)), "not allowed beside text (a text step takes only id, record and chamber_c)")
     text = raw["text"]
     if not isinstance(text, str):
         ctx.error(f"{path}.text", f"expected a string, got {type_name(text)}")
@@ -221,7 +226,7 @@ def _expand_text(raw: dict[str, Any], path: str, previous_kind: str | None, ctx:
     except ValueError as exc:
         ctx.error(f"{path}.text", f"cannot read {text!r}: {exc}")
         return None
-    expanded.update({key: raw[key] for key in ("id", "record") if key in raw})
+    expanded.update({key: raw[key] for key in _TEXT_STEP_KEYS[1:] if key in raw})
     return expanded
 
 
@@ -235,6 +240,9 @@ def _step(raw: object, index: int, previous_kind: str | None, ctx: Context) -> t
     if step_id is not None and not _ID.fullmatch(step_id):
         ctx.error(f"{path}.id", f"{step_id!r} is not a valid id (letters, digits, '_', '.', '-')")
         step_id = None
+    if "text" in raw and raw.get("kind") == "chamber":
+        ctx.error(f"{path}.text", CHAMBER_TEXT_REASON)
+        return step_id, None
     if "text" in raw:
         expanded = _expand_text(raw, path, previous_kind, ctx)
         if expanded is None:

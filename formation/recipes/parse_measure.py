@@ -2,7 +2,7 @@
 
 Each builder has the signature of ``formation.recipes.parse.STEP_BUILDERS``: it reads one raw step table,
 records every problem with its field path (``steps[4].sample_at[1]``) in the context and returns the step,
-or None when anything was refused.
+or None when anything was refused. Both take ``chamber_c`` (``formation.recipes.parse_chamber``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from formation.recipes.fields import (
     type_name,
 )
 from formation.recipes.model import AgeStep, DcirDirection, DcirMethod, DcirStep, RecordRule
-from formation.recipes.units import CurrentSpec, clean, fmt, format_duration, is_number, parse_duration_s
+from formation.recipes.parse_chamber import read_chamber_c
+from formation.recipes.units import CurrentSpec, fmt, format_duration, is_number, parse_duration_s
 
 _DCIR_KEYS = (
     "id",
@@ -35,6 +36,7 @@ _DCIR_KEYS = (
     "low_current",
     "low_duration",
     "record",
+    "chamber_c",
 )
 _AGE_KEYS = ("id", "kind", "duration", "ocv_at", "chamber_c", "record")
 _METHODS: tuple[str, ...] = get_args(DcirMethod)
@@ -49,8 +51,6 @@ IEC_LOW_CURRENT = CurrentSpec(c_rate=0.2)
 IEC_LOW_DURATION_S = 10.0
 IEC_CURRENT = CurrentSpec(c_rate=1.0)
 IEC_DURATION_S = 1.0
-#: Coldest chamber setpoint accepted: below this a value is a typo, not an ageing temperature.
-MIN_CHAMBER_C = -40.0
 
 
 def _choice(table: dict[str, Any], key: str, path: str, choices: tuple[str, ...], ctx: Context) -> str | None:
@@ -170,6 +170,7 @@ def dcir_step(raw: dict[str, Any], path: str, step_id: str, ctx: Context) -> Dci
                 "R = ΔU/ΔI needs the second pulse to be the higher current",
             )
     record = _pulse_record(raw, path, ctx)
+    chamber_c = read_chamber_c(raw, path, ctx)
     if len(ctx.errors) > before:
         return None
     assert rest_s is not None and current is not None and duration_s is not None and sample_at_s is not None
@@ -185,25 +186,8 @@ def dcir_step(raw: dict[str, Any], path: str, step_id: str, ctx: Context) -> Dci
         low_current=low_current,
         low_duration_s=low_duration_s,
         record=record,
+        chamber_c=chamber_c,
     )
-
-
-def _chamber_c(raw: dict[str, Any], path: str, ctx: Context) -> float | None:
-    if "chamber_c" not in raw:
-        return None
-    where, value = join(path, "chamber_c"), raw["chamber_c"]
-    if not is_number(value) or value != value or value in (float("inf"), float("-inf")):
-        ctx.error(where, f"expected a finite number of °C, got {type_name(value)}")
-        return None
-    setpoint_c = clean(float(value))
-    if setpoint_c < MIN_CHAMBER_C:
-        ctx.error(where, f"{fmt(setpoint_c)} °C is below {fmt(MIN_CHAMBER_C)} °C")
-    elif ctx.max_cell_temperature_c is not None and setpoint_c >= ctx.max_cell_temperature_c:
-        limit = fmt(ctx.max_cell_temperature_c)
-        ctx.error(where, f"{fmt(setpoint_c)} °C is not below limits.max_cell_temperature_c {limit} °C")
-    else:
-        return setpoint_c
-    return None
 
 
 def age_step(raw: dict[str, Any], path: str, step_id: str, ctx: Context) -> AgeStep | None:
@@ -219,7 +203,7 @@ def age_step(raw: dict[str, Any], path: str, step_id: str, ctx: Context) -> AgeS
             f"{path}.ocv_at[{len(ocv_at_s) - 1}]",
             f"{format_duration(ocv_at_s[-1])} is after the step end (duration {format_duration(duration_s)})",
         )
-    chamber_c = _chamber_c(raw, path, ctx)
+    chamber_c = read_chamber_c(raw, path, ctx)
     record = record_rule(raw.get("record", {}), f"{path}.record", ctx.record, ctx)
     if len(ctx.errors) > before:
         return None

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 _NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 
+#: Longest duration the line takes (seconds, about 31 years): the instrument dialect's bound on a step duration
+#: (``SEQ:STEP:DEF``, docs/bt2200-dialect.md). A ``chamber`` step's ``timeout`` is checked against it; other
+#: recipe durations reach the instrument, which refuses a longer one at download.
+MAX_DURATION_S = 1e9
+
 _DURATION_UNITS_S: dict[str, float] = {
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
     **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
