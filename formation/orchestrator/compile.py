@@ -20,7 +20,7 @@ from formation.instruments.program import (
     TestType,
     TestWhen,
 )
-from formation.recipes import AgeStep, ChargeStep, DcirStep, DischargeStep, Recipe, RestStep, Step
+from formation.recipes import AgeStep, ChamberStep, ChargeStep, DcirStep, DischargeStep, Recipe, RestStep, Step
 
 #: A FAIL test sits this far beyond a limit that a clamp already enforces, so it only trips on a real fault.
 LIMIT_MARGIN_V = 0.010
@@ -109,7 +109,7 @@ def compile_step(step: Step, recipe: Recipe, nominal_capacity_ah: float) -> Comp
             safety = _safety_tests(recipe)
             inst = _instrument_step(StepMode.REST, step.duration_s, 0.0, 0.0, safety, step.record)
             return CompiledStep(StepProgram((inst,)), _numbered(safety), True)
-        case _ if step.kind == "chamber":
+        case ChamberStep():
             return CompiledStep(StepProgram(()), {}, False, host_step=True)
         case _:  # pragma: no cover - the recipe parser refuses other kinds
             raise NotImplementedError(f"step kind {step.kind!r} cannot be compiled yet")

@@ -18,9 +18,6 @@ from formation.recipes import Recipe
 from formation.states import RunState, StartState
 from formation.store.records import StepResultRecord
 
-#: How long a ``chamber`` step waits for stability when the recipe gives no timeout (clock seconds).
-DEFAULT_WAIT_S = 4 * 3600.0
-
 
 class ChamberPort(Protocol):
     """What the gate needs of a chamber loop (``formation.orchestrator.chamber_loop.ChamberLoop``)."""
@@ -47,11 +44,6 @@ def step_setpoint_c(step: Any) -> float | None:
         return float(step.setpoint_c)
     value = getattr(step, "chamber_c", None)
     return None if value is None else float(value)
-
-
-def recipe_setpoints_c(recipe: Recipe) -> list[float]:
-    """Every chamber temperature the recipe asks for, in step order."""
-    return [c for c in (step_setpoint_c(s) for s in recipe.steps) if c is not None]
 
 
 def check_setpoints(recipe: Recipe, cabinet: str, chamber: str | None, range_c: tuple[float, float] | None) -> None:
@@ -105,9 +97,8 @@ class ChamberGate:
             elif self.chamber.stable and self.chamber.setpoint_c == step.setpoint_c:
                 out.append((run, "stable"))
             else:
-                timeout_s = step.timeout_s if step.timeout_s is not None else DEFAULT_WAIT_S
                 assert run.account.started_s is not None
-                if now - run.account.started_s >= timeout_s:
+                if now - run.account.started_s >= step.wait_limit_s:
                     out.append((run, "timeout"))
         return out
 
