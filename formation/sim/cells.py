@@ -23,6 +23,7 @@ The same few % make the measured first-cycle efficiency ≈ 0.97 × (1 − SEI f
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -136,6 +137,42 @@ PRESETS: dict[str, CellPreset] = {
         defect_leak_max_a=5e-3,
     ),
 }
+
+
+#: A recipe matches a preset when the recipe's nominal capacity is within this fraction of the preset's.
+PRESET_CAPACITY_TOLERANCE = 0.05
+
+# Spellings of each chemistry family, after upper-casing and dropping everything but letters: a composition
+# suffix ("NMC811", "NCM-622") still names the family, and NMC/NCM are two orders of the same letters.
+_FAMILY_PREFIXES = {"NCM": ("NCM", "NMC"), "LFP": ("LFP", "LIFEPO")}
+
+
+def chemistry_family(label: str | None) -> str | None:
+    """The preset chemistry (``"NCM"``, ``"LFP"``) a recipe's chemistry label belongs to, or None if none.
+
+    ``"NMC811"``, ``"ncm-622"`` and ``"NCM"`` are NCM; ``"LFP"`` and ``"LiFePO4"`` are LFP.
+    """
+    letters = re.sub(r"[^A-Z]", "", (label or "").upper())
+    for family, prefixes in _FAMILY_PREFIXES.items():
+        if letters.startswith(prefixes):
+            return family
+    return None
+
+
+def matching_presets(
+    chemistry: str | None, nominal_capacity_ah: float, *, tolerance: float = PRESET_CAPACITY_TOLERANCE
+) -> list[CellPreset]:
+    """Every preset of ``chemistry``'s family with ``nominal_capacity_ah`` within ``tolerance`` of the preset's
+    nominal capacity, nearest first (then by name): the simulated cells a recipe was written for."""
+    family = chemistry_family(chemistry)
+    if family is None or nominal_capacity_ah <= 0:
+        return []
+    found = [
+        p
+        for p in PRESETS.values()
+        if p.chemistry == family and abs(nominal_capacity_ah / p.nominal_capacity_ah - 1.0) <= tolerance + 1e-12
+    ]
+    return sorted(found, key=lambda p: (abs(math.log(p.nominal_capacity_ah / nominal_capacity_ah)), p.name))
 
 
 def _clipped_normal(rng: np.random.Generator, n: int, sigma: float, clip_sigma: float) -> np.ndarray:
