@@ -19,18 +19,41 @@ if TYPE_CHECKING:
     from formation.grading import Rules
     from formation.orchestrator.inputs import CellEntry
     from formation.recipes import Recipe
+    from formation.sim.cells import CellPreset
     from formation.store import Store
 
 DEMO_RECIPE = "demo-ncm21700"
-DEMO_PRESET = "ncm21700-5ah"
 DEMO_LOT = "DEMO-LOT"
+#: Without --scale the clock runs so that the route's worst case (every step to its end or time backstop) takes
+#: about this much wall time; the real route ends sooner wherever a step ends on voltage, current or charge.
+TARGET_WALL_S = 60.0
+#: Round scales the demo picks from (times powers of ten), rounding up: the default route demo-ncm21700
+#: (84 618 s worst case) runs at ×1500, as its recorded grades (tests/data/demo-seed7-grades.csv) expect.
+_ROUND_SCALES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+#: The fastest clock the demo runs. The simulator and the host share one thread, and a 5 s integration substep
+#: of charging cells costs ~0.2 ms, so above ~×25 000 the simulator falls behind while cells carry current and
+#: catches up at rest. Measured at ×50 000 with 32 cells: its longest catch-up 0.5 s, the longest poll 1.1 s (the
+#: command timeout is 5 s), the route ~10 % longer in clock time (each step start waits for a poll that covers
+#: 2500 clock s). Faster than that the gaps grow and a catch-up may outlast the command timeout.
+MAX_SCALE = 50_000.0
+#: The demo cabinet's poll interval at a low scale (clock s), as on a real cabinet.
+BASE_POLL_S = 30.0
+#: A recipe whose first charge or discharge is a charge at this C-rate or slower is a formation route and gets
+#: fresh cells; any other route (a capacity check, a DCIR map) is run on formed cells, as on a line.
+FORMATION_MAX_C_RATE = 0.1
 
 
 def demo(
     cells: Annotated[int, typer.Option(help="Number of simulated cells (one channel each)")] = 32,
     out: Annotated[Path, typer.Option(help="Folder for everything the demo writes")] = Path("formation-demo"),
-    scale: Annotated[float, typer.Option(help="Simulated seconds per wall second")] = 1500.0,
+    scale: Annotated[
+        float | None,
+        typer.Option(help="Simulated seconds per wall second (default: the route's worst case in about a minute)"),
+    ] = None,
     recipe: Annotated[str, typer.Option(help="Recipe file or built-in name")] = DEMO_RECIPE,
+    preset: Annotated[
+        str | None, typer.Option(help="Simulated cell preset (default: the one matching the recipe)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated cell population")] = 7,
     defects: Annotated[float, typer.Option(help="Fraction of defective simulated cells")] = 0.1,
     rules: Annotated[str | None, typer.Option(help="Grading rules file (default: the recipe's built-in rules)")] = None,
@@ -40,7 +63,7 @@ def demo(
 
     from formation.cli.progress import step_summary_table
     from formation.cli.run import output_dir
-    from formation.grading import resolve_rules
+    from formation.grading import builtin_rules, resolve_rules
     from formation.orchestrator.inputs import CellEntry
     from formation.orchestrator.job import assign_cells
     from formation.recipes import resolve_recipe
@@ -49,37 +72,148 @@ def demo(
 
     if not 1 <= cells <= 256:
         raise InputError("--cells", f"{cells} is outside 1-256")
-    if scale <= 0:
-        raise InputError("--scale", f"{scale} must be > 0")
+    if scale is not None and not 0 < scale <= MAX_SCALE:
+        raise InputError("--scale", f"{scale:g} is outside 0-{MAX_SCALE:g} (above it the simulator falls behind)")
     if not 0.0 <= defects <= 1.0:
         raise InputError("--defects", f"{defects} is outside 0-1")
     r = resolve_recipe(recipe)
-    grading_rules = resolve_rules(rules or r.name)
+    cell_preset = choose_preset(r, preset)
+    grading_rules = resolve_rules(rules) if rules else resolve_rules(r.name) if r.name in builtin_rules() else None
     output_dir(out, "--out")
     # Every check before the first write: a refused demo leaves no folder behind.
-    entries = [CellEntry(f"DEMO-{i:04d}", DEMO_LOT, r.nominal_capacity_ah) for i in range(1, cells + 1)]
+    nominal_ah = cell_preset.nominal_capacity_ah
+    entries = [CellEntry(f"DEMO-{i:04d}", DEMO_LOT, nominal_ah) for i in range(1, cells + 1)]
     assignments = assign_cells(list(range(1, cells + 1)), entries, r)
+    worst_s = worst_case_s(r, nominal_ah)
+    if scale is None:
+        scale = auto_scale(worst_s)
+    formed = not is_formation_route(r, nominal_ah)
     out.mkdir(exist_ok=True)
     db_path = out / "formation.db"
     t0 = time.perf_counter()
+    state = "formed" if formed else "fresh"
     console.print(
-        f"[bold]formation demo[/]: {cells} simulated {DEMO_PRESET} cells, recipe {escape(r.name)} "
+        f"[bold]formation demo[/]: {cells} simulated {cell_preset.name} cells ({state}), recipe {escape(r.name)} "
         f"({len(r.steps)} steps), clock ×{scale:g}"
+    )
+    matched = cell_preset in _matches(r)
+    if not matched:
+        console.print(
+            f"[yellow]note[/]: --preset {cell_preset.name} ({_describe(cell_preset)}) does not match the recipe "
+            f"({escape(r.chemistry or 'no chemistry')} {r.nominal_capacity_ah:g} Ah)"
+        )
+    console.print(
+        f"route: {_clock_text(worst_s)} simulated at most (every step to its end or time backstop), "
+        f"about {worst_s / scale:.0f} s wall at ×{scale:g}"
     )
     with Store(f"sqlite:///{db_path}") as store:
         store.create_schema()
-        job_id = asyncio.run(_demo(store, r, assignments, cells, scale, seed, defects))
+        job_id = asyncio.run(_demo(store, r, assignments, cell_preset, formed, scale, seed, defects))
         results = store.step_results(job_id=job_id)
         console.print(step_summary_table(results, title=f"Job {job_id}: per-step summary"))
-        _print_first_cycle(results)
-        report, plots = _grade(store, grading_rules, out)
+        if not formed:  # the efficiency of the first cycle is a formation figure; formed cells had theirs
+            _print_first_cycle(results, nominal_ah)
+        graded = _grade(store, grading_rules, out) if grading_rules is not None else None
         cell_csv = out / "cell-DEMO-0001.csv"
         export_cell_bdf(store, "DEMO-0001", cell_csv)
+    chosen = f"matches {escape(r.name)}" if matched else "named by --preset"
+    console.print(f"cells: {cells} × {cell_preset.name} ({_describe(cell_preset)}, {state}; {chosen})")
     console.print(f"database: {escape(str(db_path))}")
-    console.print(f"grading report (logistics CSV): {escape(str(report))}")
-    console.print(f"histograms: {escape(str(plots))}/")
+    if graded is None:
+        console.print(f"not graded: no built-in rules for {escape(r.name)} (--rules FILE grades the lot)")
+    else:
+        report, plots = graded
+        console.print(f"grading report (logistics CSV): {escape(str(report))}")
+        console.print(f"histograms: {escape(str(plots))}/")
     console.print(f"samples of DEMO-0001 (BDF CSV): {escape(str(cell_csv))}")
     console.print(f"done in {time.perf_counter() - t0:.1f} s wall")
+
+
+def _matches(recipe: Recipe) -> list[CellPreset]:
+    from formation.sim.cells import matching_presets
+
+    return matching_presets(recipe.chemistry, recipe.nominal_capacity_ah)
+
+
+def _describe(preset: CellPreset) -> str:
+    return f"{preset.chemistry} {preset.nominal_capacity_ah:g} Ah"
+
+
+def choose_preset(recipe: Recipe, name: str | None = None) -> CellPreset:
+    """The simulated cells for ``recipe``: the preset ``name``, else the one of the recipe's chemistry family whose
+    nominal capacity is nearest the recipe's (within ±5 %); InputError (one line) when there is none."""
+    from formation.sim.cells import PRESET_CAPACITY_TOLERANCE as tolerance
+    from formation.sim.cells import PRESETS
+
+    known = ", ".join(f"{p.name} ({_describe(p)})" for p in sorted(PRESETS.values(), key=lambda p: p.name))
+    if name is not None:
+        if name not in PRESETS:
+            raise InputError("--preset", f"no simulated cell preset {name!r} (presets: {known})")
+        return PRESETS[name]
+    matches = _matches(recipe)
+    if not matches:
+        raise InputError(
+            "--recipe",
+            f"{recipe.name} ({recipe.chemistry or 'no chemistry'}, {recipe.nominal_capacity_ah:g} Ah) matches no "
+            f"simulated cell preset (same chemistry, nominal capacity within ±{tolerance * 100:g} %; presets: "
+            f"{known}); --preset NAME runs it anyway",
+        )
+    return matches[0]
+
+
+def worst_case_s(recipe: Recipe, nominal_capacity_ah: float) -> float:
+    """Clock seconds of the route if every step ran to its duration or time backstop, as the instrument has it."""
+    from formation.orchestrator.compile import compile_step
+
+    return sum(
+        inst.duration_s
+        for step in recipe.steps
+        for inst in compile_step(step, recipe, nominal_capacity_ah).program.steps
+    )
+
+
+def auto_scale(worst_s: float) -> float:
+    """The round clock scale at which ``worst_s`` takes at most about TARGET_WALL_S, within 1…MAX_SCALE."""
+    import math
+
+    wanted = worst_s / TARGET_WALL_S
+    if wanted <= 1.0:
+        return 1.0
+    decade = 10.0 ** math.floor(math.log10(wanted))
+    # The 1e-9 keeps a scale that is already round from being bumped up by float noise.
+    scale = next((m * decade for m in _ROUND_SCALES if m * decade >= wanted * (1 - 1e-9)), 10.0 * decade)
+    return min(scale, MAX_SCALE)
+
+
+def poll_interval_s(scale: float) -> float:
+    """The demo cabinet's poll interval (clock s): BASE_POLL_S, and above ×600 the clock time of the supervisor's
+    shortest poll period (MIN_POLL_WALL_S of wall), at which it polls anyway; so the interval says what it does."""
+    from formation.orchestrator.cabinet.supervisor import MIN_POLL_WALL_S
+
+    return max(BASE_POLL_S, MIN_POLL_WALL_S * scale)
+
+
+def is_formation_route(recipe: Recipe, nominal_capacity_ah: float) -> bool:
+    """Whether ``recipe`` begins with a slow first charge (≤ FORMATION_MAX_C_RATE): a route for fresh cells."""
+    from formation.recipes import ChargeStep, DischargeStep
+
+    for step in recipe.steps:
+        if isinstance(step, ChargeStep | DischargeStep):
+            c_rate = step.current.resolve_a(nominal_capacity_ah) / nominal_capacity_ah
+            return isinstance(step, ChargeStep) and c_rate <= FORMATION_MAX_C_RATE + 1e-9
+    return False
+
+
+def empty_soc(preset: CellPreset) -> float:
+    """The true SOC a formed cell of ``preset`` is left at by the standard discharge to its cut-off: "empty" on a
+    line, where a measurement route starts (the simulator's 0 % is the bottom of the OCV table, a few % lower)."""
+    # capacity_factor is tuned so that the standard check delivers the nominal capacity: the rest stays inside.
+    return 1.0 - 1.0 / preset.capacity_factor
+
+
+def _clock_text(seconds: float) -> str:
+    hours = seconds / 3600.0
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d ({hours:.0f} h)"
 
 
 def _grade(store: Store, rules: Rules, out: Path) -> tuple[Path, Path]:
@@ -111,9 +245,9 @@ def _grade(store: Store, rules: Rules, out: Path) -> tuple[Path, Path]:
                 table,
                 row["cell_id"],
                 row["grade"],
-                f"{row['capacity_ah']:.3f}",
-                f"{row['dcir_mohm']:.2f}",
-                f"{row['k_mv_per_day']:.2f}",
+                _number(row["capacity_ah"], 3),
+                _number(row["dcir_mohm"], 2),
+                _number(row["k_mv_per_day"], 2),
                 str(row["reason"]),
             )
         console.print(table)
@@ -124,7 +258,8 @@ async def _demo(
     store: Store,
     recipe: Recipe,
     assignments: list[tuple[int, CellEntry]],
-    cells: int,
+    preset: CellPreset,
+    formed: bool,
     scale: float,
     seed: int,
     defects: float,
@@ -136,14 +271,24 @@ async def _demo(
     from formation.sim.plant import CabinetSpec, SimulatedPlant
 
     clock = ScaledClock(scale)
-    spec = CabinetSpec(name="sim-cab1", channels=cells, preset=DEMO_PRESET, seed=seed, port=0, defect_fraction=defects)
+    cells = len(assignments)
+    spec = CabinetSpec(
+        name="sim-cab1",
+        channels=cells,
+        preset=preset.name,
+        seed=seed,
+        port=0,
+        formed=formed,
+        initial_soc=empty_soc(preset) if formed else 0.0,
+        defect_fraction=defects,
+    )
     async with SimulatedPlant([spec], clock) as plant:
         server = plant.cabinets["sim-cab1"]
         cabinet = CabinetConfig(
             name="sim-cab1",
             resource=server.resource,
             channels=cells,
-            poll_interval_s=30.0,
+            poll_interval_s=poll_interval_s(scale),
             timeout_s=5.0,
             watchdog_s=30.0,
         )
@@ -163,8 +308,18 @@ async def _demo(
     return sup.job_id
 
 
-def _print_first_cycle(results: pd.DataFrame) -> None:
-    """First-cycle efficiency: discharge Ah over the charge Ah that went before it, per cell."""
+def _number(value: float, digits: int) -> str:
+    """A metric for the table; "-" where the cell has none (a faulted run, or rules that do not use it)."""
+    return "-" if value != value else f"{value:.{digits}f}"  # NaN is the only value unequal to itself
+
+
+def _print_first_cycle(results: pd.DataFrame, nominal_capacity_ah: float) -> None:
+    """First-cycle efficiency: discharge Ah over the charge Ah that went before it, per cell.
+
+    Only a deep first discharge (to its cut-off voltage, more than half the nominal capacity, as the runs count
+    a capacity) empties what the charges put in; one that stops on charge or time, or a short one that reaches
+    its voltage backstop (an SOC-setting step), is no cycle to take an efficiency of.
+    """
     if results.empty:
         return
     fce = []
@@ -174,6 +329,8 @@ def _print_first_cycle(results: pd.DataFrame) -> None:
         if charge.empty or discharge.empty:
             continue
         first_dis = discharge.iloc[0]
+        if first_dis["end_reason"] != "voltage" or -first_dis["ah"] <= 0.5 * nominal_capacity_ah:
+            continue
         charged = charge[charge["step_index"] < first_dis["step_index"]]["ah"].sum()
         if charged > 0:
             fce.append(-first_dis["ah"] / charged)
