@@ -90,6 +90,8 @@ def _float_column(values: pd.Series, decimals: int) -> list[str]:
     x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     ok = np.isfinite(x)
     out = np.full(x.shape, "", dtype=object)
+    if not ok.any():
+        return out.tolist()  # a metric nobody has (rules that do not grade it): an empty column, not a crash
     # Beyond 1e12 the scaled integer loses digits; such values are not metrics, so format them the slow way.
     if _np_strings is not None and hasattr(_np_strings, "slice") and np.all(np.abs(x[ok]) < 1e12):
         out[ok] = _fixed_point(x[ok], decimals)

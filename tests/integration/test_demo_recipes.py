@@ -300,11 +300,6 @@ def test_the_dcir_map_measures_at_50_and_5_percent(tmp_path: Path, capsys: pytes
     assert all(2.5 <= low / mid <= 6.0 for low, mid in zip(at_5, at_50, strict=True)), (at_5, at_50)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="formation/grading/report.py: write_report_csv fails on a metric column with no value at all "
-    "(_fixed_point on an empty array), so rules that grade a subset of the metrics cannot write the CSV",
-)
 def test_a_measurement_route_grades_with_rules_for_its_metrics(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -201,3 +201,8 @@ def test_summary_table_prints_lot_names_literally() -> None:
     console.print(summary_table(summarize(grade_cells(frame, RULES))))  # "[/x]" as markup would raise
     rendered = console.export_text()
     assert "[bold]LOT-1" in rendered and "LOT[/x]2" in rendered
+
+
+def test_a_metric_no_cell_has_writes_an_empty_column() -> None:
+    assert _float_column(pd.Series([np.nan, None, np.inf]), 3) == ["", "", ""]
+    assert _float_column(pd.Series([], dtype=float), 3) == []
