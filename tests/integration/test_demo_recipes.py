@@ -265,16 +265,18 @@ def _step_results(out: Path, step_id: str) -> list[tuple[float, str, dict[str, A
     return [(ah, reason, json.loads(details)) for ah, reason, details in rows]
 
 
-def _run_ungraded(recipe: str, cells: int, scale: float, out: Path, capsys: pytest.CaptureFixture[str]) -> str:
+def _run_measurement(recipe: str, cells: int, scale: float, out: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """A measurement route on defect-free formed cells, graded by its built-in rules on what it measures."""
     args = ["demo", "--recipe", recipe, "--cells", str(cells), "--scale", f"{scale:g}", "--out", str(out)]
     rc = main([*args, "--seed", str(SEED), "--defects", "0"])
     captured = capsys.readouterr()
     assert rc == 0, captured.out + captured.err
-    assert f"not graded: no built-in rules for {recipe} (--rules FILE grades the lot)" in captured.out
     assert f"cells: {cells} × ncm21700-5ah (NCM 5 Ah, formed; matches {recipe})" in captured.out
     # A capacity check or a DCIR map runs on formed cells: a first-cycle efficiency would mean nothing there.
     assert "first-cycle efficiency" not in captured.out
-    assert not (out / "grading-report.csv").exists()
+    with (out / "grading-report.csv").open(newline="") as f:
+        grades = [row["grade"] for row in csv.DictReader(f)]
+    assert len(grades) == cells and "NG" not in grades and grades.count("A") >= cells / 2, grades
     return captured.out
 
 
@@ -282,7 +284,7 @@ def test_the_capacity_check_measures_formed_cells_at_their_nominal_capacity(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo"
-    _run_ungraded("ncm21700-capacity", 4, 10000, out, capsys)
+    _run_measurement("ncm21700-capacity", 4, 10000, out, capsys)
     for ah, reason, _ in _step_results(out, "capacity"):
         assert reason == "voltage"
         assert abs(-ah / 5.0 - 1.0) <= 0.03
@@ -290,7 +292,7 @@ def test_the_capacity_check_measures_formed_cells_at_their_nominal_capacity(
 
 def test_the_dcir_map_measures_at_50_and_5_percent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    _run_ungraded("ncm21700-dcir-soc", 4, 5000, out, capsys)
+    _run_measurement("ncm21700-dcir-soc", 4, 5000, out, capsys)
     # Formed cells start where a standard discharge leaves them, so "45 % down from 50 %" ends on its charge.
     assert [reason for _, reason, _ in _step_results(out, "soc05")] == ["charge"] * 4
     at_50 = [d["dcir_mohm"]["10"] for _, _, d in _step_results(out, "dcir50")]
