@@ -148,9 +148,10 @@ class _Nodes:
             self._cache[key] = phi
         return phi
 
-    def steady_c(self, heat_w: float, ambient_c: float, door_open: bool) -> float:
-        """Steady temperature of both nodes for a constant heat into the air."""
-        return ambient_c + heat_w / (self.g_loss + (self.g_door if door_open else 0.0))
+    def steady_c(self, air_w: float, mass_w: float, ambient_c: float, door_open: bool) -> tuple[float, float]:
+        """Steady temperatures of the air and the mass for constant heat into each."""
+        air = ambient_c + (air_w + mass_w) / (self.g_loss + (self.g_door if door_open else 0.0))
+        return air, air + mass_w / self.g_couple
 
 
 class ChamberModel:
@@ -299,13 +300,13 @@ class ChamberModel:
 
     def _substep(self, dt: float) -> None:
         door = self.door_open
-        heat_w = self.delivered_valve_w + self.cell_heat_w
-        steady = self._nodes.steady_c(heat_w, self.ambient_c, door)
+        # The loops heat the coils and the chamber's mass, which the fans couple to the air; the cells heat the air.
+        air_s, mass_s = self._nodes.steady_c(self.cell_heat_w, self.delivered_valve_w, self.ambient_c, door)
         phi = self._nodes.step_matrix(dt, door)
-        d_air, d_mass = self.air_c - steady, self.mass_c - steady
+        d_air, d_mass = self.air_c - air_s, self.mass_c - mass_s
         air0 = self.air_c
-        self.air_c = steady + phi[0, 0] * d_air + phi[0, 1] * d_mass
-        self.mass_c = steady + phi[1, 0] * d_air + phi[1, 1] * d_mass
+        self.air_c = air_s + phi[0, 0] * d_air + phi[0, 1] * d_mass
+        self.mass_c = mass_s + phi[1, 0] * d_air + phi[1, 1] * d_mass
         # Thermocouple lag, exact for an air temperature linear over the substep.
         tau = self.params.tc_tau_s
         e = math.exp(-dt / tau)
