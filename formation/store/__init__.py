@@ -1,5 +1,6 @@
 """The store: SQLModel tables, engines (SQLite default, PostgreSQL), batch sample writes, queries, exports."""
 
+from formation.store.chamber import CHAMBER_SAMPLE_COLUMNS, ValveWear
 from formation.store.engine import create_schema, make_engine, sqlite_url
 from formation.store.export import export_cell_bdf
 from formation.store.models import (
@@ -7,6 +8,7 @@ from formation.store.models import (
     SEVERITIES,
     Alarm,
     Cell,
+    ChamberSample,
     Grade,
     Job,
     Lot,
@@ -14,14 +16,17 @@ from formation.store.models import (
     Run,
     Sample,
     StepResult,
+    ValveSwitches,
 )
 from formation.store.store import Store
 
 __all__ = [
+    "CHAMBER_SAMPLE_COLUMNS",
     "SAMPLE_COLUMNS",
     "SEVERITIES",
     "Alarm",
     "Cell",
+    "ChamberSample",
     "Grade",
     "Job",
     "Lot",
@@ -30,6 +35,8 @@ __all__ = [
     "Sample",
     "StepResult",
     "Store",
+    "ValveSwitches",
+    "ValveWear",
     "create_schema",
     "export_cell_bdf",
     "make_engine",

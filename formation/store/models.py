@@ -171,6 +171,41 @@ class Alarm(SQLModel, table=True):
     job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
 
 
+class ChamberSample(SQLModel, table=True):
+    """One decimated control step of a chamber (written in batches through Core only, see ``store/chamber.py``).
+
+    ``temperature_c`` is the control temperature (the vote of the healthy thermocouples; NULL when none was);
+    ``sensors_c`` a JSON list in the configured sensor order (null for an open thermocouple); ``valves_open`` the
+    valve channels commanded open, comma-separated (``"301,302"``).
+    """
+
+    __tablename__ = "chamber_sample"
+    __table_args__ = (Index("ix_chamber_sample_chamber_ts", "chamber", "ts_s"),)
+
+    id: int | None = Field(default=None, sa_column=_bigint_pk())
+    chamber: str
+    ts_s: float
+    setpoint_c: float
+    temperature_c: float | None = None
+    sensors_c: str = "[]"
+    demand: float
+    valves_open: str = ""
+    stable: bool
+    in_band: bool
+
+
+class ValveSwitches(SQLModel, table=True):
+    """A chamber valve's wear so far: switchings and seconds commanded open, across every run of the loop."""
+
+    __tablename__ = "valve_switches"
+
+    chamber: str = Field(primary_key=True)
+    channel: int = Field(primary_key=True)
+    switches: int = Field(default=0, sa_type=BigInteger)
+    open_s: float = 0.0
+    updated_s: float
+
+
 class Grade(SQLModel, table=True):
     """One cell's grade under one rules version for one run (NG with a reason included).
 
@@ -201,4 +236,16 @@ class Grade(SQLModel, table=True):
 
 
 #: Every table of the store, parents first.
-TABLES: tuple[type[SQLModel], ...] = (Lot, Cell, Recipe, Job, Run, StepResult, Sample, Alarm, Grade)
+TABLES: tuple[type[SQLModel], ...] = (
+    Lot,
+    Cell,
+    Recipe,
+    Job,
+    Run,
+    StepResult,
+    Sample,
+    Alarm,
+    Grade,
+    ChamberSample,
+    ValveSwitches,
+)

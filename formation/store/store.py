@@ -22,6 +22,7 @@ from sqlmodel import Session, SQLModel
 from formation.clock import Clock, WallClock
 from formation.errors import StoreError
 from formation.states import JobState, job_states_leading_to
+from formation.store import chamber as _chamber
 from formation.store.engine import create_schema, make_engine
 from formation.store.grades import grade_rows, write_grades
 from formation.store.models import (
@@ -443,6 +444,12 @@ class Store:
         """Alarms (of one job, or all), oldest first."""
         where = [Alarm.job_id == job_id] if job_id is not None else []
         return self._all(Alarm, *where, order_by=[Alarm.ts_s, Alarm.id])
+
+    # -- chambers: decimated samples and valve wear (formation/store/chamber.py) -------------------------------
+    add_chamber_samples = _chamber.add_chamber_samples
+    chamber_samples = _chamber.chamber_samples
+    save_valve_switches = _chamber.save_valve_switches
+    valve_switches = _chamber.valve_switches
 
     # -- grades --------------------------------------------------------------------------------------------
 
