@@ -13,7 +13,8 @@ from formation.config import load_site_config
 from formation.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
-    from formation.sim.plant import CabinetSpec
+    from formation.config import ChamberSite, SiteConfig
+    from formation.sim.plant import CabinetSpec, ChamberSpec
 
 app = typer.Typer(help="The simulated plant.", no_args_is_help=True)
 
@@ -27,17 +28,24 @@ def serve(
     scale: Annotated[float, typer.Option(help="Clock scale (simulated seconds per wall second)")] = 1.0,
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless told otherwise")] = "127.0.0.1",
     site: Annotated[
-        Path | None, typer.Option(help="Serve every cabinet of this site file that has a \\[cabinets.sim] table")
+        Path | None,
+        typer.Option(
+            help="Serve every cabinet and chamber of this site file with a \\[cabinets.sim] / \\[chambers.sim] table"
+        ),
+    ] = None,
+    chamber_port: Annotated[
+        int | None, typer.Option(help="Also serve a chamber DAQ (chamber1) on this TCP port (ignored with --site)")
     ] = None,
 ) -> None:
-    """Serve simulated cabinets until Ctrl-C."""
+    """Serve simulated cabinets and chambers until Ctrl-C."""
     import asyncio
 
     from formation.sim.cells import PRESETS
-    from formation.sim.plant import CabinetSpec
+    from formation.sim.plant import CabinetSpec, ChamberSpec
 
     if site is not None:
         cfg = load_site_config(site)
+        chambers = _chamber_specs(cfg, str(site))
         specs = [
             CabinetSpec(
                 name=c.name,
@@ -49,11 +57,12 @@ def serve(
                 initial_soc=c.sim.initial_soc,
                 ambient_c=c.sim.ambient_c,
                 defect_fraction=c.sim.defect_fraction,
+                chamber=c.chamber if c.chamber in {ch.name for ch in chambers} else None,
             )
             for c in cfg.cabinets
             if c.sim is not None
         ]
-        if not specs:
+        if not specs and not chambers:
             raise ConfigError("cabinets", "no cabinet has a [cabinets.sim] table", source=str(site))
         scale = cfg.clock_scale
     else:
@@ -62,23 +71,67 @@ def serve(
         if not 0 <= port <= 65535:
             raise InputError("--port", f"{port} is not a TCP port")
         specs = [CabinetSpec(name="cab1", channels=channels, preset=preset, seed=seed, port=port)]
+        chambers = []
+        if chamber_port is not None:
+            if not 0 <= chamber_port <= 65535:
+                raise InputError("--chamber-port", f"{chamber_port} is not a TCP port")
+            chambers = [ChamberSpec(name="chamber1", port=chamber_port, seed=seed)]
     for spec in specs:
         if spec.preset not in PRESETS:
             raise InputError("preset", f"unknown preset {spec.preset!r} (known: {', '.join(sorted(PRESETS))})")
     try:
-        asyncio.run(_serve(specs, scale, host))
+        asyncio.run(_serve(specs, chambers, scale, host))
     except KeyboardInterrupt:
         console.print("stopped")
 
 
-async def _serve(specs: list[CabinetSpec], scale: float, host: str) -> None:
+def _chamber_specs(cfg: SiteConfig, source: str) -> list[ChamberSpec]:
+    """The site's chambers with a ``[chambers.sim]`` table, wired as the simulated DAQ is (docs/daq970a-dialect.md)."""
+    from formation.sim.chamber import ChamberParams
+    from formation.sim.plant import ChamberSpec
+
+    specs = []
+    for i, chamber in enumerate(cfg.chambers):
+        if chamber.sim is None:
+            continue
+        _check_sim_wiring(chamber, f"chambers[{i}]", source)
+        params = ChamberParams(
+            hot_valves=len(chamber.heating_valves),
+            cold_valves=len(chamber.cooling_valves),
+            thermocouples=len(chamber.sensors),
+            ambient_c=chamber.sim.ambient_c,
+        )
+        specs.append(ChamberSpec(name=chamber.name, params=params, seed=chamber.sim.seed, port=chamber.sim.port))
+    return specs
+
+
+def _check_sim_wiring(chamber: ChamberSite, where: str, source: str) -> None:
+    """The simulated DAQ wires thermocouples from 101 and valves from 301, heating first, at least one of each."""
+    n_tc, n_hot, n_cold = len(chamber.sensors), len(chamber.heating_valves), len(chamber.cooling_valves)
+    wired = {
+        "sensors": tuple(range(101, 101 + n_tc)),
+        "heating_valves": tuple(range(301, 301 + n_hot)),
+        "cooling_valves": tuple(range(301 + n_hot, 301 + n_hot + n_cold)),
+    }
+    for key, channels in wired.items():
+        if getattr(chamber, key) != channels or not channels or len(channels) > 20 or n_hot + n_cold > 20:
+            reason = (
+                "the simulated DAQ wires thermocouples 101.., heating valves 301.. then cooling valves, at least one "
+                f"and at most 20 of each (here: {', '.join(str(c) for c in channels) or 'none'})"
+            )
+            raise ConfigError(f"{where}.{key}", reason, source=source)
+
+
+async def _serve(specs: list[CabinetSpec], chambers: list[ChamberSpec], scale: float, host: str) -> None:
     import asyncio
 
     from formation.clock import make_clock
     from formation.sim.plant import SimulatedPlant
 
     clock = make_clock(scale)
-    async with SimulatedPlant(specs, clock, host=host) as plant:
+    async with SimulatedPlant(specs, clock, host=host, chambers=chambers) as plant:
         for name, server in plant.cabinets.items():
             console.print(f"[bold]{escape(name)}[/] serving on {server.resource}  (clock ×{scale:g})")
+        for name, c_server in plant.chambers.items():
+            console.print(f"[bold]{escape(name)}[/] chamber DAQ on {c_server.resource}  (clock ×{scale:g})")
         await asyncio.Event().wait()
