@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 DEMO_RECIPE = "demo-ncm21700"
 DEMO_LOT = "DEMO-LOT"
+DEMO_CHAMBER = "sim-chamber1"
 #: Without --scale the clock runs so that the route's worst case (every step to its end or time backstop) takes
 #: about this much wall time; the real route ends sooner wherever a step ends on voltage, current or charge.
 TARGET_WALL_S = 60.0
@@ -116,6 +117,7 @@ def demo(
         graded = _grade(store, grading_rules, out) if grading_rules is not None else None
         cell_csv = out / "cell-DEMO-0001.csv"
         export_cell_bdf(store, "DEMO-0001", cell_csv)
+        chamber_png, in_band_pct = _plot_chamber(store, out / "plots" / "chamber.png")
     chosen = f"matches {escape(r.name)}" if matched else "named by --preset"
     console.print(f"cells: {cells} × {cell_preset.name} ({_describe(cell_preset)}, {state}; {chosen})")
     console.print(f"database: {escape(str(db_path))}")
@@ -126,7 +128,20 @@ def demo(
         console.print(f"grading report (logistics CSV): {escape(str(report))}")
         console.print(f"histograms: {escape(str(plots))}/")
     console.print(f"samples of DEMO-0001 (BDF CSV): {escape(str(cell_csv))}")
+    console.print(
+        f"chamber {DEMO_CHAMBER}: {in_band_pct:.1f} % of its samples within ±0.5 °C of the set point; "
+        f"temperature, set point and valve demand: {escape(str(chamber_png))}"
+    )
     console.print(f"done in {time.perf_counter() - t0:.1f} s wall")
+
+
+def _plot_chamber(store: Store, path: Path) -> tuple[Path, float]:
+    """The demo chamber's stored samples as a PNG, and the share of them within the band."""
+    from formation.chamber.plot import plot_chamber
+
+    samples = store.chamber_samples(DEMO_CHAMBER)
+    in_band_pct = 100.0 * float(samples["in_band"].mean()) if len(samples) else float("nan")
+    return plot_chamber(samples, path, title=f"chamber {DEMO_CHAMBER} during the demo"), in_band_pct
 
 
 def _matches(recipe: Recipe) -> list[CellPreset]:
@@ -266,9 +281,11 @@ async def _demo(
 ) -> int:
     from formation.cli.progress import job_progress
     from formation.clock import ScaledClock
-    from formation.config import CabinetConfig
+    from formation.config import CabinetConfig, ChamberSite
+    from formation.orchestrator.chamber_loop import open_chamber_loop
     from formation.orchestrator.job import run_job
-    from formation.sim.plant import CabinetSpec, SimulatedPlant
+    from formation.recipes import chamber_setpoints
+    from formation.sim.plant import CabinetSpec, ChamberSpec, SimulatedPlant
 
     clock = ScaledClock(scale)
     cells = len(assignments)
@@ -281,8 +298,9 @@ async def _demo(
         formed=formed,
         initial_soc=empty_soc(preset) if formed else 0.0,
         defect_fraction=defects,
+        chamber=DEMO_CHAMBER,
     )
-    async with SimulatedPlant([spec], clock) as plant:
+    async with SimulatedPlant([spec], clock, chambers=[ChamberSpec(name=DEMO_CHAMBER, seed=seed)]) as plant:
         server = plant.cabinets["sim-cab1"]
         cabinet = CabinetConfig(
             name="sim-cab1",
@@ -291,19 +309,25 @@ async def _demo(
             poll_interval_s=poll_interval_s(scale),
             timeout_s=5.0,
             watchdog_s=30.0,
+            chamber=DEMO_CHAMBER,
         )
-        console.print(f"simulated cabinet listening on {server.resource}")
+        # The recipe's own temperatures (if any) move the chamber; otherwise it is held at 25 °C for the route.
+        chamber = ChamberSite(name=DEMO_CHAMBER, resource=plant.chamber_resources[DEMO_CHAMBER], timeout_s=5.0)
+        console.print(
+            f"simulated cabinet on {server.resource}, standing in chamber {DEMO_CHAMBER} ({chamber.resource})"
+        )
         with job_progress() as progress:
-            sup = await run_job(
-                cabinet,
-                recipe,
-                assignments,
-                store,
-                clock,
-                on_start=progress.on_start,
-                on_cycle=progress.on_cycle,
-                note="formation demo",
-            )
+            if chamber_setpoints(recipe):
+                sup = await run_job(
+                    cabinet, recipe, assignments, store, clock, chamber=chamber,
+                    on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo",
+                )  # fmt: skip
+            else:
+                async with open_chamber_loop(chamber, clock, store):
+                    sup = await run_job(
+                        cabinet, recipe, assignments, store, clock,
+                        on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo",
+                    )  # fmt: skip
     assert sup.job_id is not None
     return sup.job_id
 

@@ -109,8 +109,8 @@ def launch(
     from formation.cli.progress import job_progress
     from formation.clock import make_clock
     from formation.orchestrator.inputs import load_cells_file, parse_channel_list
-    from formation.orchestrator.job import assign_cells, run_job
-    from formation.recipes import resolve_recipe
+    from formation.orchestrator.job import assign_cells, check_chamber, run_job
+    from formation.recipes import chamber_setpoints, resolve_recipe
 
     cfg = load_site_config(site)
     cab = cfg.cabinet(cabinet)
@@ -118,6 +118,8 @@ def launch(
     chans = parse_channel_list(channels, cab.channels, field="--channels")
     entries = load_cells_file(cells)
     assignments = assign_cells(chans, entries, r)
+    chamber = cfg.chamber(cab.chamber) if cab.chamber is not None else None
+    check_chamber(r, cab, chamber)  # a temperature the cabinet cannot give is refused before anything is written
     _, store = open_store(site, db)
     with store:
         busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state in ACTIVE_JOB_STATES]
@@ -128,6 +130,8 @@ def launch(
                 f"cabinet {cab.name} is busy with job {busy[-1].id}; "
                 f"wait for it or `formation run abort {busy[-1].id}`",
             )
+        if chamber is not None and chamber_setpoints(r):
+            _refuse_a_second_temperature_job(cfg, store, chamber.name)
         clock = make_clock(cfg.clock_scale)
         console.print(
             f"launching [bold]{escape(r.name)}[/] {escape(r.version)} on {escape(cab.name)} "
@@ -144,9 +148,27 @@ def launch(
                     on_start=progress.on_start,
                     on_cycle=progress.on_cycle,
                     note=note,
+                    chamber=chamber,
                 )
             )
         _print_job_end(store, sup.job_id)
+
+
+def _refuse_a_second_temperature_job(cfg: SiteConfig, store: Store, chamber: str) -> None:
+    """The cells of one chamber share its set point: only one running job may set it."""
+    from formation.orchestrator.job import job_recipe
+    from formation.recipes import chamber_setpoints
+
+    in_chamber = {c.name for c in cfg.cabinets if c.chamber == chamber}
+    for other in store.list_jobs():
+        if other.cabinet in in_chamber and other.state in ACTIVE_JOB_STATES and other.id is not None:
+            theirs = job_recipe(store, other.id)
+            if theirs is not None and chamber_setpoints(theirs):
+                raise InputError(
+                    "chamber",
+                    f"chamber {chamber} is held by job {other.id} on cabinet {other.cabinet}, whose recipe sets its "
+                    "temperature too: one temperature per chamber",
+                )
 
 
 @app.command("resume")
@@ -165,11 +187,14 @@ def resume(
     cfg, store = open_store(site, db)
     with store:
         _, cab = _job_and_cabinet(cfg, store, job)
+        chamber = cfg.chamber(cab.chamber) if cab.chamber is not None else None
         clock = make_clock(cfg.clock_scale)
         console.print(f"re-attaching job {job} on {escape(cab.name)}")
         with job_progress() as progress:
             sup = asyncio.run(
-                resume_job(cab, job, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle)
+                resume_job(
+                    cab, job, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle, chamber=chamber
+                )
             )
         _print_job_end(store, sup.job_id)
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from formation.clock import Clock
-from formation.config import CabinetConfig
+from formation.config import CabinetConfig, ChamberSite
 from formation.errors import InputError
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.scpi import ScpiSession
 from formation.orchestrator.cabinet import CabinetSupervisor, PollStats
+from formation.orchestrator.cabinet.temperature import check_setpoints
+from formation.orchestrator.chamber_loop import open_chamber_loop
 from formation.orchestrator.compile import compile_step
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.timers import LineTimers
-from formation.recipes import Recipe
+from formation.recipes import Recipe, chamber_setpoints, parse_recipe
 from formation.store import Store
 
 #: Wall seconds an interrupted job keeps polling for its aborts to be confirmed before it closes.
@@ -54,10 +58,29 @@ async def run_job(
     on_start: Callable[[CabinetSupervisor], None] | None = None,
     on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None = None,
     note: str | None = None,
+    chamber: ChamberSite | None = None,
 ) -> CabinetSupervisor:
-    """Launch ``recipe`` on ``assignments`` and supervise it to the end; cancelling aborts the cells safely."""
+    """Launch ``recipe`` on ``assignments`` and supervise it to the end; cancelling aborts the cells safely.
+
+    ``chamber`` is the chamber the cabinet stands in: a recipe that asks for temperatures holds it (the job runs
+    its control loop); a recipe that asks for a temperature the cabinet cannot give is refused before anything.
+    """
+    check_chamber(recipe, cabinet, chamber)
+    holds = chamber if chamber is not None and chamber_setpoints(recipe) else None
     return await _supervise(
-        cabinet, store, clock, lambda sup: sup.launch(recipe, assignments, note=note), on_start, on_cycle, True
+        cabinet, store, clock, lambda sup: sup.launch(recipe, assignments, note=note), on_start, on_cycle, True, holds
+    )
+
+
+def check_chamber(recipe: Recipe, cabinet: CabinetConfig, chamber: ChamberSite | None) -> None:
+    """Refuse a recipe whose temperatures the cabinet cannot give (no chamber, or a set point out of range)."""
+    if chamber is not None and cabinet.chamber not in (None, chamber.name):
+        raise InputError("chamber", f"cabinet {cabinet.name} stands in chamber {cabinet.chamber}, not {chamber.name}")
+    check_setpoints(
+        recipe,
+        cabinet.name,
+        chamber.name if chamber is not None else None,
+        (chamber.setpoint_min_c, chamber.setpoint_max_c) if chamber is not None else None,
     )
 
 
@@ -69,10 +92,15 @@ async def resume_job(
     *,
     on_start: Callable[[CabinetSupervisor], None] | None = None,
     on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None = None,
+    chamber: ChamberSite | None = None,
 ) -> CabinetSupervisor:
     """Re-attach to a job a previous host process left running and supervise it to the end."""
+    holds = None
+    if chamber is not None:
+        recipe = await asyncio.to_thread(job_recipe, store, job_id)
+        holds = chamber if recipe is not None and chamber_setpoints(recipe) else None
     # A failed re-attach leaves the cells alone: the instrument runs their steps and its watchdog stops them.
-    return await _supervise(cabinet, store, clock, lambda sup: sup.reattach(job_id), on_start, on_cycle, False)
+    return await _supervise(cabinet, store, clock, lambda sup: sup.reattach(job_id), on_start, on_cycle, False, holds)
 
 
 async def _supervise(
@@ -83,21 +111,28 @@ async def _supervise(
     on_start: Callable[[CabinetSupervisor], None] | None,
     on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None,
     abort_if_begin_fails: bool,
+    chamber: ChamberSite | None = None,
 ) -> CabinetSupervisor:
-    async with (
-        ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session,
-        LineTimers(store, clock) as timers,
-        CabinetSupervisor(
-            cabinet.name,
-            Bt2200Cycler(session),
-            store,
-            clock,
-            poll_interval_s=cabinet.poll_interval_s,
-            watchdog_s=cabinet.watchdog_s,
-            n_channels=cabinet.channels,
-            timers=timers,
-        ) as supervisor,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        # The chamber loop outlives the supervisor: the cells are switched off before the chamber lets go.
+        loop = await stack.enter_async_context(open_chamber_loop(chamber, clock, store)) if chamber else None
+        session = await stack.enter_async_context(
+            ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name)
+        )
+        timers = await stack.enter_async_context(LineTimers(store, clock))
+        supervisor = await stack.enter_async_context(
+            CabinetSupervisor(
+                cabinet.name,
+                Bt2200Cycler(session),
+                store,
+                clock,
+                poll_interval_s=cabinet.poll_interval_s,
+                watchdog_s=cabinet.watchdog_s,
+                n_channels=cabinet.channels,
+                timers=timers,
+                chamber=loop,
+            )
+        )
         try:
             await begin(supervisor)
         except BaseException:
@@ -129,3 +164,12 @@ async def _abort_and_drain(supervisor: CabinetSupervisor) -> None:
             await asyncio.sleep(0.05)
     finally:
         await supervisor.close_job()
+
+
+def job_recipe(store: Store, job_id: int) -> Recipe | None:
+    """The recipe a stored job runs (None for an unknown job)."""
+    job = store.get_job(job_id)
+    row = store.recipe(job.recipe_sha256) if job is not None else None
+    if row is None:
+        return None
+    return parse_recipe(json.loads(row.body_json), source=f"job {job_id} recipe", source_text=row.source_text)

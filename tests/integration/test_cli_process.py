@@ -79,7 +79,7 @@ def test_recipe_problems_through_a_pipe_are_one_line_each_at_60_columns(tmp_path
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
         f"error: bad.toml: steps[0].{key}: unknown key (expected one of: id, kind, current, cv_voltage_v, until, "
-        "record)",
+        "record, chamber_c)",
         "also: steps[0].until.voltage_v: 4.5 V is above limits.max_voltage_v 4.2 V",
     ]
     assert len(proc.stderr.splitlines()[0]) > 100
