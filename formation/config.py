@@ -65,6 +65,9 @@ class ChamberSite:
     sensors: tuple[int, ...] = (101, 102, 103, 104)
     heating_valves: tuple[int, ...] = (301, 302, 303, 304)
     cooling_valves: tuple[int, ...] = (305, 306, 307, 308)
+    #: Digital input ports reading the valves' open end switches (bit k of the ports in turn = ``valves[k]``);
+    #: empty when the valves have none (stuck valves are then found from the temperature response only).
+    position_ports: tuple[int, ...] = ()
     setpoint_min_c: float = 10.0
     setpoint_max_c: float = 60.0
     gain_c: float = 40.0
@@ -130,6 +133,13 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+    username: str | None = None
+    password: str | None = None
+    #: TLS to the broker; ``ca_file`` (PEM, relative to the site file) replaces the system's trusted CAs.
+    tls: bool = False
+    ca_file: str | None = None
+    #: MQTT keepalive: the broker publishes the offline will about 1.5 × this after the orchestrator vanished.
+    keepalive_s: int = 15
 class SiteConfig:
     """Everything the host needs to run one line."""
 
@@ -229,7 +239,7 @@ _CHAMBER_POSITIVE = frozenset(
 )
 _CHAMBER_NON_NEGATIVE = frozenset({"min_on_s", "min_off_s", "hold_s", "alarm_delay_s"})
 _CHAMBER_TEMPERATURES = ("setpoint_min_c", "setpoint_max_c", "initial_setpoint_c")
-_CHAMBER_CHANNELS = ("sensors", "heating_valves", "cooling_valves")
+_CHAMBER_CHANNELS = ("sensors", "heating_valves", "cooling_valves", "position_ports")
 _CHAMBER_KEYS = set(ChamberSite.__dataclass_fields__)
 #: The control core's field names, as the site file spells them.
 _CORE_FIELDS = {"heating_channels": "heating_valves", "cooling_channels": "cooling_valves"}
@@ -297,6 +307,10 @@ def _parse_chamber(table: Any, where: str, source: str) -> ChamberSite:
             raise ConfigError(f"{where}.{key}", f"channel {clash[0]} is listed twice (across lists)", source=source)
     if not chamber.sensors:
         raise ConfigError(f"{where}.sensors", "no thermocouple: at least one sensor is needed", source=source)
+    if chamber.position_ports and 8 * len(chamber.position_ports) < len(chamber.valves):
+        ports, valves = len(chamber.position_ports), len(chamber.valves)
+        reason = f"{ports} ports read 8 end switches each, the chamber has {valves} valves"
+        raise ConfigError(f"{where}.position_ports", reason, source=source)
     low, high = chamber.setpoint_min_c, chamber.setpoint_max_c
     if low > high:
         raise ConfigError(f"{where}.setpoint_min_c", f"the set-point range {low:g}–{high:g} °C is empty", source=source)
@@ -378,7 +392,12 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
     mqtt_table = dict(_table(data.get("mqtt", {}), "mqtt", source))
     if "enabled" in mqtt_table:
         mqtt_table["enabled"] = _mqtt_enabled(mqtt_table["enabled"], "mqtt.enabled", source)
-    mqtt = _dataclass_from(MqttConfig, mqtt_table, "mqtt", source)
+    for key in ("username", "password", "ca_file"):
+        if key in mqtt_table and not isinstance(mqtt_table[key], str):
+            raise ConfigError(f"mqtt.{key}", f"{mqtt_table[key]!r} is not a string", source=source)
+    if isinstance(mqtt_table.get("ca_file"), str) and base_dir is not None:
+        mqtt_table["ca_file"] = str(Path(base_dir) / mqtt_table["ca_file"])
+    mqtt = check_mqtt(_dataclass_from(MqttConfig, mqtt_table, "mqtt", source), "mqtt", source)
     config = SiteConfig(
         site=str(data.get("site", "site")),
         line=str(data.get("line", "line1")),
@@ -407,12 +426,39 @@ def load_site_config(path: str | Path) -> SiteConfig:
 
 
 def apply_env(config: SiteConfig) -> SiteConfig:
-    """FORMATION_DATABASE_URL, FORMATION_CLOCK_SCALE, FORMATION_MQTT_HOST/PORT/ENABLED override the file."""
+    """FORMATION_DATABASE_URL, FORMATION_CLOCK_SCALE and FORMATION_MQTT_HOST/PORT/ENABLED/USERNAME/PASSWORD/TLS/
+    CA_FILE override the file."""
     env = os.environ
     changes: dict[str, Any] = {}
     if url := env.get("FORMATION_DATABASE_URL"):
         changes["database_url"] = url
     if scale := env.get("FORMATION_CLOCK_SCALE"):
+def check_mqtt(mqtt: MqttConfig, where: str = "mqtt", source: str | None = "<site>") -> MqttConfig:
+    """``mqtt`` if every setting is usable; ConfigError naming the first bad one (``where.key``) otherwise."""
+
+    def bad(key: str, reason: str) -> ConfigError:
+        # From the environment the variable is named, as the user wrote it.
+        field = f"FORMATION_MQTT_{key.upper()}" if where == "env" else f"{where}.{key}"
+        return ConfigError(field, reason, source=source)
+
+    if not mqtt.host or any(c.isspace() or c in "/@" for c in mqtt.host):
+        raise bad("host", f"{mqtt.host!r} is not a host name or address")
+    if not 1 <= mqtt.port <= 65535:
+        raise bad("port", f"{mqtt.port} is not a TCP port (1–65535)")
+    if not math.isfinite(mqtt.interval_s) or not 0.05 <= mqtt.interval_s <= 3600:
+        raise bad("interval_s", f"{mqtt.interval_s!r} is outside 0.05–3600 s")
+    if not 1 <= mqtt.keepalive_s <= 65535:
+        raise bad("keepalive_s", f"{mqtt.keepalive_s} is outside 1–65535 s")
+    if mqtt.password is not None and mqtt.username is None:
+        raise bad("password", "a password needs a username")
+    if mqtt.ca_file is not None:
+        if not mqtt.tls:
+            raise bad("ca_file", "a CA file needs tls = true")
+        if not Path(mqtt.ca_file).is_file():
+            raise bad("ca_file", f"{mqtt.ca_file} is not a readable file")
+    return mqtt
+
+
         try:
             changes["clock_scale"] = float(scale)
         except ValueError as exc:
@@ -429,5 +475,10 @@ def apply_env(config: SiteConfig) -> SiteConfig:
         word = {"true": True, "false": False}.get(enabled, enabled)
         mqtt_changes["enabled"] = _mqtt_enabled(word, "FORMATION_MQTT_ENABLED", None)
     if mqtt_changes:
-        changes["mqtt"] = replace(config.mqtt, **mqtt_changes)
+        changes["mqtt"] = check_mqtt(replace(config.mqtt, **mqtt_changes), "env", None)
     return replace(config, **changes) if changes else config
+    for key in ("username", "password", "ca_file"):
+        if value := env.get(f"FORMATION_MQTT_{key.upper()}"):
+            mqtt_changes[key] = value
+    if tls := env.get("FORMATION_MQTT_TLS"):
+        mqtt_changes["tls"] = _yes_no({"true": True, "false": False}.get(tls, tls), "FORMATION_MQTT_TLS", None)

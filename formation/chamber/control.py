@@ -155,10 +155,15 @@ class ChamberController:
         """One control step at clock time ``now_s``.
 
         ``readings_c``: thermocouple -> °C (NaN or missing when open). ``valve_readback``: the valve channels
-        reading energised (``ROUT:CLOS?``), after the previous command was written; None when not read.
+        reading open (end switches) or energised (``ROUT:CLOS?``), after the previous command was written; None
+        when not read. A valve found stuck is taken out of service; its side's other valves carry the demand.
         """
         vote = self._voter.vote(readings_c)
-        faults = self._stuck.update(self._command, valve_readback, vote.temperature_c, now_s)
+        out = self._valves.out_of_service
+        faults = self._stuck.update(self._command, valve_readback, vote.temperature_c, now_s, out)
+        for fault in faults:
+            if fault.channel is not None:
+                self._valves.take_out_of_service(fault.channel)
         if vote.fail_safe:
             demand = 0.0
             command = self._valves.close_all(now_s)

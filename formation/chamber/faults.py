@@ -60,10 +60,16 @@ class StuckValveDetector:
         self._last_now_s: float | None = None
 
     def update(
-        self, command: ValveCommand, readback_open: frozenset[int] | None, temperature_c: float, now_s: float
+        self,
+        command: ValveCommand,
+        readback_open: frozenset[int] | None,
+        temperature_c: float,
+        now_s: float,
+        out_of_service: frozenset[int] = frozenset(),
     ) -> tuple[ValveFault, ...]:
         """Faults active now. ``command`` is the command in force since the last update; ``readback_open`` the
-        valves reading energised (None: no read-back this time); ``temperature_c`` NaN skips the response check.
+        valves reading open (None: no read-back this time); ``temperature_c`` NaN skips the response check;
+        ``out_of_service`` valves (already found stuck) leave the response check to the others of their side.
         """
         if self._last_now_s is not None and math.isfinite(now_s):
             self._t += max(0.0, now_s - self._last_now_s)
@@ -75,7 +81,8 @@ class StuckValveDetector:
             ("cooling", self.cooling_channels),
         )
         for side, channels in sides:
-            fault = self._response(side, channels, command, temperature_c)
+            in_service = tuple(c for c in channels if c not in out_of_service)
+            fault = self._response(side, in_service, command, temperature_c)
             if fault is not None:
                 faults.append(fault)
         return tuple(faults)

@@ -73,6 +73,7 @@ class ValveArray:
         self._switched_at: dict[int, float | None] = dict.fromkeys(self._all)
         self._counts = dict.fromkeys(self._all, 0)
         self._open_s = dict.fromkeys(self._all, 0.0)
+        self._out: set[int] = set()
         # Local time advances by the positive steps of now_s only, so a clock stepping back cannot freeze valves.
         self._t = 0.0
         self._last_now_s: float | None = None
@@ -94,6 +95,17 @@ class ValveArray:
         return dict(self._open_s)
 
     @property
+    def out_of_service(self) -> frozenset[int]:
+        """Channels taken out of service (stuck valves): commanded closed, never chosen again."""
+        return frozenset(self._out)
+
+    def take_out_of_service(self, channel: int) -> None:
+        """Stop using ``channel`` (a stuck valve): the other valves of its side carry the demand from the next
+        update on. It stays out until the array is rebuilt (a repaired valve comes back with a restart)."""
+        if channel in self._order:
+            self._out.add(channel)
+
+    @property
     def command(self) -> ValveCommand:
         """The current command (``changed`` False: nothing switches by reading it)."""
         return self._command(changed=False)
@@ -102,6 +114,11 @@ class ValveArray:
     def update(self, demand: float, now_s: float) -> ValveCommand:
         """Command the valves for ``demand`` in [-1, +1] (clamped; NaN is 0) at clock time ``now_s``."""
         self._advance(now_s)
+        forced = False
+        for channel in self._out:
+            if self._is_open[channel]:  # minimum on-time notwithstanding: a stuck valve gets nothing from waiting
+                self._switch(channel, False)
+                forced = True
         d = float(demand)
         d = min(1.0, max(-1.0, d)) if math.isfinite(d) else 0.0
         side = (d > 0.0) - (d < 0.0)
@@ -110,8 +127,8 @@ class ValveArray:
         valves = self._side_channels(side)
         self._target_valves = abs(d) * len(valves)
         if side == 0:
-            return self._command(changed=self._close(self._all, 0))
-        switched = self._close(self._side_channels(-side), 0)
+            return self._command(changed=self._close(self._all, 0) or forced)
+        switched = self._close(self._side_channels(-side), 0) or forced
         # While the other side is inside its minimum on-time this side waits: never both open.
         if not any(self._is_open[c] for c in self._side_channels(-side)):
             wanted = self._wanted_open(len(valves))
@@ -151,9 +168,9 @@ class ValveArray:
 
     def _side_channels(self, side: int) -> tuple[int, ...]:
         if side > 0:
-            return self.heating_channels
+            return tuple(c for c in self.heating_channels if c not in self._out)
         if side < 0:
-            return self.cooling_channels
+            return tuple(c for c in self.cooling_channels if c not in self._out)
         return ()
 
     def _wanted_open(self, n: int) -> int:

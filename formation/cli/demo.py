@@ -293,7 +293,7 @@ async def _demo(
 
     clock = ScaledClock(scale)
     cells = len(assignments)
-    # Above this scale the chamber loop's period (20 ms of wall at least) is too coarse to hold the band.
+    # Above this scale the chamber loop's period (10 ms of wall at least) is too coarse to hold the band.
     in_chamber = scale <= DEMO_CHAMBER_MAX_SCALE or bool(chamber_setpoints(recipe))
     spec = CabinetSpec(
         name="sim-cab1",
@@ -328,7 +328,9 @@ async def _demo(
             assert sup.job_id is not None
             return sup.job_id
         # The recipe's own temperatures (if any) move the chamber; otherwise it is held at 25 °C for the route.
-        chamber = ChamberSite(name=DEMO_CHAMBER, resource=plant.chamber_resources[DEMO_CHAMBER], timeout_s=5.0)
+        chamber = ChamberSite(
+            name=DEMO_CHAMBER, resource=plant.chamber_resources[DEMO_CHAMBER], position_ports=(201,), timeout_s=5.0
+        )
         console.print(
             f"simulated cabinet on {server.resource}, standing in chamber {DEMO_CHAMBER} ({chamber.resource})"
         )

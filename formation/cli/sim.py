@@ -113,11 +113,14 @@ def _check_sim_wiring(chamber: ChamberSite, where: str, source: str) -> None:
         "heating_valves": tuple(range(301, 301 + n_hot)),
         "cooling_valves": tuple(range(301 + n_hot, 301 + n_hot + n_cold)),
     }
+    if chamber.position_ports:
+        wired["position_ports"] = tuple(range(201, 201 + -(-(n_hot + n_cold) // 8)))
     for key, channels in wired.items():
         if getattr(chamber, key) != channels or not channels or len(channels) > 20 or n_hot + n_cold > 20:
             reason = (
                 "the simulated DAQ wires thermocouples 101.., heating valves 301.. then cooling valves, at least one "
-                f"and at most 20 of each (here: {', '.join(str(c) for c in channels) or 'none'})"
+                "and at most 20 of each, their end switches on ports 201.. "
+                f"(here: {', '.join(str(c) for c in channels) or 'none'})"
             )
             raise ConfigError(f"{where}.{key}", reason, source=source)
 

@@ -6,7 +6,8 @@ compressed into ranges, so every sensor is read with ONE query and the whole val
 
 Valves: closing an actuator channel (``ROUT:CLOS``) energises a normally-closed solenoid valve, so an OPEN valve
 is a CLOSED relay. :meth:`Daq970aChamber.valve_states` reads the relays back (``ROUT:CLOS?``): what the DAQ set,
-not where a (possibly stuck) valve actually is.
+not where a (possibly stuck) valve actually is; :meth:`Daq970aChamber.valve_positions` reads the valves' open end
+switches on digital input ports (``SENS:DIG:DATA:BYTE?``), where the chamber has them wired.
 
 Every reply is validated before it leaves the driver: garbage raises
 :class:`~formation.errors.InstrumentProtocolError` naming the command; an instrument error raises
@@ -99,6 +100,21 @@ class Daq970aChamber(ScpiInstrument):
         if any(f not in ("0", "1") for f in fields):
             raise self._garbage(f"relay states are not 0/1: {reply[:80]!r}", cmd)
         return np.array([f == "1" for f in fields], dtype=bool)
+
+    async def valve_positions(self, ports: Sequence[int], count: int) -> np.ndarray:
+        """``SENS:DIG:DATA:BYTE? (@<ports>)``: the first ``count`` end-switch bits, port after port (bit 0 first),
+        True = valve open. The ports' eight bits each must cover ``count`` valves (ValueError otherwise)."""
+        if not 0 < count <= 8 * len(ports):
+            raise ValueError(f"{len(ports)} digital ports read at most {8 * len(ports)} valves, not {count}")
+        cmd = f"SENS:DIG:DATA:BYTE? {self._list(ports)}"
+        reply = await self.session.query(cmd)
+        fields = [f.strip() for f in reply.split(",")]
+        if len(fields) != len(ports):
+            raise self._garbage(f"{len(fields)} values for {len(ports)} ports", cmd)
+        if any(not f.isdigit() or int(f) > 255 for f in fields):
+            raise self._garbage(f"port values are not bytes 0-255: {reply[:80]!r}", cmd)
+        bits = [(int(f) >> k) & 1 for f in fields for k in range(8)]
+        return np.array(bits[:count], dtype=bool)
 
     # -- helpers ---------------------------------------------------------------------------------
 

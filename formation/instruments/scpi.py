@@ -345,6 +345,7 @@ class ScpiSession:
             write_termination="\n",
             timeout=timeout_ms,
         )
+        _no_delay(res)
         return res  # type: ignore[return-value]
 
     @staticmethod
@@ -391,3 +392,12 @@ class ScpiSession:
 
     def _protocol_error(self, message: str, command: str | None) -> InstrumentProtocolError:
         return InstrumentProtocolError(message, resource=self.resource, command=command, cabinet=self.name)
+
+
+def _no_delay(res: object) -> None:
+    """Set TCP_NODELAY on a pyvisa-py socket resource. With Nagle's algorithm on, a write followed by a query
+    waits for the peer's delayed ACK (about 40 ms a pair): a valve write then costs a control period at ×1000."""
+    # Another backend or no socket (a serial or GPIB resource): leave it as it is.
+    with contextlib.suppress(AttributeError, KeyError, TypeError, OSError):
+        sock = res.visalib.sessions[res.session].interface  # type: ignore[attr-defined]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

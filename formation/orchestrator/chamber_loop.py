@@ -31,15 +31,17 @@ from formation.config import ChamberSite
 from formation.errors import InputError, InstrumentError, StoreError, TransportError
 from formation.instruments.daq970a import Daq970aChamber
 from formation.instruments.scpi import ScpiSession
+from formation.orchestrator.feed_hooks import ChamberFeed
 from formation.orchestrator.timebase import wall_s
 
 if TYPE_CHECKING:
+    from formation.feed.sink import FeedSink
     from formation.store import Store, ValveWear
 
 log = logging.getLogger(__name__)
 
 #: A control period never takes less than this much wall time: at a high clock scale the period stretches.
-MIN_PERIOD_WALL_S = 0.02
+MIN_PERIOD_WALL_S = 0.01
 #: Samples and valve wear go to the store every this many clock seconds ...
 PERSIST_EVERY_S = 300.0
 #: ... but never more often than this in wall time, whatever the clock scale.
@@ -116,11 +118,20 @@ def _alarm_key(text: str) -> tuple[AlarmKey, str]:
 class ChamberLoop:
     """Holds one chamber at its set point; an async context manager running one background task."""
 
-    def __init__(self, site: ChamberSite, daq: Daq970aChamber, clock: Clock, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        site: ChamberSite,
+        daq: Daq970aChamber,
+        clock: Clock,
+        store: Store | None = None,
+        feed: FeedSink | None = None,
+    ) -> None:
         self.site = site
         self.daq = daq
         self.clock = clock
         self.store = store
+        #: The status feed of this chamber (None: no feed).
+        self.feed = ChamberFeed(feed, site) if feed is not None else None
         self.name: str = site.name
         self.controller = ChamberController(site.control_config(), site.initial_setpoint_c)
         #: The period the task steps at: ``site.period_s``, stretched to MIN_PERIOD_WALL_S of wall time.
@@ -267,7 +278,9 @@ class ChamberLoop:
             readings, readback, problems = await self._read()
             if readback is not None and readback != self._sent_open:
                 self._sent_open = None  # someone moved the relays (a reset, another client): write everything
-            step = self.controller.update(readings, readback, now_s)
+            # The end switches say where the valves are; without them the relays say what was commanded.
+            feedback = await self._positions(problems) if self.site.position_ports else readback
+            step = self.controller.update(readings, feedback, now_s)
             written = await self._write(step.command.open)
             if problems and problems[0][1][1] == "sensors":
                 # One alarm per outage: the fail-safe write failing with the reads is part of the same fault.
@@ -277,6 +290,8 @@ class ChamberLoop:
             else:
                 problems += written
             self._last_step = step
+            if self.feed is not None:
+                self.feed.step(step, readings)
             self.stats.update(step, now_s)
             await self._raise_alarms(step, problems, now_s)
             self._sample(step, readings, now_s)
@@ -300,6 +315,15 @@ class ChamberLoop:
             problems.append(self._instrument_problem(exc, "readback", "warning", "valve read-back failed"))
             return readings, None, problems
         return readings, frozenset(c for c, on in zip(self._valves, states, strict=True) if on), problems
+
+    async def _positions(self, problems: list[tuple[str, AlarmKey, str]]) -> frozenset[int] | None:
+        """The valves whose end switch reads open (None when unread, with a problem added)."""
+        try:
+            positions = await self.daq.valve_positions(self.site.position_ports, len(self._valves))
+        except InstrumentError as exc:
+            problems.append(self._instrument_problem(exc, "positions", "warning", "valve end switches not read"))
+            return None
+        return frozenset(c for c, on in zip(self._valves, positions, strict=True) if on)
 
     async def _write(self, open_channels: frozenset[int]) -> list[tuple[str, AlarmKey, str]]:
         """Write the valve command when it differs from what was last written; a problem when it fails."""
@@ -361,6 +385,8 @@ class ChamberLoop:
         text = f"{self.name}: {message}"
         self.alarms.append((severity, code, text))
         log.log(logging.INFO if severity == "info" else logging.WARNING, "%s: %s", code, text)
+        if self.feed is not None:
+            self.feed.alarm(severity, code, text)
         if self.store is None:
             return
         try:
@@ -436,8 +462,10 @@ class ChamberLoop:
 
 
 @contextlib.asynccontextmanager
-async def open_chamber_loop(site: ChamberSite, clock: Clock, store: Store | None = None) -> AsyncIterator[ChamberLoop]:
+async def open_chamber_loop(
+    site: ChamberSite, clock: Clock, store: Store | None = None, feed: FeedSink | None = None
+) -> AsyncIterator[ChamberLoop]:
     """Open the chamber's DAQ session and driver and run its loop; everything closes on exit (valves first)."""
     session = ScpiSession(site.resource, timeout_s=site.timeout_s, name=site.name)
-    async with Daq970aChamber(session) as daq, ChamberLoop(site, daq, clock, store) as loop:
+    async with Daq970aChamber(session) as daq, ChamberLoop(site, daq, clock, store, feed) as loop:
         yield loop

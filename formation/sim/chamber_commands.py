@@ -6,7 +6,9 @@ Wiring of the simulated DAQ: thermocouple k (0-based) on channel ``101 + k`` (sl
 channel ``301 + k`` (slot 3, an actuator module): the hot-loop valves first, then the chilled-loop valves.
 Closing an actuator channel (``ROUT:CLOS``) energises its normally-closed solenoid valve: the valve opens.
 ``ROUT:CLOS?`` reads back the relay state the instrument set (a stuck valve does not show there; its true
-position is in ``SIM:CHAM:TRUTH?``).
+position is in ``SIM:CHAM:TRUTH?``). Each valve's open end switch is wired to a digital input: valve k is bit
+``k % 8`` of port ``201 + k // 8`` (slot 2, a digital I/O module), read with ``SENS:DIG:DATA:BYTE?``; a stuck
+valve shows there.
 
 ``SIM:CHAMber:TRUTH?`` (simulator only) replies with one line of JSON: ``tc_channels`` and ``valve_channels``
 (instrument channel numbers, in the order of the per-channel lists) plus every key of
@@ -50,6 +52,9 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
     _C("ROUTe:OPEN:ALL", False, "c_rout_open_all", False, "ROUT:OPEN:ALL [ALL|<slot>]: open every relay"),
     _C("ROUTe:CLOSe", True, "q_rout_clos", False, "ROUT:CLOS? (@<valves>): 1 closed / 0 open per channel"),
     _C("ROUTe:OPEN", True, "q_rout_open", False, "ROUT:OPEN? (@<valves>): 1 open / 0 closed per channel"),
+    _C("SENSe:DIGital:DATA:BYTE", True, "q_dig_byte", False,
+       "SENS:DIG:DATA:BYTE? (@<ports>): the valves' open end switches, one decimal byte per port (bit k of port "
+       "201 + j: valve 8j + k, 1 = open)"),
     _C("SIM:FAULT:TC", False, "c_fault_tc", True, "SIM:FAULT:TC <chan>: open thermocouple (reads +9.9E+37)"),
     _C("SIM:FAULT:VALVe", False, "c_fault_valve", True,
        "SIM:FAULT:VALV <chan>,OPEN|CLOSED: the valve sticks there (commands accepted, valve stays)"),
@@ -66,9 +71,12 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
        "SIM:CHAM:TRUTH?: ground truth, one JSON line (air, mass, ambient, valves, switch counts)"),
 )  # fmt: skip
 
-#: Slot of the thermocouple multiplexer and of the valve actuator module.
+#: Slot of the thermocouple multiplexer, of the digital inputs (valve end switches) and of the valve actuators.
 TC_SLOT = 1
+FEEDBACK_SLOT = 2
 VALVE_SLOT = 3
+#: End switches per digital input port.
+BITS_PER_PORT = 8
 SLOTS = (1, 2, 3)
 #: Thermocouple types of the public ``MEAS:TEMP?`` set; ``DEF`` is type J.
 TC_TYPES = ("B", "E", "J", "K", "N", "R", "S", "T")
@@ -94,6 +102,11 @@ def tc_channel(index: int) -> int:
 def valve_channel(index: int) -> int:
     """Instrument channel of valve ``index`` (0 → 301; hot valves first, then cold)."""
     return VALVE_SLOT * 100 + index + 1
+
+
+def feedback_port(index: int) -> int:
+    """Digital input port of port ``index`` (0 → 201): valves ``8·index`` … ``8·index + 7``."""
+    return FEEDBACK_SLOT * 100 + index + 1
 
 
 def parse_scan_list(text: str, wired: dict[int, int]) -> list[int]:
@@ -151,6 +164,8 @@ class ChamberCommands(Ieee488Instrument):
         p = model.params
         self.tc_channels: dict[int, int] = {tc_channel(k): k for k in range(p.thermocouples)}
         self.valve_channels: dict[int, int] = {valve_channel(k): k for k in range(p.valves)}
+        ports = -(-p.valves // BITS_PER_PORT)
+        self.feedback_ports: dict[int, int] = {feedback_port(j): j for j in range(ports)}
 
     def idn(self) -> str:
         """``Formation,DAQ970A-SIM,<serial>,<version>``."""
@@ -209,6 +224,16 @@ class ChamberCommands(Ieee488Instrument):
 
     def q_rout_open(self, args: list[str], client: object) -> str:
         return ",".join("0" if c else "1" for c in self.model.valve_commanded[self._valves(args)].tolist())
+
+    # valve end switches ----------
+
+    def q_dig_byte(self, args: list[str], client: object) -> str:
+        expect_count(args, 1)
+        ports = parse_scan_list(args[0], self.feedback_ports)
+        bits = np.zeros(len(self.feedback_ports) * BITS_PER_PORT, dtype=np.int64)
+        bits[: self.model.params.valves] = self.model.valve_open
+        weights = 1 << np.arange(BITS_PER_PORT)
+        return ",".join(str(int(bits[j * BITS_PER_PORT : (j + 1) * BITS_PER_PORT] @ weights)) for j in ports)
 
     # simulator-only ----------
 

@@ -1,7 +1,7 @@
 """ChamberLoop against the simulated chamber over real TCP, through the real DAQ970A driver and a SQLite store.
 
 The chamber is docs/domain.md §8's (40 °C at full valve, τ 20 min, dead time 60 s, four thermocouples, 4 + 4
-valves). The clock runs 600× (a control period stretches to 12 clock seconds, 20 ms of wall time), so an hour of
+valves). The clock runs 600× (a control period stretches to 6 clock seconds, 10 ms of wall time), so an hour of
 chamber time takes six wall seconds. Faults are injected with the simulator-only ``SIM:FAULT:*`` commands on
 a plain socket of its own.
 """
@@ -153,6 +153,21 @@ async def test_stuck_heating_valves_are_found_from_the_response_and_alarmed(rig:
         assert truth["valve_commanded"][:4] == [True] * 4 and truth["valve_open"][:4] == [False] * 4
     response = rig.alarms("chamber_valve_response")
     assert len(response) == 1 and response[0][0] == "critical" and "heating side" in response[0][2]
+
+
+async def test_one_stuck_valve_is_named_from_its_end_switch_and_the_others_hold_the_band(rig: Rig) -> None:
+    await rig.sim.fault("SIM:FAULT:VALV 302,CLOSED")
+    async with rig.loop(initial_setpoint_c=40.0, position_ports=(201,)) as loop:
+        found = await until(rig.clock, lambda: any(c == "chamber_valve_readback" for _, c, _ in loop.alarms), 120.0)
+        assert found  # the first time 302 is commanded open: within two control periods
+        assert loop.controller.valves.out_of_service == {302}
+        assert await loop.wait_stable(2 * 3600.0)  # three heating valves carry the demand
+        assert loop.last_step is not None and 302 not in loop.last_step.command.open
+        truth = await rig.sim.truth()
+        assert truth["valve_stuck"][1] == "CLOSED" and abs(truth["air_c"] - 40.0) < 0.6
+    stuck = rig.alarms("chamber_valve_readback")
+    assert len(stuck) == 1 and stuck[0][0] == "critical" and "302" in stuck[0][2] and "reads closed" in stuck[0][2]
+    assert not rig.alarms("chamber_valve_response")
 
 
 async def test_samples_are_decimated_and_stored(rig: Rig) -> None:

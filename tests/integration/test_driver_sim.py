@@ -166,3 +166,16 @@ async def test_stall_longer_than_timeout_raises_and_the_next_reply_is_not_stale(
                 continue
         assert identity is not None and identity.startswith("Formation,BT2200-SIM")
         assert (await cyc.status(CHANNELS)).tolist() == [CellState.IDLE] * len(CHANNELS)
+
+
+async def test_the_scpi_socket_sends_small_writes_at_once(rig: Rig) -> None:
+    """TCP_NODELAY: without it a write followed by a query waits ~40 ms for the peer's delayed ACK (Nagle)."""
+    import socket
+
+    session = ScpiSession(rig.resource, timeout_s=0.5, name="probe")
+    async with session:
+        assert "BT2200" in await session.query("*IDN?")
+        res = session._res
+        assert res is not None
+        sock = res.visalib.sessions[res.session].interface  # type: ignore[attr-defined]
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

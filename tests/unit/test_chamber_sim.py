@@ -318,6 +318,9 @@ def test_fault_injection_and_clear(daq: Dispatcher) -> None:
     assert t["valve_open"][0] is True and t["valve_open"][4] is False  # type: ignore[index]
     assert t["valve_stuck"][:5] == ["OPEN", None, None, None, "CLOSED"]  # type: ignore[index]
     assert daq.execute("ROUT:CLOS? (@301,305)") == "0,1"  # the relays obeyed; the valves did not
+    assert daq.execute("SENS:DIG:DATA:BYTE? (@201)") == "1"  # the end switches tell: 301 open, 305 closed
+    assert daq.execute("SENS:DIG:DATA:BYTE? (@202)") is None  # eight valves: one port wired
+    assert errors(daq) == [-222]
     daq.execute("SIM:FAULT:AMB 30.5;SIM:FAULT:DOOR 600;SIM:FAULT:TC (@103)")
     t = truth(daq)
     assert (t["ambient_c"], t["door_open"], t["tc_open"]) == (30.5, True, [False, False, True, False])

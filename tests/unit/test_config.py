@@ -189,6 +189,17 @@ def test_unknown_chamber_lists_known() -> None:
             "channel 101 is listed twice (also in sensors)",
         ),
         ({"sensors": [401]}, "sensors", "401 is not a DAQ channel"),
+        ({"position_ports": [201, 201]}, "position_ports", "channel 201 is listed twice"),
+        ({"position_ports": [101]}, "position_ports", "channel 101 is listed twice (across lists)"),
+        (
+            {
+                "position_ports": [201],
+                "heating_valves": [301, 302, 303, 304, 305],
+                "cooling_valves": [306, 307, 308, 309],
+            },
+            "position_ports",
+            "1 ports read 8 end switches each, the chamber has 9 valves",
+        ),
         ({"sensors": ["tc1"]}, "sensors", "'tc1' is not a DAQ channel"),
         ({"sensors": 101}, "sensors", "101 is not a list"),
         ({"heating_valves": [], "cooling_valves": []}, "heating_valves", "no valve at all"),

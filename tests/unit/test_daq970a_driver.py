@@ -140,6 +140,25 @@ async def test_garbage_valve_states_are_protocol_errors(rig: Rig, reply: str, wh
         await rig.daq.valve_states(VALVES)
 
 
+async def test_valve_positions_read_the_end_switches_of_every_valve_in_one_query(rig: Rig) -> None:
+    rig.expect(("SENS:DIG:DATA:BYTE? (@201:202)", "131,2"))  # 0b10000011, 0b00000010
+    positions = await rig.daq.valve_positions([201, 202], 10)
+    assert positions.dtype == np.bool_
+    assert positions.tolist() == [True, True, False, False, False, False, False, True, False, True]
+
+
+@pytest.mark.parametrize(("reply", "why"), [("3", "1 values for 2"), ("3,256", "not bytes"), ("3,-1", "not bytes")])
+async def test_garbage_valve_positions_are_protocol_errors(rig: Rig, reply: str, why: str) -> None:
+    rig.expect(("SENS:DIG:DATA:BYTE? (@201:202)", reply))
+    with pytest.raises(InstrumentProtocolError, match=why):
+        await rig.daq.valve_positions([201, 202], 9)
+
+
+async def test_more_valves_than_end_switch_bits_is_refused_before_sending(rig: Rig) -> None:
+    with pytest.raises(ValueError, match="at most 8 valves"):
+        await rig.daq.valve_positions([201], 9)
+
+
 @pytest.mark.parametrize("channels", [[], [100], [401], [1001], [310, 0], [101.5]])
 async def test_bad_channel_lists_are_refused_before_sending(rig: Rig, channels: list[int]) -> None:
     with pytest.raises(ValueError):
