@@ -103,14 +103,15 @@ def _report_usage_error(exc: Exception) -> int:
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle; cached because in-process
     # callers (tests) run main() many times and the sub-apps must be added once.
-    from formation.cli import chamber, demo, export, grade, recipe, run, sim
+    from formation.cli import chamber, demo, display, export, grade, recipe, run, sim
 
     app.add_typer(recipe.app, name="recipe")
     app.add_typer(sim.app, name="sim")
     app.add_typer(run.app, name="run")
     app.add_typer(chamber.app, name="chamber")
     known = {c.name for c in app.registered_commands}
-    for name, command in (("export", export.export), ("grade", grade.grade), ("demo", demo.demo)):
+    commands = (("export", export.export), ("grade", grade.grade), ("demo", demo.demo), ("display", display.display))
+    for name, command in commands:
         if name not in known:  # a caller may have registered it already
             app.command(name)(command)
 
