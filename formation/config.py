@@ -130,9 +130,6 @@ class MqttConfig:
     port: int = 1883
     enabled: str = "auto"  # "auto" | "yes" | "no"
     interval_s: float = 5.0
-
-
-@dataclass(frozen=True)
     username: str | None = None
     password: str | None = None
     #: TLS to the broker; ``ca_file`` (PEM, relative to the site file) replaces the system's trusted CAs.
@@ -140,6 +137,9 @@ class MqttConfig:
     ca_file: str | None = None
     #: MQTT keepalive: the broker publishes the offline will about 1.5 × this after the orchestrator vanished.
     keepalive_s: int = 15
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """Everything the host needs to run one line."""
 
@@ -425,14 +425,6 @@ def load_site_config(path: str | Path) -> SiteConfig:
     return parse_site_config(data, source=str(p), base_dir=p.parent)
 
 
-def apply_env(config: SiteConfig) -> SiteConfig:
-    """FORMATION_DATABASE_URL, FORMATION_CLOCK_SCALE and FORMATION_MQTT_HOST/PORT/ENABLED/USERNAME/PASSWORD/TLS/
-    CA_FILE override the file."""
-    env = os.environ
-    changes: dict[str, Any] = {}
-    if url := env.get("FORMATION_DATABASE_URL"):
-        changes["database_url"] = url
-    if scale := env.get("FORMATION_CLOCK_SCALE"):
 def check_mqtt(mqtt: MqttConfig, where: str = "mqtt", source: str | None = "<site>") -> MqttConfig:
     """``mqtt`` if every setting is usable; ConfigError naming the first bad one (``where.key``) otherwise."""
 
@@ -459,6 +451,14 @@ def check_mqtt(mqtt: MqttConfig, where: str = "mqtt", source: str | None = "<sit
     return mqtt
 
 
+def apply_env(config: SiteConfig) -> SiteConfig:
+    """FORMATION_DATABASE_URL, FORMATION_CLOCK_SCALE and FORMATION_MQTT_HOST/PORT/ENABLED/USERNAME/PASSWORD/TLS/
+    CA_FILE override the file."""
+    env = os.environ
+    changes: dict[str, Any] = {}
+    if url := env.get("FORMATION_DATABASE_URL"):
+        changes["database_url"] = url
+    if scale := env.get("FORMATION_CLOCK_SCALE"):
         try:
             changes["clock_scale"] = float(scale)
         except ValueError as exc:
@@ -474,11 +474,11 @@ def check_mqtt(mqtt: MqttConfig, where: str = "mqtt", source: str | None = "<sit
         # The environment has no booleans: "true"/"false" stand for TOML's true/false.
         word = {"true": True, "false": False}.get(enabled, enabled)
         mqtt_changes["enabled"] = _mqtt_enabled(word, "FORMATION_MQTT_ENABLED", None)
-    if mqtt_changes:
-        changes["mqtt"] = check_mqtt(replace(config.mqtt, **mqtt_changes), "env", None)
-    return replace(config, **changes) if changes else config
     for key in ("username", "password", "ca_file"):
         if value := env.get(f"FORMATION_MQTT_{key.upper()}"):
             mqtt_changes[key] = value
     if tls := env.get("FORMATION_MQTT_TLS"):
         mqtt_changes["tls"] = _yes_no({"true": True, "false": False}.get(tls, tls), "FORMATION_MQTT_TLS", None)
+    if mqtt_changes:
+        changes["mqtt"] = check_mqtt(replace(config.mqtt, **mqtt_changes), "env", None)
+    return replace(config, **changes) if changes else config

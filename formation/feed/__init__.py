@@ -1,4 +1,4 @@
-"""formation.feed: the MQTT status feed — topic tree, payload models and (soon) the publisher."""
+"""formation.feed: the MQTT status feed — topic tree, payload models, the publisher and the sink protocol."""
 
 from formation.feed.payloads import (
     CHANNEL_STATES,
@@ -16,7 +16,10 @@ from formation.feed.payloads import (
     parse_payload,
     state_counts,
 )
+from formation.feed.publisher import FeedPublisher, FeedStats
+from formation.feed.sink import FeedSink
 from formation.feed.topics import RETAINED_KINDS, ROOT, TopicKind, TopicRef, Topics, parse_topic
+from formation.feed.url import broker_url, mqtt_from_url
 
 __all__ = [
     "CHANNEL_STATES",
@@ -29,13 +32,18 @@ __all__ = [
     "ChannelState",
     "FeedEvent",
     "FeedPayload",
+    "FeedPublisher",
+    "FeedSink",
+    "FeedStats",
     "LotGrading",
     "OrchestratorStatus",
     "RackState",
     "TopicKind",
     "TopicRef",
     "Topics",
+    "broker_url",
     "example_payloads",
+    "mqtt_from_url",
     "parse_payload",
     "parse_topic",
     "state_counts",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from formation.clock import Clock
 from formation.config import CabinetConfig, ChamberSite
@@ -20,6 +21,9 @@ from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.timers import LineTimers
 from formation.recipes import Recipe, chamber_setpoints, parse_recipe
 from formation.store import Store
+
+if TYPE_CHECKING:
+    from formation.feed.sink import FeedSink
 
 #: Wall seconds an interrupted job keeps polling for its aborts to be confirmed before it closes.
 ABORT_SETTLE_S = 5.0
@@ -59,6 +63,7 @@ async def run_job(
     on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None = None,
     note: str | None = None,
     chamber: ChamberSite | None = None,
+    feed: FeedSink | None = None,
 ) -> CabinetSupervisor:
     """Launch ``recipe`` on ``assignments`` and supervise it to the end; cancelling aborts the cells safely.
 
@@ -67,9 +72,8 @@ async def run_job(
     """
     check_chamber(recipe, cabinet, chamber)
     holds = chamber if chamber is not None and chamber_setpoints(recipe) else None
-    return await _supervise(
-        cabinet, store, clock, lambda sup: sup.launch(recipe, assignments, note=note), on_start, on_cycle, True, holds
-    )
+    begin = lambda sup: sup.launch(recipe, assignments, note=note)  # noqa: E731
+    return await _supervise(cabinet, store, clock, begin, on_start, on_cycle, True, holds, feed)
 
 
 def check_chamber(recipe: Recipe, cabinet: CabinetConfig, chamber: ChamberSite | None) -> None:
@@ -93,6 +97,7 @@ async def resume_job(
     on_start: Callable[[CabinetSupervisor], None] | None = None,
     on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None = None,
     chamber: ChamberSite | None = None,
+    feed: FeedSink | None = None,
 ) -> CabinetSupervisor:
     """Re-attach to a job a previous host process left running and supervise it to the end."""
     holds = None
@@ -100,7 +105,9 @@ async def resume_job(
         recipe = await asyncio.to_thread(job_recipe, store, job_id)
         holds = chamber if recipe is not None and chamber_setpoints(recipe) else None
     # A failed re-attach leaves the cells alone: the instrument runs their steps and its watchdog stops them.
-    return await _supervise(cabinet, store, clock, lambda sup: sup.reattach(job_id), on_start, on_cycle, False, holds)
+    return await _supervise(
+        cabinet, store, clock, lambda sup: sup.reattach(job_id), on_start, on_cycle, False, holds, feed
+    )
 
 
 async def _supervise(
@@ -112,10 +119,11 @@ async def _supervise(
     on_cycle: Callable[[CabinetSupervisor, PollStats], None] | None,
     abort_if_begin_fails: bool,
     chamber: ChamberSite | None = None,
+    feed: FeedSink | None = None,
 ) -> CabinetSupervisor:
     async with contextlib.AsyncExitStack() as stack:
         # The chamber loop outlives the supervisor: the cells are switched off before the chamber lets go.
-        loop = await stack.enter_async_context(open_chamber_loop(chamber, clock, store)) if chamber else None
+        loop = await stack.enter_async_context(open_chamber_loop(chamber, clock, store, feed)) if chamber else None
         session = await stack.enter_async_context(
             ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name)
         )
@@ -131,6 +139,7 @@ async def _supervise(
                 n_channels=cabinet.channels,
                 timers=timers,
                 chamber=loop,
+                feed=feed,
             )
         )
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from formation.clock import Clock
 from formation.errors import StoreError
@@ -19,6 +20,9 @@ from formation.recipes import Recipe
 from formation.states import JobState, RunState
 from formation.store import Store
 from formation.store.records import StepResultRecord
+
+if TYPE_CHECKING:
+    from formation.orchestrator.feed_hooks import CabinetFeed
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,8 @@ class JobLedger:
         self._committed_rec = committed_rec
         self._unsaved_results: list[StepResultRecord] = []
         self._unjournalled: dict[int, ChannelRun] = {}
+        #: Where alarms are published besides the store (None: nowhere).
+        self.feed: CabinetFeed | None = None
 
     @property
     def pending(self) -> int:
@@ -106,6 +112,8 @@ class JobLedger:
         """Log and store an alarm; control goes on without the database if it refuses."""
         self.alarms_raised += 1
         log.log(logging.WARNING if severity != "info" else logging.INFO, "%s: %s", code, message)
+        if self.feed is not None:  # first: a database that hangs must not hold the alarm back from the displays
+            self.feed.alarm(severity, code, message, run, self.job_id)
         try:
             await asyncio.to_thread(
                 self.store.add_alarm,

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from formation.orchestrator.cabinet.safety import SafetyGuard, runs_on
 from formation.orchestrator.cabinet.starts import StepStarter
 from formation.orchestrator.cabinet.temperature import ChamberGate, ChamberPort
 from formation.orchestrator.compile import compile_step
+from formation.orchestrator.feed_hooks import CabinetFeed
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.records import EndRecord
 from formation.orchestrator.run import ChannelRun
@@ -44,6 +46,9 @@ from formation.recipes import Recipe
 from formation.states import JobState, RunState
 from formation.store import Store
 from formation.store.records import StepResultRecord
+
+if TYPE_CHECKING:
+    from formation.feed.sink import FeedSink
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ class CabinetSupervisor:
         n_channels: int = 256,
         timers: LineTimers | None = None,
         chamber: ChamberPort | None = None,
+        feed: FeedSink | None = None,
     ) -> None:
         self.name = name
         self.cycler = cycler
@@ -93,6 +99,9 @@ class CabinetSupervisor:
         self.safety = SafetyGuard(name, cycler, self.ledger, watchdog_s=watchdog_s)
         self.checkpoints = CheckpointBook(name, cycler, clock, timers)
         self.gate = ChamberGate(chamber, clock)
+        #: The status feed of this cabinet (None: no feed, every hook a no-op).
+        self.feed = CabinetFeed(feed, name, n_channels) if feed is not None else None
+        self.ledger.feed = self.feed
         self._stop = asyncio.Event()
 
     # -- what displays and callers read ------------------------------------------------------------------
@@ -158,6 +167,8 @@ class CabinetSupervisor:
             self._begin_step(run, 0)
         # A failed first start propagates: the launcher switches off whatever may have started and gives up.
         await self.ledger.journal(await self.starter.start_pending(self.runs, may_start=self.gate.may_start))
+        if self.feed is not None:
+            self.feed.observe(self.runs, job_id, force=True)
         return job_id
 
     async def reattach(self, job_id: int) -> int:
@@ -197,6 +208,8 @@ class CabinetSupervisor:
         await asyncio.to_thread(self.store.set_job_state, job_id, JobState.RUNNING)
         await self.ledger.alarm("info", "reattached", f"job {job_id} re-attached on cabinet {self.name}")
         await self.ledger.journal([r for r in self.runs if not r.terminal])
+        if self.feed is not None:
+            self.feed.observe(self.runs, job_id, force=True)
         return job_id
 
     async def _settle_unprocessed_ends(self, status: np.ndarray) -> None:
@@ -252,6 +265,8 @@ class CabinetSupervisor:
         self.gate.pause_k_clocks(self.runs)
         await self._run_host_steps()
         await self._start_pending()
+        if self.feed is not None:
+            self.feed.observe(self.runs, self.job_id)
         return PollStats(len(records), step_ends, time.perf_counter() - t0)
 
     async def _run_host_steps(self) -> None:
@@ -438,7 +453,10 @@ class CabinetSupervisor:
                 "sample writer did not finish within %s s; uncommitted records stay on the instrument", FLUSH_TIMEOUT_S
             )
         await self.ledger.retry()
-        await self.ledger.finish_job(job_end_state(self.runs))
+        state = job_end_state(self.runs)
+        await self.ledger.finish_job(state)
+        if self.feed is not None:
+            self.feed.job_end(self.job_id, state, self.runs)
 
 
 def job_end_state(runs: Sequence[ChannelRun]) -> JobState:
