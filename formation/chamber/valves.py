@@ -74,6 +74,7 @@ class ValveArray:
         self._counts = dict.fromkeys(self._all, 0)
         self._open_s = dict.fromkeys(self._all, 0.0)
         self._out: set[int] = set()
+        self._worn = dict.fromkeys(self._all, 0)  # switchings before this array existed (stored totals)
         # Local time advances by the positive steps of now_s only, so a clock stepping back cannot freeze valves.
         self._t = 0.0
         self._last_now_s: float | None = None
@@ -98,6 +99,13 @@ class ValveArray:
     def out_of_service(self) -> frozenset[int]:
         """Channels taken out of service (stuck valves): commanded closed, never chosen again."""
         return frozenset(self._out)
+
+    def seed_wear(self, switchings: dict[int, int]) -> None:
+        """Switchings each valve made before this array existed (the stored totals): the rotation then evens out
+        lifetime wear, not only this run's. ``switch_counts`` still counts from construction."""
+        for channel, count in switchings.items():
+            if channel in self._worn:
+                self._worn[channel] = max(0, int(count))
 
     def take_out_of_service(self, channel: int) -> None:
         """Stop using ``channel`` (a stuck valve): the other valves of its side carry the demand from the next
@@ -199,7 +207,7 @@ class ValveArray:
         missing = wanted - (len(channels) - len(closed))
         ready = [c for c in closed if self._elapsed_s(c) >= self.min_off_s]
         # Least switched first, then least used, so the proportioning role and the steady ones rotate.
-        ready.sort(key=lambda c: (self._counts[c], self._open_s[c], self._order[c]))
+        ready.sort(key=lambda c: (self._worn[c] + self._counts[c], self._open_s[c], self._order[c]))
         for channel in ready[: max(0, missing)]:
             self._switch(channel, True)
         return missing > 0 and bool(ready)
@@ -209,7 +217,7 @@ class ValveArray:
         excess = len(opened) - wanted
         ready = [c for c in opened if self._elapsed_s(c) >= self.min_on_s]
         # Least switched first, then the one open longest.
-        ready.sort(key=lambda c: (self._counts[c], -self._elapsed_s(c), self._order[c]))
+        ready.sort(key=lambda c: (self._worn[c] + self._counts[c], -self._elapsed_s(c), self._order[c]))
         for channel in ready[: max(0, excess)]:
             self._switch(channel, False)
         return excess > 0 and bool(ready)

@@ -425,6 +425,7 @@ class ChamberLoop:
             return
         try:
             self._wear = await asyncio.to_thread(self.store.valve_switches, self.name)
+            self.controller.valves.seed_wear({channel: wear.switches for channel, wear in self._wear.items()})
         except StoreError as exc:
             log.warning("chamber %s: stored valve switch counts not loaded yet: %s", self.name, exc)
 

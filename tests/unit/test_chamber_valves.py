@@ -113,6 +113,28 @@ def test_steady_roles_rotate_as_well() -> None:
     assert min(open_s[ch] for ch in HEAT) > 0.5 * max(open_s[ch] for ch in HEAT)
 
 
+def test_stored_wear_steers_the_rotation_to_the_least_worn_valves() -> None:
+    rec = Recorder(array())
+    rec.valves.seed_wear({101: 5000, 102: 5000, 103: 0, 104: 0, 999: 7})  # an unknown channel is ignored
+    rec.run((t, 0.3) for t in times(5.0, 3600.0))
+    counts = rec.valves.switch_counts  # still counted from construction
+    assert counts[103] + counts[104] > 0 and counts[101] == counts[102] == 0
+
+
+def test_a_valve_out_of_service_closes_at_once_and_the_others_carry_the_demand() -> None:
+    rec = Recorder(array())
+    rec.run((t, 0.5) for t in times(5.0, 600.0))  # two heating valves open, one of them 101 (least switched)
+    assert 101 in rec.valves.command.open
+    rec.valves.take_out_of_service(101)
+    rec.valves.take_out_of_service(999)  # not a valve of this array: nothing happens
+    cmd = rec.valves.update(0.5, 600.0 + 1e-3)  # inside the minimum on-time: a stuck valve gets nothing from waiting
+    assert 101 not in cmd.open and cmd.changed and rec.valves.out_of_service == {101}
+    rec.prev = (600.0 + 1e-3, cmd)
+    rec.state[101] = False
+    rec.run((t, 1.0) for t in times(5.0, 1800.0) if t > 700.0)
+    assert rec.valves.command.open == {102, 103, 104}  # full demand: every heating valve still in service
+
+
 def test_side_change_waits_for_the_other_side_to_close() -> None:
     rec = Recorder(array(min_on_s=20.0, min_off_s=5.0))
     assert rec.update(0.5, 0.0).open == {101, 102}
