@@ -15,6 +15,7 @@ import typer
 from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
+from formation.bounds import printable
 from formation.errors import FormationError, InputError
 
 if TYPE_CHECKING:
@@ -63,13 +64,14 @@ err_console = CliConsole(stderr=True)
 
 def print_problem(label: str, message: str, style: str = "bold red") -> None:
     """One line on stderr, ``label message``: the message literal (no markup, no emoji), never wrapped."""
-    flat = " ".join(str(message).splitlines())
+    flat = printable(" ".join(str(message).splitlines()))
     err_console.print(Text.assemble((label, style), " ", flat), soft_wrap=True, highlight=False)
 
 
 def add_text_row(table: Table, *values: str) -> None:
-    """A table row of literal text: ids, names and reasons are data, never Rich markup (``[x]`` stays ``[x]``)."""
-    table.add_row(*(Text(value) for value in values))
+    """A table row of literal text: ids, names and reasons are data, never Rich markup (``[x]`` stays ``[x]``)
+    and never terminal control (an escape character shows as ``\\x1b``)."""
+    table.add_row(*(Text(printable(value)) for value in values))
 
 
 def _is_usage_error(exc: Exception) -> bool:
@@ -103,14 +105,20 @@ def _report_usage_error(exc: Exception) -> int:
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle; cached because in-process
     # callers (tests) run main() many times and the sub-apps must be added once.
-    from formation.cli import chamber, demo, display, export, grade, recipe, run, sim
+    from formation.cli import chamber, demo, display, export, grade, recipe, run, sim, status
 
     app.add_typer(recipe.app, name="recipe")
     app.add_typer(sim.app, name="sim")
     app.add_typer(run.app, name="run")
     app.add_typer(chamber.app, name="chamber")
     known = {c.name for c in app.registered_commands}
-    commands = (("export", export.export), ("grade", grade.grade), ("demo", demo.demo), ("display", display.display))
+    commands = (
+        ("export", export.export),
+        ("grade", grade.grade),
+        ("demo", demo.demo),
+        ("display", display.display),
+        ("status", status.status),
+    )
     for name, command in commands:
         if name not in known:  # a caller may have registered it already
             app.command(name)(command)

@@ -11,11 +11,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from formation.cli.app import add_text_row, console
+from formation.cli.feed import MqttOpt
 from formation.errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from formation.config import MqttConfig
     from formation.grading import Rules
     from formation.orchestrator.inputs import CellEntry
     from formation.recipes import Recipe
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 DEMO_RECIPE = "demo-ncm21700"
 DEMO_LOT = "DEMO-LOT"
 DEMO_CHAMBER = "sim-chamber1"
+#: The site and line the demo publishes its status feed under (formation/v1/demo/line1/…).
+DEMO_SITE, DEMO_LINE = "demo", "line1"
 DEMO_CHAMBER_MAX_SCALE = 2000.0
 #: Without --scale the clock runs so that the route's worst case (every step to its end or time backstop) takes
 #: about this much wall time; the real route ends sooner wherever a step ends on voltage, current or charge.
@@ -59,10 +63,12 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulated cell population")] = 7,
     defects: Annotated[float, typer.Option(help="Fraction of defective simulated cells")] = 0.1,
     rules: Annotated[str | None, typer.Option(help="Grading rules file (default: the recipe's built-in rules)")] = None,
+    mqtt: MqttOpt = None,
 ) -> None:
     """Start a simulated cabinet in-process, form its cells over SCPI/TCP, and summarise the result."""
     import asyncio
 
+    from formation.cli.feed import demo_feed_config
     from formation.cli.progress import step_summary_table
     from formation.cli.run import output_dir
     from formation.grading import builtin_rules, resolve_rules
@@ -82,6 +88,7 @@ def demo(
     cell_preset = choose_preset(r, preset)
     grading_rules = resolve_rules(rules) if rules else resolve_rules(r.name) if r.name in builtin_rules() else None
     output_dir(out, "--out")
+    feed_config = demo_feed_config(mqtt)
     # Every check before the first write: a refused demo leaves no folder behind.
     nominal_ah = cell_preset.nominal_capacity_ah
     entries = [CellEntry(f"DEMO-{i:04d}", DEMO_LOT, nominal_ah) for i in range(1, cells + 1)]
@@ -110,12 +117,12 @@ def demo(
     )
     with Store(f"sqlite:///{db_path}") as store:
         store.create_schema()
-        job_id = asyncio.run(_demo(store, r, assignments, cell_preset, formed, scale, seed, defects))
+        job_id = asyncio.run(_demo(store, r, assignments, cell_preset, formed, scale, seed, defects, feed_config))
         results = store.step_results(job_id=job_id)
         console.print(step_summary_table(results, title=f"Job {job_id}: per-step summary"))
         if not formed:  # the efficiency of the first cycle is a formation figure; formed cells had theirs
             _print_first_cycle(results, nominal_ah)
-        graded = _grade(store, grading_rules, out) if grading_rules is not None else None
+        graded = _grade(store, grading_rules, out, feed_config) if grading_rules is not None else None
         cell_csv = out / "cell-DEMO-0001.csv"
         export_cell_bdf(store, "DEMO-0001", cell_csv)
         chamber = _plot_chamber(store, out / "plots" / "chamber.png")
@@ -235,7 +242,7 @@ def _clock_text(seconds: float) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d ({hours:.0f} h)"
 
 
-def _grade(store: Store, rules: Rules, out: Path) -> tuple[Path, Path]:
+def _grade(store: Store, rules: Rules, out: Path, feed_config: MqttConfig | None = None) -> tuple[Path, Path]:
     """Grade the demo lot, store the grades, write the CSV and histograms, print the grade tables."""
     from formation.grading import (
         grade_cells,
@@ -252,7 +259,11 @@ def _grade(store: Store, rules: Rules, out: Path) -> tuple[Path, Path]:
     report = write_report_csv(grading, out / "grading-report.csv")
     plots = out / "plots"
     write_histograms(grading, plots)
-    console.print(summary_table(summarize(grading), title=f"Grades: {escape(rules.name)} {escape(rules.version)}"))
+    from formation.cli.feed import publish_grading
+
+    summary = summarize(grading)
+    console.print(summary_table(summary, title=f"Grades: {escape(rules.name)} {escape(rules.version)}"))
+    publish_grading(feed_config, DEMO_SITE, DEMO_LINE, summary, rules.sha256)
     graded = grading.cells.sort_values("cell_id")
     not_a = graded[graded["grade"] != "A"]
     if len(not_a):
@@ -282,7 +293,9 @@ async def _demo(
     scale: float,
     seed: int,
     defects: float,
+    feed_config: MqttConfig | None = None,
 ) -> int:
+    from formation.cli.feed import publishing
     from formation.cli.progress import job_progress
     from formation.clock import ScaledClock
     from formation.config import CabinetConfig, ChamberSite
@@ -307,7 +320,10 @@ async def _demo(
         chamber=DEMO_CHAMBER if in_chamber else None,
     )
     chambers = [ChamberSpec(name=DEMO_CHAMBER, seed=seed)] if in_chamber else []
-    async with SimulatedPlant([spec], clock, chambers=chambers) as plant:
+    async with (
+        SimulatedPlant([spec], clock, chambers=chambers) as plant,
+        publishing(feed_config, DEMO_SITE, DEMO_LINE) as feed,
+    ):
         server = plant.cabinets["sim-cab1"]
         cabinet = CabinetConfig(
             name="sim-cab1",
@@ -323,7 +339,7 @@ async def _demo(
             with job_progress() as progress:
                 sup = await run_job(
                     cabinet, recipe, assignments, store, clock,
-                    on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo",
+                    on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
                 )  # fmt: skip
             assert sup.job_id is not None
             return sup.job_id
@@ -338,13 +354,13 @@ async def _demo(
             if chamber_setpoints(recipe):
                 sup = await run_job(
                     cabinet, recipe, assignments, store, clock, chamber=chamber,
-                    on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo",
+                    on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
                 )  # fmt: skip
             else:
-                async with open_chamber_loop(chamber, clock, store):
+                async with open_chamber_loop(chamber, clock, store, feed):
                     sup = await run_job(
                         cabinet, recipe, assignments, store, clock,
-                        on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo",
+                        on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
                     )  # fmt: skip
     assert sup.job_id is not None
     return sup.job_id

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from formation.cli.app import console, print_problem
+from formation.cli.feed import MqttOpt
 
 
 def grade(
@@ -18,9 +19,12 @@ def grade(
     plots: Annotated[Path | None, typer.Option(help="Directory for metric histograms (PNG)")] = None,
     site: Annotated[Path | None, typer.Option(help="Site configuration (TOML)")] = None,
     db: Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")] = None,
+    mqtt: MqttOpt = None,
 ) -> None:
     """Grade every cell of LOT from its latest run, store the grades, write the CSV and print the summary."""
+    from formation.cli.feed import feed_config, publish_grading
     from formation.cli.run import open_store, output_dir, output_file
+    from formation.config import SiteConfig, load_site_config
     from formation.grading import (
         grade_cells,
         load_lot_metrics,
@@ -36,6 +40,8 @@ def grade(
     output_file(out, "--out")
     if plots is not None:
         output_dir(plots, "--plots")
+    site_cfg = load_site_config(site) if site is not None else SiteConfig()
+    broker = feed_config(site_cfg.mqtt, mqtt)
     _, store = open_store(site, db)
     with store:
         cells = load_lot_metrics(store, lot, parsed)
@@ -51,8 +57,10 @@ def grade(
         store.save_grades(grading.cells, rules_sha256=parsed.sha256, rules_name=parsed.name)
     write_report_csv(grading, out)
     title = f"lot {escape(lot)}: {escape(parsed.name)} {escape(parsed.version)}"
-    console.print(summary_table(summarize(grading), title=title))
+    summary = summarize(grading)
+    console.print(summary_table(summary, title=title))
     console.print(f"wrote {escape(str(out))} ({len(cells)} cells, rules sha256 {parsed.sha256[:12]})", highlight=False)
     if plots is not None:
         paths = write_histograms(grading, plots)
         console.print(f"wrote {len(paths)} histograms to {escape(str(plots))}", highlight=False)
+    publish_grading(broker, site_cfg.site, site_cfg.line, summary, parsed.sha256)

@@ -1,4 +1,4 @@
-"""`formation run launch|list|show|resume|abort`."""
+"""`formation run launch|list|show|resume|continue|abort`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from formation.cli.app import add_text_row, console
+from formation.cli.feed import MqttOpt
 from formation.config import CabinetConfig, SiteConfig, load_site_config
 from formation.errors import InputError, StoreError
 from formation.states import ACTIVE_JOB_STATES, TERMINAL_RUN_STATES, JobState
@@ -102,10 +103,12 @@ def launch(
     cells: Annotated[Path, typer.Option(help="Cells CSV: cell_id, lot, nominal_capacity_ah")],
     db: DbOpt = None,
     note: Annotated[str | None, typer.Option(help="Free text stored with the job")] = None,
+    mqtt: MqttOpt = None,
 ) -> None:
     """Run a recipe on a cabinet's channels in the foreground; Ctrl-C aborts the cells safely."""
     import asyncio
 
+    from formation.cli.feed import feed_config, with_feed
     from formation.cli.progress import job_progress
     from formation.clock import make_clock
     from formation.orchestrator.inputs import load_cells_file, parse_channel_list
@@ -120,6 +123,7 @@ def launch(
     assignments = assign_cells(chans, entries, r)
     chamber = cfg.chamber(cab.chamber) if cab.chamber is not None else None
     check_chamber(r, cab, chamber)  # a temperature the cabinet cannot give is refused before anything is written
+    broker = feed_config(cfg.mqtt, mqtt)
     _, store = open_store(site, db)
     with store:
         busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state in ACTIVE_JOB_STATES]
@@ -139,16 +143,21 @@ def launch(
         )
         with job_progress() as progress:
             sup = asyncio.run(
-                run_job(
-                    cab,
-                    r,
-                    assignments,
-                    store,
-                    clock,
-                    on_start=progress.on_start,
-                    on_cycle=progress.on_cycle,
-                    note=note,
-                    chamber=chamber,
+                with_feed(
+                    broker,
+                    cfg,
+                    lambda feed: run_job(
+                        cab,
+                        r,
+                        assignments,
+                        store,
+                        clock,
+                        on_start=progress.on_start,
+                        on_cycle=progress.on_cycle,
+                        note=note,
+                        chamber=chamber,
+                        feed=feed,
+                    ),
                 )
             )
         _print_job_end(store, sup.job_id)
@@ -176,14 +185,17 @@ def resume(
     job: Annotated[int, typer.Argument(help="Job id")],
     site: Annotated[Path, typer.Option(help="Site configuration (TOML)")],
     db: DbOpt = None,
+    mqtt: MqttOpt = None,
 ) -> None:
     """Re-attach to a job whose host process died: its cells kept running on the instrument."""
     import asyncio
 
+    from formation.cli.feed import feed_config, with_feed
     from formation.cli.progress import job_progress
     from formation.clock import make_clock
     from formation.orchestrator.job import resume_job
 
+    broker = feed_config(load_site_config(site).mqtt, mqtt)
     cfg, store = open_store(site, db)
     with store:
         _, cab = _job_and_cabinet(cfg, store, job)
@@ -192,10 +204,15 @@ def resume(
         console.print(f"re-attaching job {job} on {escape(cab.name)}")
         with job_progress() as progress:
             sup = asyncio.run(
-                resume_job(
-                    cab, job, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle, chamber=chamber
+                with_feed(
+                    broker,
+                    cfg,
+                    lambda feed: resume_job(
+                        cab, job, store, clock, on_start=progress.on_start, on_cycle=progress.on_cycle,
+                        chamber=chamber, feed=feed,
+                    ),
                 )
-            )
+            )  # fmt: skip
         _print_job_end(store, sup.job_id)
 
 
@@ -218,8 +235,8 @@ def list_jobs(site: SiteOpt = None, db: DbOpt = None) -> None:
 
 @app.command("show")
 def show(job: Annotated[int, typer.Argument(help="Job id")], site: SiteOpt = None, db: DbOpt = None) -> None:
-    """Show a job's runs and per-step summary."""
-    from formation.cli.progress import step_summary_table
+    """Show a job's runs, per-step summary and, for recipes with repeat blocks, per-cycle capacity."""
+    from formation.cli.progress import cycle_summary_table, step_summary_table
 
     _, store = open_store(site, db)
     with store:
@@ -239,7 +256,44 @@ def show(job: Annotated[int, typer.Argument(help="Job id")], site: SiteOpt = Non
                 run.end_reason or "",
             )
         console.print(table)
-        console.print(step_summary_table(store.step_results(job_id=job)))
+        results = store.step_results(job_id=job)
+        console.print(step_summary_table(results))
+        cycles = cycle_summary_table(results)
+        if cycles is not None:
+            console.print(cycles)
+
+
+@app.command("continue")
+def continue_job(
+    job: Annotated[int, typer.Argument(help="Job id")],
+    site: SiteOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Release the job's runs waiting at a hold step (through the database: the supervising process goes on)."""
+    from formation.orchestrator.job import job_recipe
+    from formation.states import RESUMABLE_JOB_STATES
+
+    _, store = open_store(site, db)
+    with store:
+        found = store.get_job(job)
+        if found is None:
+            raise InputError("job", f"no job {job}")
+        if found.state not in RESUMABLE_JOB_STATES:
+            raise InputError("job", f"job {job} is {found.state}: nothing to continue")
+        recipe = job_recipe(store, job)
+        assert recipe is not None  # a stored job always has its recipe
+        holding = [
+            r
+            for r in store.job_runs(job)
+            if r.state not in TERMINAL_RUN_STATES
+            and 0 <= r.step_index < len(recipe.steps)
+            and recipe.steps[r.step_index].kind == "hold"
+        ]
+        if not holding:
+            raise InputError("job", f"no run of job {job} is at a hold step")
+        store.request_continue(job)
+        steps = ", ".join(sorted({r.step_id or "" for r in holding}))
+    console.print(f"job {job}: continue sent to {len(holding)} run(s) at hold step {escape(steps)}")
 
 
 @app.command("abort")

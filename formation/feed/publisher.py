@@ -10,8 +10,9 @@ block and never raise: they only note the payload. One background task does the 
   they wait in an :class:`~formation.feed.spill.EventQueue` (memory, then a spill file) and leave it only once the
   broker acknowledged them (QoS 1). Delivery is at least once: an event whose acknowledgement was lost with the
   connection is sent again, and its ``seq`` lets a subscriber drop the duplicate.
-* **Status**: ``online`` (retained) on every connection, with the ``offline`` form registered as the MQTT will,
-  so a killed process turns offline within 1.5 × keepalive; a clean exit publishes ``offline`` itself.
+* **Status**: ``online`` (retained) on every connection, and again after any ``interval_s`` with nothing else
+  sent (a heartbeat: an idle line is not a silent one); the ``offline`` form is registered as the MQTT will, so a
+  killed process turns offline within 1.5 × keepalive; a clean exit publishes ``offline`` itself.
 
 The connection is retried with exponential backoff (``reconnect_min_s`` doubling up to ``reconnect_max_s``) for
 the life of the publisher, so ``enabled = "auto"`` publishes as soon as a broker answers.
@@ -22,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import ssl
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,6 +71,8 @@ class FeedStats:
     #: State snapshots replaced by a newer one before they were sent (the broker was slower than the line).
     coalesced: int = 0
     republished: int = 0
+    #: Status messages sent because an interval passed with nothing else to send.
+    heartbeats: int = 0
 
 
 class FeedPublisher:
@@ -104,6 +109,7 @@ class FeedPublisher:
         self._connected = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._last_send_s = -math.inf
 
     # -- the sync, non-blocking side the line calls --------------------------------------------------------------
     @property
@@ -271,16 +277,21 @@ class FeedPublisher:
                 continue
             self._wake.clear()
             waiter = asyncio.ensure_future(self._wake.wait())
+            quiet_s = self.interval_s - (time.monotonic() - self._last_send_s)
             try:
                 waits: set[asyncio.Future[Any]] = {waiter}
                 if disconnected is not None:
                     waits.add(disconnected)
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(waits, timeout=max(quiet_s, 0.0), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
             if disconnected is not None and disconnected.done():
                 exc = disconnected.exception() if not disconnected.cancelled() else None
                 raise aiomqtt.MqttError(f"disconnected: {exc or 'by the broker'}")
+            if not done:
+                # A quiet interval (an idle line): the status again, so a display can tell idle from gone.
+                await self._send(client, self.topics.status(), self._status("online"), retain=True)
+                self.stats.heartbeats += 1
 
     async def _send_events(self, client: aiomqtt.Client) -> None:
         topic = self.topics.events()
@@ -313,6 +324,7 @@ class FeedPublisher:
 
     async def _send(self, client: aiomqtt.Client, topic: str, data: bytes, *, retain: bool) -> None:
         await client.publish(topic, data, qos=1, retain=retain)
+        self._last_send_s = time.monotonic()
         self.stats.messages += 1
         self.stats.bytes += len(data)
 
