@@ -64,7 +64,8 @@ class DisplayServer:
         self._now_s = now_s
         self._server: asyncio.Server | None = None
         self._streams: set[_Stream] = set()
-        self._handlers: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._closing = False
 
     async def __aenter__(self) -> DisplayServer:
         self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=MAX_HEADER_BYTES)
@@ -73,14 +74,20 @@ class DisplayServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
-        # Before 3.12 Server.wait_closed() does not wait for open connections: cancel the handlers ourselves.
-        for task in list(self._handlers):
-            task.cancel()
-        for task in list(self._handlers):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Before 3.12 Server.wait_closed() does not wait for open connections, and a cancelled handler makes
+        # asyncio log an error: end each connection instead (its handler then returns) and wait for the handlers.
+        for stream in self._streams:
+            stream.wake.set()
+        for writer in self._handlers.values():
+            writer.transport.abort()
+        handlers = list(self._handlers)
+        if handlers:
+            _, late = await asyncio.wait(handlers, timeout=5.0)
+            for task in late:  # pragma: no cover - a handler that ignored its closed connection
+                task.cancel()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -99,16 +106,17 @@ class DisplayServer:
         task = asyncio.current_task()
         if task is not None:
             task.set_name(f"display-http-{id(writer):x}")
-            self._handlers.add(task)
+            self._handlers[task] = writer
         try:
-            await self._serve_one(reader, writer)
+            if not self._closing:
+                await self._serve_one(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
-            pass  # the browser went away or stalled: nothing to answer
+            pass  # the browser went away or stalled, or the server is closing: nothing to answer
         finally:
             if task is not None:
-                self._handlers.discard(task)
+                self._handlers.pop(task, None)
             writer.close()
-            with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+            with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -156,10 +164,12 @@ class DisplayServer:
         try:
             first = self.view.snapshot(self._now_s())
             await self._send(writer, f"retry: {RETRY_MS}\n".encode() + _event("snapshot", first))
-            while True:
+            while not self._closing:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(KEEPALIVE_S):
                         await stream.wake.wait()
+                if self._closing:
+                    break
                 if not stream.wake.is_set():
                     await self._send(writer, b": keepalive\n\n")
                     continue
