@@ -83,3 +83,27 @@ def step_summary_table(results: pd.DataFrame, title: str = "Per-step summary") -
             reasons,
         )
     return table
+
+
+def cycle_summary_table(results: pd.DataFrame, title: str = "Per-cycle capacity") -> Table | None:
+    """Per run and cycle of a repeat block: Ah charged, Ah discharged, coulombic efficiency (None: no cycles)."""
+    from formation.grading.cycles import cycle_table
+
+    cycles = cycle_table(results)
+    if cycles.empty:
+        return None
+    table = Table(title=title)
+    for col in ("run", "cell", "cycle", "charge Ah", "discharge Ah", "efficiency %"):
+        table.add_column(col, justify="left" if col == "cell" else "right", no_wrap=True)
+    for row in cycles.itertuples(index=False):
+        efficiency = "" if row.efficiency != row.efficiency else f"{row.efficiency * 100:.2f}"
+        add_text_row(
+            table,
+            str(row.run_id),
+            str(row.cell_id),
+            str(row.cycle),
+            f"{row.charge_ah:.4f}",
+            f"{row.discharge_ah:.4f}",
+            efficiency,
+        )
+    return table

@@ -20,7 +20,19 @@ from formation.instruments.program import (
     TestType,
     TestWhen,
 )
-from formation.recipes import AgeStep, ChamberStep, ChargeStep, DcirStep, DischargeStep, Recipe, RestStep, Step
+from formation.recipes import (
+    AgeStep,
+    ChamberStep,
+    ChargeStep,
+    DcirStep,
+    DischargeStep,
+    HoldStep,
+    PrecheckStep,
+    Recipe,
+    RestStep,
+    Step,
+    WaitStep,
+)
 
 #: A FAIL test sits this far beyond a limit that a clamp already enforces, so it only trips on a real fault.
 LIMIT_MARGIN_V = 0.010
@@ -47,10 +59,17 @@ class CompiledStep:
     end_reasons: dict[int, str]
     has_duration: bool
     host_step: bool = False
+    #: The host may end this step early from the log (a rest's dV/dt end, a wait's temperature): it then aborts
+    #: the channel (a resting cell: nothing changes but the step) and the abort record ends the step.
+    host_judged: bool = False
+    #: The end reason of the instrument's time end, when not ``duration`` (a wait step that timed out).
+    time_reason: str | None = None
 
     def end_reason(self, code: int) -> str:
         """The recipe-level name of an instrument end code (``voltage``, ``current``, ``limit:max_voltage``…)."""
         if code == EndCode.TIME:
+            if self.time_reason is not None:
+                return self.time_reason
             return "duration" if self.has_duration else "backstop"
         return self.end_reasons.get(code, EndCode.describe(code))
 
@@ -109,8 +128,18 @@ def compile_step(step: Step, recipe: Recipe, nominal_capacity_ah: float) -> Comp
             safety = _safety_tests(recipe)
             inst = _instrument_step(StepMode.REST, step.duration_s, 0.0, 0.0, safety, step.record)
             return CompiledStep(StepProgram((inst,)), _numbered(safety), True)
-        case ChamberStep():
+        case ChamberStep() | HoldStep():
             return CompiledStep(StepProgram(()), {}, False, host_step=True)
+        case WaitStep():
+            # The instrument rests the cell for the whole timeout (its backstop); the host ends it once cool.
+            safety = _safety_tests(recipe)
+            inst = _instrument_step(StepMode.REST, step.timeout_s, 0.0, 0.0, safety, step.record)
+            return CompiledStep(StepProgram((inst,)), _numbered(safety), True, host_judged=True, time_reason="timeout")
+        case PrecheckStep():
+            # Open circuit: the OCV and the drop over the rest are judged by the host from the start and end records.
+            safety = _safety_tests(recipe)
+            inst = _instrument_step(StepMode.REST, step.rest_s, 0.0, 0.0, safety, step.record)
+            return CompiledStep(StepProgram((inst,)), _numbered(safety), True)
         case _:  # pragma: no cover - the recipe parser refuses other kinds
             raise NotImplementedError(f"step kind {step.kind!r} cannot be compiled yet")
 
@@ -165,7 +194,9 @@ def _compile_rest(step: RestStep, recipe: Recipe, rising: bool) -> CompiledStep:
         ends.append((StepTest(vtype, until.voltage_v), "voltage"))
     tests = _safety_tests(recipe) + ends
     inst = _instrument_step(StepMode.REST, until.duration_s or BACKSTOP_MIN_S, 0.0, 0.0, tests, step.record)
-    return CompiledStep(StepProgram((inst,)), _numbered(tests), until.duration_s is not None)
+    # A dV/dt end is judged by the host from the log; the rest's duration stays on the instrument as its backstop.
+    judged = until.dvdt_mv_per_h is not None
+    return CompiledStep(StepProgram((inst,)), _numbered(tests), until.duration_s is not None, host_judged=judged)
 
 
 def _compile_dcir(step: DcirStep, recipe: Recipe, nominal_capacity_ah: float) -> CompiledStep:

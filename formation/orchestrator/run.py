@@ -22,7 +22,13 @@ from formation.states import (
     RunState,
     StartState,
 )
-from formation.store.records import AgeMeasurement, Measurement, StepDetails, StepResultRecord
+from formation.store.records import (
+    AgeMeasurement,
+    Measurement,
+    PrecheckMeasurement,
+    StepDetails,
+    StepResultRecord,
+)
 
 __all__ = ["ALLOWED_TRANSITIONS", "ChannelRun", "RunState", "StartState", "StepAccount"]
 
@@ -79,6 +85,12 @@ class ChannelRun:
     step_t0_host_s: float | None = None
     #: Age-step seconds during which the chamber was out of band: the K clock pauses (the chamber loop adds them).
     k_paused_s: float = 0.0
+    #: Why the host ended the current step early (``dvdt``, ``temperature``): its abort record ends the step so.
+    host_end: str | None = None
+    #: Why a finished pre-check rejected the cell (None: not rejected).
+    rejected: str | None = None
+    #: The job's continue count when the current hold step started: a larger count releases it.
+    hold_seen: int | None = None
 
     # -- state machine -------------------------------------------------------------------------------------
     def transition(self, new: RunState) -> None:
@@ -116,7 +128,13 @@ class ChannelRun:
     def needs_records(self) -> bool:
         """Whether the current step's result is computed from its records (so the supervisor keeps them)."""
         step = self.step
-        return step is not None and step.kind in ("dcir", "age")
+        judged = self.compiled is not None and self.compiled.host_judged
+        return step is not None and (step.kind in ("dcir", "age") or judged)
+
+    @property
+    def cycle(self) -> int:
+        """The cycle number of the current step (0 outside any repeat block)."""
+        return self.recipe.cycle_of(self.step_index)
 
     @property
     def step(self) -> Any:
@@ -138,6 +156,8 @@ class ChannelRun:
         self.checkpoints = {}
         self.step_t0_host_s = None
         self.k_paused_s = 0.0
+        self.host_end = None
+        self.hold_seen = None
 
     def note_start(self, time_s: float, voltage_v: float) -> None:
         """The instrument's start record of the current step (step time 0 on its first instrument step)."""
@@ -159,6 +179,8 @@ class ChannelRun:
             return None
         started_s = acc.started_s if acc.started_s is not None else end.time_s - acc.duration_s
         reason = self.compiled.end_reason(code)
+        if code == EndCode.ABORT and self.host_end is not None:
+            reason = self.host_end  # the host ended the step on purpose (its dV/dt or temperature end)
         self.end_reason = reason
         self.steps_done += 1
         step = self.step
@@ -166,7 +188,10 @@ class ChannelRun:
         measurement: Measurement | None = None
         error: str | None = None
         try:
-            measurement = self._step_measurement(step, reason, acc.started_s)
+            if step.kind == "precheck" and reason == "duration":
+                measurement = self._precheck(step, end.voltage_v)
+            else:
+                measurement = self._step_measurement(step, reason, acc.started_s)
         except ValueError as exc:
             error = str(exc)
         self._account_soc(step, reason, acc.ah)
@@ -192,7 +217,24 @@ class ChannelRun:
             end_voltage_v=end.voltage_v,
             end_reason=reason,
             details=details,
+            cycle=self.cycle,
         )
+
+    def _precheck(self, step: Any, end_v: float) -> PrecheckMeasurement:
+        """Judge a pre-check from its start and end records: OCV in the window, drop over the rest small enough."""
+        ocv_v = self.account.start_voltage_v
+        if ocv_v is None:
+            raise ValueError("precheck: no start record (the OCV was not logged)")
+        drop_mv = (ocv_v - end_v) * 1000.0
+        reason = ""
+        if ocv_v < step.ocv_min_v:
+            reason = f"OCV {ocv_v:.4g} V below {step.ocv_min_v:g} V"
+        elif ocv_v > step.ocv_max_v:
+            reason = f"OCV {ocv_v:.4g} V above {step.ocv_max_v:g} V"
+        elif drop_mv > step.max_drop_mv:
+            reason = f"voltage fell {drop_mv:.3g} mV in {step.rest_s:g} s at rest (max {step.max_drop_mv:g} mV): short?"
+        self.rejected = reason or None
+        return PrecheckMeasurement(ocv_v=ocv_v, drop_mv=drop_mv, rejected=reason)
 
     def start_host_step(self, now_s: float) -> None:
         """A host step (no instrument program) starts at once: nothing goes to the instrument, so nothing can
@@ -224,6 +266,7 @@ class ChannelRun:
             end_voltage_v=self.last_voltage_v,
             end_reason=reason,
             details=StepDetails(end_code=EndCode.NONE, seq_id=None, soc_start=self.soc, soc_end=self.soc),
+            cycle=self.cycle,
         )
 
     def _step_measurement(self, step: Any, reason: str, started_s: float | None) -> Measurement | None:
@@ -289,6 +332,8 @@ class ChannelRun:
                 "duration_s": self.account.duration_s,
                 "soc_ah": self.soc_ah,
                 "capacity_ref_ah": self.capacity_ref_ah,
+                "host_end": self.host_end,
+                "hold_seen": self.hold_seen,
             },
             sort_keys=True,
         )

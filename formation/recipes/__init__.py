@@ -13,6 +13,7 @@ Pure: nothing here does I/O beyond reading the recipe file it is given.
     chamber_setpoints(recipe)                          # every chamber temperature asked for, in step order
 """
 
+from formation.recipes.flow import MAX_CYCLE_COUNT, FlowMark, LoopMark, TagMark
 from formation.recipes.library import (
     RecipeFormat,
     builtin_recipes,
@@ -32,12 +33,15 @@ from formation.recipes.model import (
     DcirMethod,
     DcirStep,
     DischargeStep,
+    HoldStep,
     Limits,
+    PrecheckStep,
     Recipe,
     RecordRule,
     RestStep,
     Step,
     Until,
+    WaitStep,
     chamber_setpoints,
     describe_step,
 )
@@ -49,6 +53,7 @@ __all__ = [
     "CHAMBER_MAX_C",
     "CHAMBER_MIN_C",
     "CHAMBER_WAIT_DEFAULT_S",
+    "MAX_CYCLE_COUNT",
     "UNSUPPORTED_KINDS",
     "AgeStep",
     "ChamberStep",
@@ -58,13 +63,19 @@ __all__ = [
     "DcirMethod",
     "DcirStep",
     "DischargeStep",
+    "FlowMark",
+    "HoldStep",
     "Limits",
+    "LoopMark",
+    "PrecheckStep",
     "Recipe",
     "RecipeFormat",
     "RecordRule",
     "RestStep",
     "Step",
+    "TagMark",
     "Until",
+    "WaitStep",
     "builtin_recipes",
     "chamber_setpoints",
     "describe_step",

@@ -4,6 +4,10 @@ Steps are data; the orchestrator dispatches on their type (``match step: case Ch
 To add a kind, add its dataclass here, extend the ``Step`` union, and register its builder in
 ``formation.recipes.parse.STEP_BUILDERS``.
 
+Flow: ``tag`` / ``loop`` marks repeat a block of steps (``formation.recipes.flow``); ``Recipe.steps`` holds the
+steps unrolled, as a run goes through them, with ``Recipe.cycles`` their cycle numbers and ``Recipe.layout`` the
+steps as written. Host-judged kinds: ``wait`` (cell cooled), ``hold`` (operator), ``precheck`` (OCV and short).
+
 Temperature: a ``chamber`` step (:class:`ChamberStep`) sets the chamber the cells stand in; ``chamber_c`` on any
 other step holds that step until the chamber is stable at that temperature. Both are optional in the canonical
 form (a recipe without them hashes as it did before they existed).
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from formation.canonical import canonical_json, content_sha256
+from formation.recipes.flow import FlowMark
 from formation.recipes.units import CurrentSpec, fmt, format_duration
 
 #: The dialect's default record rule (``SEQ:STEP:LOG`` never set): every 60 s or every 5 mV.
@@ -31,6 +36,8 @@ CHAMBER_MAX_C = 100.0
 #: How long a waiting ``chamber`` step waits for a stable chamber when the recipe gives no ``timeout`` (seconds);
 #: the orchestrator applies it and faults the run when the chamber is not stable by then.
 CHAMBER_WAIT_DEFAULT_S = 4 * 3600.0
+#: How long a ``hold`` step waits for an operator when the recipe gives no ``timeout`` (seconds).
+HOLD_DEFAULT_S = 24 * 3600.0
 
 DcirMethod = Literal["single", "iec61960"]
 DcirDirection = Literal["discharge", "charge"]
@@ -84,6 +91,9 @@ class Until:
     current: CurrentSpec | None = None
     charge_ah: float | None = None
     charge_fraction: float | None = None
+    #: Rest only: ends once |dV/dt| over the last ``dvdt_window_s`` falls below this (host-evaluated, mV/h).
+    dvdt_mv_per_h: float | None = None
+    dvdt_window_s: float | None = None
 
     def charge_limit_ah(self, nominal_capacity_ah: float) -> float | None:
         """The throughput end in Ah for a cell of ``nominal_capacity_ah``, or None when there is none."""
@@ -113,6 +123,9 @@ class Until:
             out["charge"] = {"ah": self.charge_ah}
         if self.charge_fraction is not None:
             out["charge"] = {"fraction": self.charge_fraction}
+        if self.dvdt_mv_per_h is not None:
+            out["dvdt_mv_per_h"] = self.dvdt_mv_per_h
+            out["dvdt_window"] = self.dvdt_window_s
         return out
 
     def describe(self) -> str:
@@ -126,6 +139,8 @@ class Until:
             parts.append(f"{fmt(self.charge_ah)} Ah")
         if self.charge_fraction is not None:
             parts.append(f"{fmt(self.charge_fraction * 100)}% of nominal")
+        if self.dvdt_mv_per_h is not None and self.dvdt_window_s is not None:
+            parts.append(f"|dV/dt| < {fmt(self.dvdt_mv_per_h)} mV/h over {format_duration(self.dvdt_window_s)}")
         if self.duration_s is not None:
             parts.append(format_duration(self.duration_s))
         return " or ".join(parts)
@@ -324,6 +339,86 @@ class ChamberStep:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class WaitStep:
+    """Open circuit until the cell is below ``below_c`` (host-evaluated from the log), at most ``timeout_s``.
+
+    The instrument rests the cell for ``timeout_s`` (its backstop); a cell still too warm then faults its run.
+    """
+
+    id: str
+    below_c: float
+    timeout_s: float
+    record: RecordRule = field(default_factory=RecordRule)
+
+    kind: ClassVar[str] = "wait"
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical JSON form."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "below_c": self.below_c,
+            "timeout": self.timeout_s,
+            "record": self.record.to_canonical(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HoldStep:
+    """Output off until an operator runs ``formation run continue JOB`` (or ``timeout_s``, which faults the run).
+
+    A host step: nothing runs on the instrument. ``message`` tells the operator what to do (degas, re-clamp).
+    """
+
+    id: str
+    timeout_s: float = HOLD_DEFAULT_S
+    message: str = ""
+    record: RecordRule = field(default_factory=RecordRule)
+
+    kind: ClassVar[str] = "hold"
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical JSON form (``message`` only when given)."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "timeout": self.timeout_s,
+            "record": self.record.to_canonical(),
+        }
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PrecheckStep:
+    """Screen before any current: OCV within ``ocv_min_v``–``ocv_max_v``, then a ``rest_s`` open-circuit rest
+    whose voltage drop must stay below ``max_drop_mv`` (an internal short drains the cell). A cell that fails is
+    rejected: its run ends (faulted, with the reason) and its channel is free."""
+
+    id: str
+    ocv_min_v: float
+    ocv_max_v: float
+    rest_s: float
+    max_drop_mv: float
+    record: RecordRule = field(default_factory=RecordRule)
+
+    kind: ClassVar[str] = "precheck"
+
+    def to_canonical(self) -> dict[str, Any]:
+        """The canonical JSON form."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "ocv_min_v": self.ocv_min_v,
+            "ocv_max_v": self.ocv_max_v,
+            "rest": self.rest_s,
+            "max_drop_mv": self.max_drop_mv,
+            "record": self.record.to_canonical(),
+        }
+
+
 def _with_chamber_c(out: dict[str, Any], chamber_c: float | None) -> dict[str, Any]:
     """``out`` with ``chamber_c`` added when set: a step without it keeps the canonical form (and hash) it had."""
     if chamber_c is not None:
@@ -331,18 +426,21 @@ def _with_chamber_c(out: dict[str, Any], chamber_c: float | None) -> dict[str, A
     return out
 
 
-Step = ChargeStep | DischargeStep | RestStep | DcirStep | AgeStep | ChamberStep
+Step = ChargeStep | DischargeStep | RestStep | DcirStep | AgeStep | ChamberStep | WaitStep | HoldStep | PrecheckStep
+#: Kinds that never move current (a pre-check must come before any step not in this set).
+NO_CURRENT_KINDS = frozenset({"rest", "age", "chamber", "wait", "hold", "precheck"})
 
 
 def describe_step(step: Step) -> str:
     """One human line for tables: ``charge C/5 CC-CV 3.65 V until I < C/20 or 8h``, ``age 7d, OCV at 1d, 7d``,
     ``rest 1h at 45 °C`` (a step with ``chamber_c``), ``set chamber to 45 °C and wait until stable (≤ 4h)``."""
-    where = "" if isinstance(step, ChamberStep) or step.chamber_c is None else f" at {fmt(step.chamber_c)} °C"
+    chamber_c = getattr(step, "chamber_c", None)
+    where = "" if chamber_c is None else f" at {fmt(chamber_c)} °C"
     match step:
         case ChargeStep() | DischargeStep():
             mode = f" CC-CV {fmt(step.cv_voltage_v)} V" if step.cv_voltage_v is not None else ""
             return f"{step.kind} {step.current}{mode}{where} until {step.until.describe()}"
-        case RestStep(until=Until(voltage_v=None, duration_s=duration_s)) if duration_s is not None:
+        case RestStep(until=Until(voltage_v=None, dvdt_mv_per_h=None, duration_s=duration_s)) if duration_s:
             return f"rest {format_duration(duration_s)}{where}"
         case RestStep():
             return f"rest{where} until {step.until.describe()}"
@@ -360,6 +458,16 @@ def describe_step(step: Step) -> str:
             if limit_s is None:
                 return f"set chamber to {fmt(step.setpoint_c)} °C and go on (no wait)"
             return f"set chamber to {fmt(step.setpoint_c)} °C and wait until stable (≤ {format_duration(limit_s)})"
+        case WaitStep():
+            return f"wait until the cell is below {fmt(step.below_c)} °C (≤ {format_duration(step.timeout_s)})"
+        case HoldStep():
+            what = f": {step.message}" if step.message else ""
+            return f"hold, output off, until `formation run continue` (≤ {format_duration(step.timeout_s)}){what}"
+        case PrecheckStep():
+            return (
+                f"precheck OCV {fmt(step.ocv_min_v)}–{fmt(step.ocv_max_v)} V, drop < {fmt(step.max_drop_mv)} mV "
+                f"over {format_duration(step.rest_s)} rest"
+            )
     raise TypeError(f"not a recipe step: {step!r}")  # pragma: no cover - the union is exhaustive
 
 
@@ -377,6 +485,16 @@ class Recipe:
     description: str = ""
     source_text: str = field(default="", compare=False, repr=False)
     source: str = field(default="<recipe>", compare=False)
+    #: The cycle number of each of ``steps`` (iterations of repeat blocks numbered 1, 2, … across the recipe;
+    #: 0 outside any block). Empty: every step is 0.
+    cycles: tuple[int, ...] = ()
+    #: The steps as written, with their ``tag`` / ``loop`` marks; ``steps`` is this unrolled, so a step of a
+    #: three-cycle block is in ``steps`` three times. Empty: ``steps`` as written (no repeat block).
+    layout: tuple[Step | FlowMark, ...] = ()
+
+    def cycle_of(self, index: int) -> int:
+        """The cycle number of ``steps[index]`` (0 outside any repeat block)."""
+        return self.cycles[index] if 0 <= index < len(self.cycles) else 0
 
     def to_canonical(self) -> dict[str, Any]:
         """The canonical form as plain data (``parse_recipe`` accepts it back and gives the same hash)."""
@@ -386,7 +504,7 @@ class Recipe:
             "nominal_capacity_ah": self.nominal_capacity_ah,
             "limits": self.limits.to_canonical(),
             "record": self.record.to_canonical(),
-            "steps": [step.to_canonical() for step in self.steps],
+            "steps": [item.to_canonical() for item in (self.layout or self.steps)],
         }
         if self.chemistry is not None:
             out["chemistry"] = self.chemistry
@@ -416,7 +534,7 @@ def chamber_setpoints(recipe: Recipe) -> tuple[float, ...]:
     other step's ``chamber_c`` (repeats kept; empty when the recipe asks for none)."""
     setpoints: list[float] = []
     for step in recipe.steps:
-        setpoint_c = step.setpoint_c if isinstance(step, ChamberStep) else step.chamber_c
+        setpoint_c = step.setpoint_c if isinstance(step, ChamberStep) else getattr(step, "chamber_c", None)
         if setpoint_c is not None:
             setpoints.append(setpoint_c)
     return tuple(setpoints)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from formation.errors import RecipeError
 from formation.recipes.fields import (
@@ -26,9 +26,11 @@ from formation.recipes.fields import (
     resolve_a,
     type_name,
 )
+from formation.recipes.flow import FlowMark, LoopMark, TagMark, check_blocks, read_mark, unroll
 from formation.recipes.model import (
     DEFAULT_MAX_C_RATE,
     DEFAULT_MAX_CELL_TEMPERATURE_C,
+    NO_CURRENT_KINDS,
     ChargeStep,
     DischargeStep,
     Limits,
@@ -39,6 +41,7 @@ from formation.recipes.model import (
     Until,
 )
 from formation.recipes.parse_chamber import CHAMBER_TEXT_REASON, chamber_step, read_chamber_c
+from formation.recipes.parse_host import check_dvdt_rest, hold_step, precheck_step, read_dvdt, wait_step
 from formation.recipes.parse_measure import age_step, dcir_step
 from formation.recipes.pybamm import parse_experiment_step
 from formation.recipes.units import clean, fmt, parse_charge, parse_current, parse_duration_s, parse_percent
@@ -60,7 +63,9 @@ _LIMIT_KEYS = ("max_voltage_v", "min_voltage_v", "max_cell_temperature_c", "max_
 _CURRENT_STEP_KEYS = ("id", "kind", "current", "cv_voltage_v", "until", "record", "chamber_c")
 _CURRENT_STEP_ENDS = ("duration", "voltage_v", "current", "charge", "soc")
 _REST_KEYS = ("id", "kind", "until", "record", "chamber_c")
-_REST_ENDS = ("duration", "voltage_v")
+_REST_ENDS = ("duration", "voltage_v", "dvdt_mv_per_h", "dvdt_window")
+#: Every end key of the language, so a rest-only end on a charge says so instead of "unknown key".
+_ALL_ENDS = (*_CURRENT_STEP_ENDS, "dvdt_mv_per_h", "dvdt_window")
 _TEXT_STEP_KEYS = ("text", "id", "record", "chamber_c")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -111,7 +116,7 @@ def _until(value: object, path: str, kind: str, ctx: Context) -> Until | None:
         return None
     before = len(ctx.errors)
     for key in value:
-        if key in _CURRENT_STEP_ENDS and key not in allowed:
+        if key in _ALL_ENDS and key not in allowed:
             ctx.error(join(path, key), f"not an end of a {kind} step (allowed: {', '.join(allowed)})")
         elif key not in allowed:
             ctx.error(join(path, key), f"unknown key (expected one of: {', '.join(allowed)})")
@@ -131,9 +136,10 @@ def _until(value: object, path: str, kind: str, ctx: Context) -> Until | None:
         )
     elif "soc" in value:
         charge_fraction = read_parsed(_soc, value["soc"], f"{path}.soc", ctx)
+    dvdt, dvdt_window_s = read_dvdt(value, path, ctx) if kind == "rest" else (None, None)
     if len(ctx.errors) > before:
         return None
-    return Until(duration_s, voltage_v, current, charge_ah, charge_fraction)
+    return Until(duration_s, voltage_v, current, charge_ah, charge_fraction, dvdt, dvdt_window_s)
 
 
 def _soc(value: object) -> float:
@@ -195,6 +201,8 @@ def _rest_step(raw: dict[str, Any], path: str, step_id: str, ctx: Context) -> St
     if until is not None and until.duration_s is None:
         ctx.error(f"{path}.until.duration", "a rest step needs a duration end")
     record = record_rule(raw.get("record", {}), f"{path}.record", ctx.record, ctx)
+    if until is not None and record is not None:
+        check_dvdt_rest(until.duration_s, until.dvdt_window_s, record, path, ctx)
     chamber_c = read_chamber_c(raw, path, ctx)
     if len(ctx.errors) > before or until is None or record is None:
         return None
@@ -209,7 +217,12 @@ STEP_BUILDERS: dict[str, Callable[[dict[str, Any], str, str, Context], Step | No
     "dcir": dcir_step,
     "age": age_step,
     "chamber": chamber_step,
+    "wait": wait_step,
+    "hold": hold_step,
+    "precheck": precheck_step,
 }
+#: Marks between steps (``formation.recipes.flow``): a repeat block's start and end.
+MARK_KINDS = ("tag", "loop")
 
 
 def _expand_text(raw: dict[str, Any], path: str, previous_kind: str | None, ctx: Context) -> dict[str, Any] | None:
@@ -249,30 +262,45 @@ def _step(raw: object, index: int, previous_kind: str | None, ctx: Context) -> t
             return step_id, None
         raw = expanded
     kind = raw.get("kind")
+    kinds = ", ".join((*STEP_BUILDERS, *MARK_KINDS))
     if kind is None:
-        ctx.error(f"{path}.kind", f"missing required key ({', '.join(STEP_BUILDERS)}; or a PyBaMM text)")
+        ctx.error(f"{path}.kind", f"missing required key ({kinds}; or a PyBaMM text)")
     elif not isinstance(kind, str):
         ctx.error(f"{path}.kind", f"expected a string, got {type_name(kind)}")
     elif kind in UNSUPPORTED_KINDS:
         ctx.error(f"{path}.kind", f"step kind {kind!r} is not supported yet (supported: {', '.join(STEP_BUILDERS)})")
     elif kind not in STEP_BUILDERS:
-        ctx.error(f"{path}.kind", f"unknown step kind {kind!r} (expected one of: {', '.join(STEP_BUILDERS)})")
+        ctx.error(f"{path}.kind", f"unknown step kind {kind!r} (expected one of: {kinds})")
     elif step_id is not None:
         return step_id, STEP_BUILDERS[kind](raw, path, step_id, ctx)
     return step_id, None
 
 
-def _steps(value: object, ctx: Context) -> tuple[Step, ...]:
+def _steps(value: object, ctx: Context) -> tuple[Step | FlowMark, ...]:
+    """The steps and repeat marks as written (``Recipe.layout``)."""
     if not isinstance(value, list):
         ctx.error("steps", f"expected an array of step tables, got {type_name(value)}")
         return ()
     if not value:
         ctx.error("steps", "a recipe needs at least one step")
-    steps: list[Step] = []
+    steps: list[Step | FlowMark] = []
+    placed: list[tuple[str, object]] = []
     first_index: dict[str, int] = {}
     previous_kind: str | None = None
+    current_at: int | None = None  # the first step that moves current
     for index, raw in enumerate(value):
+        if isinstance(raw, dict) and raw.get("kind") in MARK_KINDS and "text" not in raw:
+            mark = read_mark(raw, f"steps[{index}]", ctx.errors)
+            placed.append((f"steps[{index}]", mark))
+            if mark is not None:
+                steps.append(mark)
+            continue
         step_id, step = _step(raw, index, previous_kind, ctx)
+        placed.append((f"steps[{index}]", step))
+        if step is not None and step.kind not in NO_CURRENT_KINDS and current_at is None:
+            current_at = index
+        if step is not None and step.kind == "precheck" and current_at is not None:
+            ctx.error(f"steps[{index}].kind", f"a precheck comes before any current (steps[{current_at}] moves some)")
         if step_id is not None:
             if step_id in first_index:
                 ctx.error(
@@ -284,6 +312,9 @@ def _steps(value: object, ctx: Context) -> tuple[Step, ...]:
             steps.append(step)
             if step.kind in ("charge", "discharge"):
                 previous_kind = step.kind
+    check_blocks(placed, ctx.errors)
+    if not any(not isinstance(item, TagMark | LoopMark) for item in steps) and value and not ctx.errors:
+        ctx.error("steps", "a recipe needs at least one step besides its tag and loop marks")
     return tuple(steps)
 
 
@@ -307,9 +338,12 @@ def parse_recipe(data: object, source: str = "<recipe>", *, source_text: str | N
     limits = _limits(table.get("limits", {}), ctx)
     record = record_rule(table.get("record", {}), "record", RecordRule(), ctx)
     ctx.record = record or RecordRule()
-    steps = _steps(table["steps"], ctx) if "steps" in table else ()
+    layout = _steps(table["steps"], ctx) if "steps" in table else ()
     if ctx.errors:
         _raise(ctx, source)
+    unrolled, cycles = unroll(layout)
+    steps = cast(tuple[Step, ...], unrolled)  # unroll drops the marks
+    has_marks = any(isinstance(item, TagMark | LoopMark) for item in layout)
     assert name is not None and version is not None and ctx.nominal_ah is not None
     assert limits is not None and record is not None and isinstance(description, str)
     recipe = Recipe(
@@ -322,6 +356,8 @@ def parse_recipe(data: object, source: str = "<recipe>", *, source_text: str | N
         steps=steps,
         description=description,
         source=source,
+        cycles=cycles if has_marks else (),
+        layout=layout if has_marks else (),
     )
     return replace(recipe, source_text=recipe.canonical_json() if source_text is None else source_text)
 

@@ -3,7 +3,9 @@
 Column labels are the BDF preferred labels of ontology release 1.2.0 (Battery Data Alliance, README of
 the ``batterydf`` package, "Required / Recommended / Optional quantities"): required ``Test Time / s``,
 ``Voltage / V``, ``Current / A`` (positive charges the cell, as in our data log); recommended
-``Unix Time / s`` and ``Step Count / 1`` (never resets); optional ``Step Index / 1`` (the 1-based record
+``Unix Time / s``, ``Cycle Count / 1`` (monotonically increasing: the recipe's cycle number, 1, 2, … across its
+repeat blocks, carried on through the steps after a block, 0 before the first) and ``Step Count / 1`` (never
+resets); optional ``Step Index / 1`` (the 1-based record
 counter *within* a step, not a program step id), ``Step Time / s``, ``Temperature T1 / degC`` (an auxiliary
 sensor: our cell thermocouple, so not ``Ambient Temperature``) and ``Step Net Capacity / Ah`` (signed,
 resets every step). ``Unix Time / s`` is clock time: simulated time when the plant ran on a scaled clock.
@@ -26,6 +28,7 @@ BDF_COLUMNS: tuple[str, ...] = (
     "Voltage / V",
     "Current / A",
     "Unix Time / s",
+    "Cycle Count / 1",
     "Step Count / 1",
     "Step Index / 1",
     "Step Time / s",
@@ -49,6 +52,15 @@ def _records_within_step(step_index: np.ndarray) -> np.ndarray:
     return np.arange(n, dtype=np.int64) - starts[segment] + 1
 
 
+def _cycle_count(samples: pd.DataFrame) -> np.ndarray:
+    """BDF's monotonically increasing cycle index: the recipe's cycle number (1, 2, … across its repeat blocks),
+    carried on through the steps between and after blocks (0 before the first block; all 0 without blocks)."""
+    if "cycle" not in samples:
+        return np.zeros(len(samples), dtype=np.int64)
+    cycle = samples["cycle"].to_numpy(dtype=np.int64)
+    return np.maximum.accumulate(cycle) if len(cycle) else cycle
+
+
 def bdf_frame(samples: pd.DataFrame) -> pd.DataFrame:
     """The BDF table of one run's samples (as returned by :meth:`Store.samples`, in record order)."""
     ts_s = samples["ts_s"].to_numpy(dtype=np.float64)
@@ -59,6 +71,7 @@ def bdf_frame(samples: pd.DataFrame) -> pd.DataFrame:
             "Voltage / V": samples["voltage_v"].to_numpy(),
             "Current / A": samples["current_a"].to_numpy(),
             "Unix Time / s": ts_s,
+            "Cycle Count / 1": _cycle_count(samples),
             "Step Count / 1": step_index + 1,
             "Step Index / 1": _records_within_step(step_index),
             "Step Time / s": samples["step_time_s"].to_numpy(),
@@ -89,7 +102,7 @@ def export_cell_bdf(store: Store, cell_id: str, path: str | Path, run_id: int | 
     elif run_id not in {r.id for r in runs}:
         raise StoreError(f"run {run_id} is not a run of cell {cell_id!r}")
     assert run_id is not None  # every stored run has an id
-    samples = store.samples(run_id)
+    samples = store.samples(run_id, with_cycle=True)
     if samples.empty:
         raise StoreError(f"run {run_id} of cell {cell_id!r} has no samples")
     frame = bdf_frame(samples)

@@ -28,6 +28,8 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
     "ah",
     "temperature_c",
 )
+#: A block may carry the cycle number as a tenth column (the orchestrator's do); without it, cycle 0 is stored.
+SAMPLE_COLUMNS_WITH_CYCLE: tuple[str, ...] = (*SAMPLE_COLUMNS, "cycle")
 
 
 def _bigint_pk() -> Column[int]:
@@ -85,6 +87,8 @@ class Job(SQLModel, table=True):
     started_s: float
     ended_s: float | None = None
     note: str | None = None
+    #: How many times `formation run continue` released this job's hold steps (read by the supervising host).
+    continue_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Run(SQLModel, table=True):
@@ -133,6 +137,8 @@ class StepResult(SQLModel, table=True):
     end_voltage_v: float | None = None
     end_reason: str
     details: str = "{}"
+    #: Cycle number of a step in a repeat block (1, 2, … across the recipe); 0 outside any block.
+    cycle: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Sample(SQLModel, table=True):
@@ -152,6 +158,8 @@ class Sample(SQLModel, table=True):
     current_a: float | None = None
     ah: float | None = None
     temperature_c: float | None = None
+    #: The cycle number of the record's step (``StepResult.cycle``).
+    cycle: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Alarm(SQLModel, table=True):

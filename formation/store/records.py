@@ -70,7 +70,20 @@ class AgeMeasurement:
         return out
 
 
-Measurement = DcirMeasurement | AgeMeasurement
+@dataclass(frozen=True, slots=True)
+class PrecheckMeasurement:
+    """A pre-check: OCV at the start, voltage drop over the rest (mV, positive when falling) and the verdict."""
+
+    ocv_v: float
+    drop_mv: float
+    rejected: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON keys of a precheck step's details (``rejected`` is the reason, empty for a good cell)."""
+        return {"precheck_ocv_v": self.ocv_v, "precheck_drop_mv": self.drop_mv, "rejected": self.rejected}
+
+
+Measurement = DcirMeasurement | AgeMeasurement | PrecheckMeasurement
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +162,8 @@ class StepResultRecord:
     end_voltage_v: float
     end_reason: str
     details: StepDetails
+    #: The step's cycle number (``Recipe.cycles``); 0 outside any repeat block.
+    cycle: int = 0
 
     def to_row(self) -> dict[str, Any]:
         """The row for the ``StepResult`` table (details as their JSON)."""
@@ -166,6 +181,7 @@ class StepResultRecord:
             "end_voltage_v": self.end_voltage_v,
             "end_reason": self.end_reason,
             "details": self.details.to_json(),
+            "cycle": self.cycle,
         }
 
 
@@ -206,6 +222,13 @@ def _measurement(data: dict[str, Any]) -> Measurement | None:
             pulse_s=_number(data.pop("pulse_s", None)),
             soc=_number(data.pop("soc", None)),
             low_current_a=_float_or_none(low),
+        )
+    if "precheck_ocv_v" in data:
+        rejected = data.pop("rejected", "")
+        return PrecheckMeasurement(
+            ocv_v=_number(data.pop("precheck_ocv_v")),
+            drop_mv=_number(data.pop("precheck_drop_mv", None)),
+            rejected=rejected if isinstance(rejected, str) else "",
         )
     if "k_mv_per_day" in data or isinstance(data.get("ocv_v"), list):
         sources = data.pop("ocv_source", [])

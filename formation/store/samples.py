@@ -12,36 +12,43 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
-from formation.store.models import SAMPLE_COLUMNS, Sample
+from formation.store.models import SAMPLE_COLUMNS_WITH_CYCLE, Sample
 
-_INT_COLUMNS = frozenset({"run_id", "rec", "step_index"})
+_INT_COLUMNS = frozenset({"run_id", "rec", "step_index", "cycle"})
+#: Every block is written with its cycle column (blocks without one get cycle 0).
+_COLUMNS = SAMPLE_COLUMNS_WITH_CYCLE
 
 #: Native structured dtype of a block's rows: integers where the table has integers.
-ROW_DTYPE = np.dtype([(name, np.int64 if name in _INT_COLUMNS else np.float64) for name in SAMPLE_COLUMNS])
+ROW_DTYPE = np.dtype([(name, np.int64 if name in _INT_COLUMNS else np.float64) for name in _COLUMNS])
 
 # PostgreSQL binary COPY: every field is a big-endian int32 length then the value; 4-byte ints for INTEGER
 # columns, 8-byte for BIGINT and DOUBLE PRECISION. The widths must match the column types in models.py.
-_PG_WIDTH = {"run_id": ">i4", "rec": ">i8", "step_index": ">i4"}
+_PG_WIDTH = {"run_id": ">i4", "rec": ">i8", "step_index": ">i4", "cycle": ">i4"}
 _PG_DTYPE = np.dtype(
     [("nfields", ">i2")]
-    + [field for name in SAMPLE_COLUMNS for field in ((f"len_{name}", ">i4"), (name, _PG_WIDTH.get(name, ">f8")))]
+    + [field for name in _COLUMNS for field in ((f"len_{name}", ">i4"), (name, _PG_WIDTH.get(name, ">f8")))]
 )
 _PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _PG_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
 
 def check_block(block: np.ndarray) -> np.ndarray:
-    """``block`` as a C-contiguous float64 array of shape (n, len(SAMPLE_COLUMNS)); ValueError otherwise."""
+    """``block`` as a C-contiguous float64 array of shape (n, 10), the cycle last (0 added to a block of shape
+    (n, 9), the SAMPLE_COLUMNS alone); ValueError for any other shape."""
     arr = np.ascontiguousarray(block, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != len(SAMPLE_COLUMNS):
-        raise ValueError(f"sample block must have shape (n, {len(SAMPLE_COLUMNS)}), got {arr.shape}")
+    if arr.ndim != 2 or arr.shape[1] not in (len(_COLUMNS) - 1, len(_COLUMNS)):
+        raise ValueError(
+            f"sample block must have shape (n, {len(_COLUMNS) - 1}) or (n, {len(_COLUMNS)}), got {arr.shape}"
+        )
+    if arr.shape[1] == len(_COLUMNS) - 1:
+        arr = np.column_stack([arr, np.zeros(len(arr))])
     return arr
 
 
 def block_rows(block: np.ndarray) -> list[Any]:
     """The rows of a checked block as tuples, integer columns as Python ints (vectorised conversion)."""
     rows = np.empty(len(block), dtype=ROW_DTYPE)
-    for i, name in enumerate(SAMPLE_COLUMNS):
+    for i, name in enumerate(_COLUMNS):
         rows[name] = block[:, i]
     return rows.tolist()
 
@@ -49,8 +56,8 @@ def block_rows(block: np.ndarray) -> list[Any]:
 def pg_copy_payload(block: np.ndarray) -> bytes:
     """The complete binary COPY stream (header, rows, trailer) of a checked block."""
     rows = np.empty(len(block), dtype=_PG_DTYPE)
-    rows["nfields"] = len(SAMPLE_COLUMNS)
-    for i, name in enumerate(SAMPLE_COLUMNS):
+    rows["nfields"] = len(_COLUMNS)
+    for i, name in enumerate(_COLUMNS):
         rows[f"len_{name}"] = rows.dtype[name].itemsize
         rows[name] = block[:, i]
     return _PG_HEADER + rows.tobytes() + _PG_TRAILER
@@ -58,8 +65,8 @@ def pg_copy_payload(block: np.ndarray) -> bytes:
 
 def _insert_sql(conn: Connection) -> str:
     table = conn.dialect.identifier_preparer.format_table(Sample.__table__)  # type: ignore[attr-defined]
-    columns = ", ".join(SAMPLE_COLUMNS)
-    marks = ", ".join("?" if conn.dialect.paramstyle == "qmark" else "%s" for _ in SAMPLE_COLUMNS)
+    columns = ", ".join(_COLUMNS)
+    marks = ", ".join("?" if conn.dialect.paramstyle == "qmark" else "%s" for _ in _COLUMNS)
     return f"INSERT INTO {table} ({columns}) VALUES ({marks})"
 
 
@@ -69,7 +76,7 @@ def insert_block(conn: Connection, block: np.ndarray) -> int:
         return 0
     if conn.dialect.name == "postgresql":
         table = conn.dialect.identifier_preparer.format_table(Sample.__table__)  # type: ignore[attr-defined]
-        sql = f"COPY {table} ({', '.join(SAMPLE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        sql = f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
         driver_conn = conn.connection.driver_connection
         with driver_conn.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
             copy.write(pg_copy_payload(block))

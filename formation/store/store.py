@@ -23,6 +23,7 @@ from formation.clock import Clock, WallClock
 from formation.errors import StoreError
 from formation.states import JobState, job_states_leading_to
 from formation.store import chamber as _chamber
+from formation.store import holds as _holds
 from formation.store.engine import create_schema, make_engine
 from formation.store.grades import grade_rows, write_grades
 from formation.store.models import (
@@ -338,7 +339,8 @@ class Store:
         """Insert step results, skipping any (run_id, step_index) already stored; returns how many are new."""
         if not rows:
             return 0
-        params = [{"details": "{}", "start_voltage_v": None, "end_voltage_v": None, "step_id": None, **r} for r in rows]
+        defaults = {"details": "{}", "start_voltage_v": None, "end_voltage_v": None, "step_id": None, "cycle": 0}
+        params = [{**defaults, **r} for r in rows]
         with self._begin() as conn:
             # RETURNING yields only the rows actually inserted (executemany rowcount is unreliable).
             stmt = self._insert_ignore(conn, StepResult, ["run_id", "step_index"])
@@ -377,15 +379,17 @@ class Store:
                 _update_runs(conn, run_updates)
         return written
 
-    def samples(self, run_id: int) -> pd.DataFrame:
-        """The samples of a run in record order, one column per SAMPLE_COLUMNS name."""
+    def samples(self, run_id: int, *, with_cycle: bool = False) -> pd.DataFrame:
+        """The samples of a run in record order, one column per SAMPLE_COLUMNS name (and ``cycle`` if asked)."""
         sample_t = _table(Sample)
-        stmt = select(*[sample_t.c[c] for c in SAMPLE_COLUMNS]).where(sample_t.c.run_id == run_id)
+        columns = [*SAMPLE_COLUMNS, "cycle"] if with_cycle else list(SAMPLE_COLUMNS)
+        stmt = select(*[sample_t.c[c] for c in columns]).where(sample_t.c.run_id == run_id)
         with self._begin() as conn:
             rows = conn.execute(stmt.order_by(sample_t.c.rec, sample_t.c.id)).all()
-        frame = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+        frame = pd.DataFrame(rows, columns=columns)
         # SQLite hands back NaN measurements as NULL; None -> NaN keeps every measured column float64.
-        return frame.astype({c: "int64" if c in ("run_id", "rec", "step_index") else "float64" for c in SAMPLE_COLUMNS})
+        ints = ("run_id", "rec", "step_index", "cycle")
+        return frame.astype({c: "int64" if c in ints else "float64" for c in columns})
 
     def max_sample_rec(self, job_id: int) -> int | None:
         """The highest data-log record stored for a job (where a re-attached host resumes draining)."""
@@ -444,6 +448,10 @@ class Store:
         """Alarms (of one job, or all), oldest first."""
         where = [Alarm.job_id == job_id] if job_id is not None else []
         return self._all(Alarm, *where, order_by=[Alarm.ts_s, Alarm.id])
+
+    # -- operator holds (formation/store/holds.py) ------------------------------------------------------------
+    request_continue = _holds.request_continue
+    continue_count = _holds.continue_count
 
     # -- chambers: decimated samples and valve wear (formation/store/chamber.py) -------------------------------
     add_chamber_samples = _chamber.add_chamber_samples

@@ -9,7 +9,7 @@ from formation.orchestrator.run import ChannelRun
 
 #: Log columns copied into a sample block, after the run id and before the step index (store.write_samples).
 SAMPLE_SOURCE = ("rec", "time_s", "step_time_s", "voltage_v", "current_a", "step_ah", "temp_c")
-SAMPLE_WIDTH = len(SAMPLE_SOURCE) + 2
+SAMPLE_WIDTH = len(SAMPLE_SOURCE) + 3  # run id, step index and the cycle number besides
 
 
 class RunIndex:
@@ -21,6 +21,7 @@ class RunIndex:
         self._index_of: dict[int, int] = {}
         self._run_ids = np.empty(0)
         self._step_idx = np.empty(0)
+        self._cycle = np.empty(0)
         self._needs_records = np.empty(0, dtype=bool)
 
     def set_runs(self, runs: list[ChannelRun]) -> None:
@@ -31,6 +32,7 @@ class RunIndex:
         self._index_of = {r.run_id: i for i, r in enumerate(runs)}
         self._run_ids = np.array([r.run_id for r in runs], dtype=np.float64)
         self._step_idx = np.array([max(r.step_index, 0) for r in runs], dtype=np.float64)
+        self._cycle = np.array([r.cycle for r in runs], dtype=np.float64)
         self._needs_records = np.array([r.needs_records for r in runs], dtype=bool)
 
     def get(self, run_id: int) -> ChannelRun | None:
@@ -42,6 +44,7 @@ class RunIndex:
         """Keep the arrays in step after ``run`` moved its cursor."""
         i = self._index_of[run.run_id]
         self._step_idx[i] = max(run.step_index, 0)
+        self._cycle[i] = run.cycle
         self._needs_records[i] = run.needs_records
 
     def locate(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,12 +56,19 @@ class RunIndex:
         return records[mine], idx[mine]
 
     def samples(self, records: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """The sample block of located records: run id, rec, time, step time, step index, V, A, Ah, °C."""
+        """The sample block of located records: run id, rec, time, step index, step time, V, A, Ah, °C, cycle."""
         if not len(records):
             return np.empty((0, SAMPLE_WIDTH))
         cols = [LOG_COL[c] for c in SAMPLE_SOURCE]
         return np.column_stack(
-            [self._run_ids[idx], records[:, cols[0]], records[:, cols[1]], self._step_idx[idx], records[:, cols[2:]]]
+            [
+                self._run_ids[idx],
+                records[:, cols[0]],
+                records[:, cols[1]],
+                self._step_idx[idx],
+                records[:, cols[2:]],
+                self._cycle[idx],
+            ]
         )
 
     def note_latest(self, records: np.ndarray, idx: np.ndarray) -> None:

@@ -77,8 +77,13 @@ def restore_job(store: Store, job_id: int) -> RestoredJob:
             continue
         run.begin_step(index, compile_step(recipe.steps[index], recipe, run.nominal_capacity_ah))
         run.seq_id = journal.get("seq_id")
+        run.host_end = journal.get("host_end")
         if run.compiled is not None and run.compiled.host_step:
-            runs.append(run)  # a chamber step starts over host-side: setting a set point twice is harmless
+            # A chamber step starts over host-side (setting a set point twice is harmless); a hold keeps its start
+            # and the continue count it saw, so a continue sent while no host ran still releases it.
+            run.account.started_s = journal.get("started_s")
+            run.hold_seen = journal.get("hold_seen")
+            runs.append(run)
             continue
         step_samples = _step_samples(store, run)
         if step_samples.empty:

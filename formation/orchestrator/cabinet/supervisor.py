@@ -29,6 +29,7 @@ from formation.instruments.program import LOG_COL, CellState, EndCode
 from formation.orchestrator.cabinet import resume
 from formation.orchestrator.cabinet.checkpoints import CheckpointBook
 from formation.orchestrator.cabinet.drain import LogDrain
+from formation.orchestrator.cabinet.hostends import HoldDesk, host_ends_due, judged_stop
 from formation.orchestrator.cabinet.index import RunIndex
 from formation.orchestrator.cabinet.ledger import JobLedger
 from formation.orchestrator.cabinet.safety import SafetyGuard, runs_on
@@ -99,6 +100,7 @@ class CabinetSupervisor:
         self.safety = SafetyGuard(name, cycler, self.ledger, watchdog_s=watchdog_s)
         self.checkpoints = CheckpointBook(name, cycler, clock, timers)
         self.gate = ChamberGate(chamber, clock)
+        self.holds = HoldDesk(store, clock)
         #: The status feed of this cabinet (None: no feed, every hook a no-op).
         self.feed = CabinetFeed(feed, name, n_channels) if feed is not None else None
         self.ledger.feed = self.feed
@@ -263,20 +265,43 @@ class CabinetSupervisor:
                 await self.ledger.alarm("warning", "checkpoint_failed", f"OCV checkpoint not measured: {exc}")
         await self.safety.settle_aborting(active, status)
         self.gate.pause_k_clocks(self.runs)
+        await self._host_ends(active, status)
         await self._run_host_steps()
         await self._start_pending()
         if self.feed is not None:
             self.feed.observe(self.runs, self.job_id)
         return PollStats(len(records), step_ends, time.perf_counter() - t0)
 
-    async def _run_host_steps(self) -> None:
-        """Finish the chamber steps that are over; a chamber that never settled faults its runs."""
-        due = self.gate.host_steps_due([r for r in self.runs if r.state is not RunState.ABORTING])
+    async def _host_ends(self, active: list[ChannelRun], status: np.ndarray) -> None:
+        """End the steps the host judges over from the log (a rest's dV/dt, a wait's temperature): abort the
+        resting channel; its abort record then ends the step with the host's reason."""
+        due = host_ends_due(active, status)
         if not due:
             return
-        results = [self.gate.finish(run, reason) for run, reason in due]
+        try:
+            await self.cycler.abort([r.channel for r in due])
+        except InstrumentError as exc:
+            await self.ledger.alarm("warning", "host_end_failed", f"ending judged steps failed (retried): {exc}")
+        await self.ledger.journal(due)
+
+    async def _run_host_steps(self) -> None:
+        """Finish the chamber and hold steps that are over; a chamber that never settled, or a hold nobody
+        continued, faults its runs."""
+        live = [r for r in self.runs if r.state is not RunState.ABORTING]
+        due = self.gate.host_steps_due(live) + await self.holds.due(live, self.job_id)
+        if not due:
+            return
+        results = [run.finish_host_step(self.clock.now(), reason) for run, reason in due]
         for (run, reason), _ in zip(due, results, strict=True):
-            if reason == "timeout":
+            if reason == "timeout" and run.step.kind == "hold":
+                run.transition(RunState.FAULTED)
+                await self.ledger.alarm(
+                    "critical",
+                    "hold_timeout",
+                    f"{run.cell_id}: nobody continued hold step {run.step.id} in {run.step.timeout_s:g} s",
+                    run=run,
+                )
+            elif reason == "timeout":
                 run.transition(RunState.FAULTED)
                 await self.ledger.alarm(
                     "critical",
@@ -372,6 +397,8 @@ class CabinetSupervisor:
     async def _advance(self, run: ChannelRun, code: int) -> None:
         """After a recipe step ended: next step, done, or the fault/abort it ended with."""
         assert self.recipe is not None
+        if code == EndCode.ABORT and run.host_end is not None:
+            code = EndCode.TIME  # the host ended a judged step on purpose: the run goes on
         if code == EndCode.ABORT:
             if run.state is not RunState.ABORTING:
                 run.transition(RunState.ABORTING)
@@ -389,6 +416,8 @@ class CabinetSupervisor:
             return
         if run.state is RunState.ABORTING:
             run.transition(RunState.ABORTED)
+            return
+        if await judged_stop(run, self.ledger):
             return
         if run.end_reason == "backstop":
             await self.ledger.alarm(

@@ -82,8 +82,8 @@ class ChamberGate:
         now = self.clock.now()
         out: list[tuple[ChannelRun, str]] = []
         for run in runs:
-            if run.terminal or run.compiled is None or not run.compiled.host_step:
-                continue
+            if run.terminal or run.compiled is None or not run.compiled.host_step or run.step.kind != "chamber":
+                continue  # hold steps are the HoldDesk's (cabinet/hostends.py)
             if run.start is not StartState.STARTED:
                 run.start_host_step(now)
             step = run.step

@@ -1,0 +1,48 @@
+"""Per-cycle capacity and coulombic efficiency from a run's step results (pure pandas).
+
+A cycle is one iteration of a recipe's repeat block (``StepResult.cycle``, 1, 2, … across the recipe; 0 outside
+any block is left out). Per run and cycle: the charge put in (Ah of every step that charged), the charge taken
+out (Ah of every step that discharged), and their ratio, the coulombic efficiency.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Columns of :func:`cycle_table`, in order.
+CYCLE_COLUMNS: tuple[str, ...] = ("run_id", "cell_id", "cycle", "charge_ah", "discharge_ah", "efficiency")
+
+
+def cycle_table(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per run and cycle (by run, then cycle) from step results with ``run_id``, ``cycle`` and ``ah``
+    (``cell_id`` too when there); ``efficiency`` is discharge / charge (NaN when nothing was charged)."""
+    if results.empty or "cycle" not in results:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in CYCLE_COLUMNS})
+    rows = results[results["cycle"] > 0]
+    ah = rows["ah"].astype(float)
+    frame = pd.DataFrame(
+        {
+            "run_id": rows["run_id"],
+            "cell_id": rows.get("cell_id", ""),
+            "cycle": rows["cycle"].astype(int),
+            "charge_ah": ah.clip(lower=0.0),
+            "discharge_ah": (-ah).clip(lower=0.0),
+        }
+    )
+    out = frame.groupby(["run_id", "cell_id", "cycle"], sort=True, as_index=False)[["charge_ah", "discharge_ah"]].sum()
+    charge = out["charge_ah"].to_numpy(dtype=float)
+    out["efficiency"] = np.divide(
+        out["discharge_ah"].to_numpy(dtype=float), charge, out=np.full(len(out), np.nan), where=charge > 0
+    )
+    return out[list(CYCLE_COLUMNS)].reset_index(drop=True)
+
+
+def cycle_capacity_fade_pct(table: pd.DataFrame) -> pd.Series:
+    """Per run: the discharge capacity lost from its first to its last cycle, % of the first (NaN with one cycle)."""
+    if table.empty:
+        return pd.Series(dtype=float)
+    grouped = table.sort_values(["run_id", "cycle"]).groupby("run_id")["discharge_ah"]
+    first, last, count = grouped.first(), grouped.last(), grouped.size()
+    fade = (first - last) / first.where(first > 0) * 100.0
+    return fade.where(count > 1)
