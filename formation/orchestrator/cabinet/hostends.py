@@ -86,13 +86,18 @@ def host_ends_due(active: Sequence[ChannelRun], status: np.ndarray) -> list[Chan
     return due
 
 
+class _Journal(Protocol):
+    async def journal(self, runs: Sequence[ChannelRun]) -> None: ...
+
+
 class HoldDesk:
     """Hold steps: started on the host (output off), released when the job's continue count moves past the one
     seen when the hold started, faulted after the step's timeout."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, ledger: _Journal) -> None:
         self.store = store
         self.clock = clock
+        self.ledger = ledger
 
     async def due(self, runs: Sequence[ChannelRun], job_id: int | None) -> list[tuple[ChannelRun, str]]:
         """Hold steps that are over now, with their end reason (``continued`` or ``timeout``)."""
@@ -109,8 +114,10 @@ class HoldDesk:
             return []  # the database is down: the holds wait (output off) and the timeout still counts
         now = self.clock.now()
         out: list[tuple[ChannelRun, str]] = []
+        started: list[ChannelRun] = []
         for run in holding:
             if run.start is not StartState.STARTED:
+                started.append(run)
                 started_s = run.account.started_s  # restored from the journal after a host restart
                 run.start_host_step(now)
                 if started_s is not None:
@@ -122,6 +129,9 @@ class HoldDesk:
                 out.append((run, "continued"))
             elif now - run.account.started_s >= run.step.timeout_s:
                 out.append((run, "timeout"))
+        # Journal the start and the count seen at once: a host that dies in the hold resumes into it, and a
+        # continue sent while no host runs still releases it.
+        await self.ledger.journal(started)
         return out
 
 

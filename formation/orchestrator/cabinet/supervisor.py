@@ -100,7 +100,7 @@ class CabinetSupervisor:
         self.safety = SafetyGuard(name, cycler, self.ledger, watchdog_s=watchdog_s)
         self.checkpoints = CheckpointBook(name, cycler, clock, timers)
         self.gate = ChamberGate(chamber, clock)
-        self.holds = HoldDesk(store, clock)
+        self.holds = HoldDesk(store, clock, self.ledger)
         #: The status feed of this cabinet (None: no feed, every hook a no-op).
         self.feed = CabinetFeed(feed, name, n_channels) if feed is not None else None
         self.ledger.feed = self.feed
