@@ -175,7 +175,7 @@ async def test_a_hold_keeps_the_output_off_until_run_continue(db: tuple[Store, s
                 line.store,
                 line.clock,
                 on_start=holding.append,
-            ),  # fmt: skip
+            ),
             name="job",
         )
         while not holding:

@@ -116,7 +116,8 @@ BAD = [
     (CHARGE + _tag("c") + _loop("c", 2), "steps[2]: this loop repeats nothing: no step between tag 'c' and it"),
     (
         CHARGE.replace("duration = ", "dvdt_mv_per_h = 5, duration = "),
-        "steps[0].until.dvdt_mv_per_h: not an end of a charge step (allowed: duration, voltage_v, current, charge, soc)",
+        "steps[0].until.dvdt_mv_per_h: not an end of a charge step "
+        "(allowed: duration, voltage_v, current, charge, soc)",
     ),
     # Loops that cannot run.
     (_loop("c", 2) + _tag("c") + CHARGE, "steps[0].loop_to: no tag 'c' before this loop (tags: none)"),
