@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from formation.cli.app import console, print_problem
 from formation.cli.feed import MqttOpt
+from formation.errors import FormationError
 
 
 def grade(
@@ -24,7 +25,7 @@ def grade(
     """Grade every cell of LOT from its latest run, store the grades, write the CSV and print the summary."""
     from formation.cli.feed import feed_config, publish_grading
     from formation.cli.run import open_store, output_dir, output_file
-    from formation.config import SiteConfig, load_site_config
+    from formation.config import SiteConfig, apply_env, load_site_config
     from formation.grading import (
         grade_cells,
         load_lot_metrics,
@@ -40,7 +41,7 @@ def grade(
     output_file(out, "--out")
     if plots is not None:
         output_dir(plots, "--plots")
-    site_cfg = load_site_config(site) if site is not None else SiteConfig()
+    site_cfg = load_site_config(site) if site is not None else apply_env(SiteConfig())
     broker = feed_config(site_cfg.mqtt, mqtt)
     _, store = open_store(site, db)
     with store:
@@ -54,8 +55,18 @@ def grade(
                     style="yellow",
                 )
         grading = grade_cells(cells, parsed)
-        store.save_grades(grading.cells, rules_sha256=parsed.sha256, rules_name=parsed.name)
-    write_report_csv(grading, out)
+        # Grades and report together or neither: the report is written beside its path first, the grades are
+        # stored, then the report takes its name; a failure on the way leaves no half of the pair.
+        staged = out.with_name(f".{out.name}.partial")
+        try:
+            write_report_csv(grading, staged)
+            store.save_grades(grading.cells, rules_sha256=parsed.sha256, rules_name=parsed.name)
+        except BaseException as exc:
+            staged.unlink(missing_ok=True)
+            if isinstance(exc, OSError):  # e.g. a full disk: one line, nothing stored
+                raise FormationError(f"cannot write the report {out}: {exc.strerror or exc}") from None
+            raise
+    staged.replace(out)
     title = f"lot {escape(lot)}: {escape(parsed.name)} {escape(parsed.version)}"
     summary = summarize(grading)
     console.print(summary_table(summary, title=title))

@@ -34,13 +34,13 @@ def status(
     """Print the line's state from the MQTT feed once: status, cabinets, chambers, racks, lots, latest events."""
     import asyncio
 
-    from formation.config import SiteConfig, load_site_config
+    from formation.config import SiteConfig, apply_env, load_site_config
     from formation.feed.url import broker_url, mqtt_from_url
 
     low, high = WAIT_RANGE_S
     if not math.isfinite(wait) or not low <= wait <= high:
         raise InputError("--wait", f"{wait:g} is outside {low:g}–{high:g} s")
-    cfg = load_site_config(site) if site is not None else SiteConfig()
+    cfg = load_site_config(site) if site is not None else apply_env(SiteConfig())
     broker = cfg.mqtt if mqtt is None or mqtt.strip().lower() == "auto" else mqtt_from_url(mqtt, cfg.mqtt)
     pattern = f"formation/v1/{cfg.site}/{cfg.line}/#" if site is not None else "formation/v1/#"
     snapshot = asyncio.run(_collect(broker, pattern, wait))

@@ -209,7 +209,7 @@ class FeedPublisher:
         if cfg.tls:
             tls = ssl.create_default_context(cafile=cfg.ca_file)
         will = aiomqtt.Will(self.topics.status(), self._status("offline"), qos=1, retain=True)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             cfg.host,
             cfg.port,
             username=cfg.username,
@@ -221,6 +221,9 @@ class FeedPublisher:
             tls_context=tls,
             logger=log,
         )
+        # The window of concurrent publishes is ours by design: no warning for it (aiomqtt warns above 10).
+        client.pending_calls_threshold = WINDOW + 16
+        return client
 
     async def _run(self) -> None:
         backoff_s = self.reconnect_min_s
