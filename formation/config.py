@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from formation.bounds import CABINET_BOUNDS, MAX_CLOCK_SCALE, SITE_BOUNDS, check_document, read_input_text
 from formation.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -207,12 +208,36 @@ def _mqtt_enabled(value: Any, path: str = "mqtt.enabled", source: str | None = "
     raise ConfigError(path, f"{value!r} is not one of auto, yes, no, true, false", source=source)
 
 
-def _number(value: Any, path: str, source: str, *, positive: bool = True, integer: bool = False) -> Any:
+def _number(
+    value: Any,
+    path: str,
+    source: str,
+    *,
+    positive: bool = True,
+    integer: bool = False,
+    bounds: tuple[float, float] | None = None,
+) -> Any:
+    """A finite number (an integer with ``integer``), > 0 with ``positive``, within ``bounds``; else ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
         raise ConfigError(path, f"{value!r} is not {kind}", source=source)
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        raise ConfigError(path, f"an integer of {len(str(abs(value)))} digits is too large", source=source) from None
+    if not finite:
+        raise ConfigError(path, f"{value!r} is not a finite number", source=source)
     if positive and value <= 0:
         raise ConfigError(path, f"{value!r} must be > 0", source=source)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(path, f"{value!r} is outside {bounds[0]:g}–{bounds[1]:g}", source=source)
+    return value
+
+
+def _text_value(value: Any, path: str, source: str, *, empty: bool = False) -> str:
+    """A string (non-empty unless ``empty``); ConfigError naming ``path`` otherwise."""
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        raise ConfigError(path, f"{value!r} is not a {'' if empty else 'non-empty '}string", source=source)
     return value
 
 
@@ -221,12 +246,14 @@ def _dataclass_from(cls: type, table: Any, path: str, source: str) -> Any:
     fields = set(defaults.__dataclass_fields__)
     _check_keys(_table(table, path, source), fields, path, source)
     values: dict[str, Any] = {}
+    bounds = SITE_BOUNDS.get(cls.__name__, {})
     for key, value in table.items():
         default = getattr(defaults, key)
         if isinstance(default, bool):
             value = _yes_no(value, f"{path}.{key}", source)
         elif isinstance(default, int | float):
-            _number(value, f"{path}.{key}", source, positive=False, integer=isinstance(default, int))
+            integer = isinstance(default, int)
+            _number(value, f"{path}.{key}", source, positive=False, integer=integer, bounds=bounds.get(key))
         elif isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{path}.{key}", f"{value!r} is not a string", source=source)
         values[key] = value
@@ -340,12 +367,15 @@ def _parse_chambers(listed: Any, source: str) -> tuple[ChamberSite, ...]:
 def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Path | None = None) -> SiteConfig:
     """Build a SiteConfig from a parsed TOML table, refusing unknown keys and wrong types."""
     _check_keys(data, _TOP_KEYS, "", source)
+    for key in ("site", "line"):
+        if key in data:
+            _text_value(data[key], key, source)
     db = _table(data.get("database", {}), "database", source)
     _check_keys(db, {"url", "path"}, "database", source)
     if "url" in db:
-        database_url = str(db["url"])
+        database_url = _text_value(db["url"], "database.url", source)
     elif "path" in db:
-        path = Path(db["path"])
+        path = Path(_text_value(db["path"], "database.path", source))
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         database_url = f"sqlite:///{path}"
@@ -353,7 +383,7 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
         database_url = SiteConfig.database_url
     clock = _table(data.get("clock", {}), "clock", source)
     _check_keys(clock, {"scale"}, "clock", source)
-    scale = float(_number(clock.get("scale", 1.0), "clock.scale", source))
+    scale = float(_number(clock.get("scale", 1.0), "clock.scale", source, bounds=(0.0, MAX_CLOCK_SCALE)))
     chambers = _parse_chambers(data.get("chambers", []), source)
     cabinets: list[CabinetConfig] = []
     names: set[str] = set()
@@ -366,6 +396,7 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
         for req in ("name", "resource"):
             if req not in cab:
                 raise ConfigError(f"{where}.{req}", "missing", source=source)
+            _text_value(cab[req], f"{where}.{req}", source)
         if cab["name"] in names:
             raise ConfigError(f"{where}.name", f"duplicate cabinet name {cab['name']!r}", source=source)
         names.add(cab["name"])
@@ -382,9 +413,9 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
                 name=str(cab["name"]),
                 resource=str(cab["resource"]),
                 channels=int(channels),
-                poll_interval_s=float(_number(cab.get("poll_interval_s", 2.0), f"{where}.poll_interval_s", source)),
-                timeout_s=float(_number(cab.get("timeout_s", 2.0), f"{where}.timeout_s", source)),
-                watchdog_s=float(_number(cab.get("watchdog_s", 30.0), f"{where}.watchdog_s", source, positive=False)),
+                poll_interval_s=float(_cabinet_number(cab, "poll_interval_s", 2.0, where, source)),
+                timeout_s=float(_cabinet_number(cab, "timeout_s", 2.0, where, source)),
+                watchdog_s=float(_cabinet_number(cab, "watchdog_s", 30.0, where, source)),
                 sim=sim,
                 chamber=chamber,
             )
@@ -411,17 +442,22 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
     return apply_env(config)
 
 
+def _cabinet_number(cab: dict[str, Any], key: str, default: float, where: str, source: str) -> Any:
+    positive = key != "watchdog_s"  # a watchdog of 0 is disarmed
+    return _number(cab.get(key, default), f"{where}.{key}", source, positive=positive, bounds=CABINET_BOUNDS[key])
+
+
 def load_site_config(path: str | Path) -> SiteConfig:
     """Read a site TOML file; ConfigError with the file name and the reason when it cannot be used."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("", f"cannot read site file: {exc.strerror}", source=str(p)) from exc
+    text = read_input_text(p, "site file", lambda field, reason: ConfigError(field, reason, source=str(p)))
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"invalid TOML: {exc}", source=str(p)) from exc
+    except RecursionError:
+        raise ConfigError("", "invalid TOML: nested too deeply", source=str(p)) from None
+    check_document(data, lambda field, reason: ConfigError(field, reason, source=str(p)))
     return parse_site_config(data, source=str(p), base_dir=p.parent)
 
 
@@ -460,14 +496,17 @@ def apply_env(config: SiteConfig) -> SiteConfig:
         changes["database_url"] = url
     if scale := env.get("FORMATION_CLOCK_SCALE"):
         try:
-            changes["clock_scale"] = float(scale)
-        except ValueError as exc:
-            raise ConfigError("FORMATION_CLOCK_SCALE", f"{scale!r} is not a number") from exc
+            scale_value = float(scale)
+        except ValueError:
+            raise ConfigError("FORMATION_CLOCK_SCALE", f"{scale!r} is not a number") from None
+        if not 0 < scale_value <= MAX_CLOCK_SCALE:  # also refuses nan and inf
+            raise ConfigError("FORMATION_CLOCK_SCALE", f"{scale!r} is outside 0–{MAX_CLOCK_SCALE:g} (0 excluded)")
+        changes["clock_scale"] = scale_value
     mqtt_changes: dict[str, Any] = {}
     if host := env.get("FORMATION_MQTT_HOST"):
         mqtt_changes["host"] = host
     if port := env.get("FORMATION_MQTT_PORT"):
-        if not port.isdigit() or int(port) > 65535:
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             raise ConfigError("FORMATION_MQTT_PORT", f"{port!r} is not a TCP port")
         mqtt_changes["port"] = int(port)
     if enabled := env.get("FORMATION_MQTT_ENABLED"):

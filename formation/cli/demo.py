@@ -60,7 +60,7 @@ def demo(
     preset: Annotated[
         str | None, typer.Option(help="Simulated cell preset (default: the one matching the recipe)")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated cell population")] = 7,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated cell population", min=0, max=2**32 - 1)] = 7,
     defects: Annotated[float, typer.Option(help="Fraction of defective simulated cells")] = 0.1,
     rules: Annotated[str | None, typer.Option(help="Grading rules file (default: the recipe's built-in rules)")] = None,
     mqtt: MqttOpt = None,

@@ -15,7 +15,9 @@ from formation.errors import InputError
 def export(
     cell: Annotated[str, typer.Argument(help="Cell id (serial)")],
     out: Annotated[Path, typer.Option(help="Output CSV path")] = Path("cell.csv"),
-    run: Annotated[int | None, typer.Option(help="Run id (default: the cell's latest run)")] = None,
+    run: Annotated[
+        int | None, typer.Option(help="Run id (default: the cell's latest run)", min=1, max=2**63 - 1)
+    ] = None,
     site: Annotated[Path | None, typer.Option(help="Site configuration (TOML)")] = None,
     db: Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")] = None,
 ) -> None:

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from formation.bounds import printable
 from formation.cli.app import add_text_row, console
 from formation.recipes import builtin_recipes, describe_step, load_builtin, resolve_recipe
 
@@ -30,9 +31,12 @@ def list_recipes() -> None:
 def show(recipe: Annotated[str, typer.Argument(help="Recipe file or built-in name")]) -> None:
     """Show a recipe's limits and steps."""
     r = resolve_recipe(recipe)
-    console.print(
-        f"[bold]{escape(r.name)}[/] {escape(r.version)}  {escape(r.chemistry or '')}  {r.nominal_capacity_ah:g} Ah"
-    )
+    # Names are data: Rich markup and terminal control characters in them are shown, never obeyed.
+    name, version, chemistry = (escape(printable(text)) for text in (r.name, r.version, r.chemistry or ""))
+    console.print(f"[bold]{name}[/] {version}  {chemistry}  {r.nominal_capacity_ah:g} Ah")
+    if r.description:
+        lines = (escape(printable(line)) for line in r.description.splitlines())
+        console.print("\n".join(lines), highlight=False)
     console.print(f"sha256 {r.sha256}")
     lim = r.limits
     console.print(
@@ -61,6 +65,6 @@ def validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files or 
         # A RecipeError carries every problem; `formation.cli.app.main` prints them all, in order.
         r = resolve_recipe(name)
         console.print(
-            f"[green]ok[/] {escape(name)}: {escape(r.name)} {escape(r.version)}, {len(r.steps)} steps, "
-            f"sha256 {r.sha256[:12]}"
+            f"[green]ok[/] {escape(printable(name))}: {escape(printable(r.name))} {escape(printable(r.version))}, "
+            f"{len(r.steps)} steps, sha256 {r.sha256[:12]}"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -22,6 +23,8 @@ app = typer.Typer(help="Launch and inspect formation runs.", no_args_is_help=Tru
 
 SiteOpt = Annotated[Path | None, typer.Option(help="Site configuration (TOML)")]
 DbOpt = Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")]
+#: A job id: a database row id, so at most a signed 64-bit integer (a larger one is a usage error, exit 2).
+JobArg = Annotated[int, typer.Argument(help="Job id", min=1, max=2**63 - 1)]
 
 
 def open_store(site: Path | None, db: str | None) -> tuple[SiteConfig, Store]:
@@ -62,21 +65,43 @@ def _safe_url(url: str) -> str:
 
 
 def output_file(path: Path, option: str) -> Path:
-    """An output file path whose folder exists (checked before any work starts)."""
-    if path.is_dir():
-        raise InputError(option, f"{path} is a folder, not a file")
-    if not path.parent.is_dir():
-        raise InputError(option, f"folder {path.parent} does not exist")
+    """An output file path whose folder exists and is writable (checked before any work starts)."""
+    try:
+        if path.is_dir():
+            raise InputError(option, f"{path} is a folder, not a file")
+        if not path.parent.is_dir():
+            raise InputError(option, f"folder {path.parent} does not exist")
+        _check_writable(path.parent, option)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise InputError(option, f"{path} cannot be written (permission denied)")
+    except OSError as exc:  # a name the system refuses: too long, a component too long
+        raise InputError(option, f"unusable path: {exc.strerror or type(exc).__name__}") from None
     return path
 
 
 def output_dir(path: Path, option: str) -> Path:
-    """An output folder that exists or can be created next to an existing parent."""
-    if path.exists() and not path.is_dir():
-        raise InputError(option, f"{path} exists and is not a folder")
-    if not path.exists() and not path.parent.is_dir():
-        raise InputError(option, f"folder {path.parent} does not exist")
+    """An output folder that exists or can be created next to an existing parent, and is writable."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(option, f"{path} exists and is not a folder")
+        if not path.exists() and not path.parent.is_dir():
+            raise InputError(option, f"folder {path.parent} does not exist")
+        _check_writable(path if path.exists() else path.parent, option)
+    except OSError as exc:  # a name the system refuses: too long, a component too long
+        raise InputError(option, f"unusable path: {exc.strerror or type(exc).__name__}") from None
     return path
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """Refuse a folder nothing can be written in: tried with an unnamed file, as permissions alone do not tell
+    (root writes anywhere but a read-only mount or a pseudo file system)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(option, f"cannot write in {folder}: {exc.strerror or type(exc).__name__}") from None
 
 
 def _job_and_cabinet(cfg: SiteConfig, store: Store, job: int) -> tuple[Job, CabinetConfig]:
@@ -182,7 +207,7 @@ def _refuse_a_second_temperature_job(cfg: SiteConfig, store: Store, chamber: str
 
 @app.command("resume")
 def resume(
-    job: Annotated[int, typer.Argument(help="Job id")],
+    job: JobArg,
     site: Annotated[Path, typer.Option(help="Site configuration (TOML)")],
     db: DbOpt = None,
     mqtt: MqttOpt = None,
@@ -234,7 +259,7 @@ def list_jobs(site: SiteOpt = None, db: DbOpt = None) -> None:
 
 
 @app.command("show")
-def show(job: Annotated[int, typer.Argument(help="Job id")], site: SiteOpt = None, db: DbOpt = None) -> None:
+def show(job: JobArg, site: SiteOpt = None, db: DbOpt = None) -> None:
     """Show a job's runs, per-step summary and, for recipes with repeat blocks, per-cycle capacity."""
     from formation.cli.progress import cycle_summary_table, step_summary_table
 
@@ -265,7 +290,7 @@ def show(job: Annotated[int, typer.Argument(help="Job id")], site: SiteOpt = Non
 
 @app.command("continue")
 def continue_job(
-    job: Annotated[int, typer.Argument(help="Job id")],
+    job: JobArg,
     site: SiteOpt = None,
     db: DbOpt = None,
 ) -> None:
@@ -298,7 +323,7 @@ def continue_job(
 
 @app.command("abort")
 def abort(
-    job: Annotated[int, typer.Argument(help="Job id")],
+    job: JobArg,
     site: Annotated[Path, typer.Option(help="Site configuration (TOML)")],
     db: DbOpt = None,
 ) -> None:

@@ -24,7 +24,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port of the cabinet (ignored with --site)")] = 5025,
     channels: Annotated[int, typer.Option(help="Channels in the cabinet")] = 256,
     preset: Annotated[str, typer.Option(help="Cell preset: ncm21700-5ah or lfp-280ah")] = "ncm21700-5ah",
-    seed: Annotated[int, typer.Option(help="Seed of the cell population")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the cell population", min=0, max=2**32 - 1)] = 0,
     scale: Annotated[float, typer.Option(help="Clock scale (simulated seconds per wall second)")] = 1.0,
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless told otherwise")] = "127.0.0.1",
     site: Annotated[
@@ -40,8 +40,12 @@ def serve(
     """Serve simulated cabinets and chambers until Ctrl-C."""
     import asyncio
 
+    from formation.bounds import MAX_CLOCK_SCALE
     from formation.sim.cells import PRESETS
     from formation.sim.plant import CabinetSpec, ChamberSpec
+
+    if not 0 < scale <= MAX_CLOCK_SCALE:  # also refuses nan and inf
+        raise InputError("--scale", f"{scale:g} is outside 0–{MAX_CLOCK_SCALE:g} (0 excluded)")
 
     if site is not None:
         cfg = load_site_config(site)

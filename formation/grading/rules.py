@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from formation.bounds import check_document, is_file, read_input_text
 from formation.canonical import canonical_json, content_sha256
 from formation.errors import RulesError
 from formation.recipes.units import parse_duration_s
@@ -172,7 +173,11 @@ def _fail(field_path: str, reason: str, source: str) -> RulesError:
 def _number(value: object, field_path: str, source: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise _fail(field_path, f"must be a number, got {value!r}", source)
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        raise _fail(field_path, "is too large (beyond the float range)", source) from None
+    if not finite:
         raise _fail(field_path, f"must be a finite number, got {value!r}", source)
     return float(value)
 
@@ -335,16 +340,16 @@ def loads_rules(text: str, source: str = "<rules>") -> Rules:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _fail("", f"not valid TOML: {exc}", source) from None
+    except RecursionError:
+        raise _fail("", "not valid TOML: nested too deeply", source) from None
+    check_document(data, lambda field, reason: _fail(field, reason, source))
     return parse_rules(data, source)
 
 
 def load_rules(path: str | Path) -> Rules:
     """Read and validate a rules file (TOML)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise _fail("", f"cannot read rules file: {exc.strerror or exc}", str(path)) from None
+    text = read_input_text(path, "rules file", lambda field, reason: _fail(field, reason, str(path)))
     return loads_rules(text, str(path))
 
 
@@ -359,7 +364,7 @@ def builtin_rules() -> list[str]:
 def resolve_rules(name_or_path: str | Path) -> Rules:
     """A rules file by path, else the built-in rules of that name (e.g. a built-in recipe's name)."""
     path = Path(name_or_path)
-    if path.exists():
+    if is_file(path):
         return load_rules(path)
     if str(name_or_path) in builtin_rules():
         return load_rules(_LIBRARY / f"{name_or_path}.toml")

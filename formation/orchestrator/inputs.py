@@ -7,9 +7,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from formation.bounds import MAX_CAPACITY_AH, MAX_ID_CHARS, MIN_CAPACITY_AH, read_input_text
 from formation.errors import CellsFileError, InputError
 
 CELLS_COLUMNS = ("cell_id", "lot", "nominal_capacity_ah")
+#: Where csv.DictReader puts the fields of a row beyond the header's.
+_EXTRA = "\x00extra"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,27 +27,45 @@ class CellEntry:
 def load_cells_file(path: str | Path) -> list[CellEntry]:
     """Read a cells CSV (cell_id, lot, nominal_capacity_ah); CellsFileError names the line and field."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise CellsFileError("", f"cannot read cells file: {exc.strerror}", source=str(p)) from exc
+    text = read_input_text(
+        p, "cells file", lambda field, reason: CellsFileError(field, reason, source=str(p)), encoding="utf-8-sig"
+    )
     return parse_cells_csv(text, source=str(p))
 
 
 def parse_cells_csv(text: str, source: str = "<cells>") -> list[CellEntry]:
-    """Parse cells CSV text; duplicates, blanks and non-positive capacities are refused."""
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    """Parse cells CSV text; duplicates, blanks, extra fields, odd ids and capacities outside bounds are refused."""
+    try:
+        return _parse_cells(text, source)
+    except csv.Error as exc:  # a field beyond the csv module's limit (128 KiB), a NUL byte, a stray quote
+        raise CellsFileError("", f"not a readable CSV file: {exc}", source=source) from None
+
+
+def _parse_cells(text: str, source: str) -> list[CellEntry]:
+    reader = csv.DictReader(text.splitlines(), restkey=_EXTRA)
+    header = [(h or "").strip() for h in (reader.fieldnames or [])]
     missing = [c for c in CELLS_COLUMNS if c not in header]
     if missing:
         raise CellsFileError("header", f"missing column(s) {', '.join(missing)}", source=source)
     cells: list[CellEntry] = []
     seen: dict[str, int] = {}
-    for lineno, row in enumerate(reader, start=2):
-        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+    for lineno, raw in enumerate(reader, start=2):
+        if raw.get(_EXTRA):
+            raise CellsFileError(
+                f"line {lineno}",
+                f"{len(header) + len(raw[_EXTRA])} fields, the header has {len(header)}",
+                source=source,
+            )
+        row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if k != _EXTRA}
         if not any(row.values()):
             continue
         cell_id, lot, cap_text = row["cell_id"], row["lot"], row["nominal_capacity_ah"]
+        for key, value in (("cell_id", cell_id), ("lot", lot)):
+            if len(value) > MAX_ID_CHARS or not value.isprintable():
+                reason = (
+                    f"longer than {MAX_ID_CHARS} characters" if len(value) > MAX_ID_CHARS else "has control characters"
+                )
+                raise CellsFileError(f"line {lineno}.{key}", reason, source=source)
         if not cell_id:
             raise CellsFileError(f"line {lineno}.cell_id", "empty", source=source)
         if cell_id in seen:
@@ -63,6 +84,9 @@ def parse_cells_csv(text: str, source: str = "<cells>") -> list[CellEntry]:
             ) from None
         if not math.isfinite(cap) or cap <= 0:
             raise CellsFileError(f"line {lineno}.nominal_capacity_ah", f"{cap_text} must be > 0", source=source)
+        if not MIN_CAPACITY_AH <= cap <= MAX_CAPACITY_AH:
+            reason = f"{cap_text} Ah is outside {MIN_CAPACITY_AH:g}–{MAX_CAPACITY_AH:g} Ah"
+            raise CellsFileError(f"line {lineno}.nominal_capacity_ah", reason, source=source)
         seen[cell_id] = lineno
         cells.append(CellEntry(cell_id, lot, cap))
     if not cells:
@@ -77,22 +101,27 @@ def parse_channel_list(text: str, n_channels: int, field: str = "channels") -> l
         part = part.strip()
         if not part:
             continue
-        try:
-            if "-" in part:
-                lo_text, hi_text = part.split("-", 1)
-                lo, hi = int(lo_text), int(hi_text)
-                if hi < lo:
-                    raise InputError(field, f"range {part!r} runs backwards")
-                channels.extend(range(lo, hi + 1))
-            else:
-                channels.append(int(part))
-        except ValueError:
-            raise InputError(field, f"{part!r} is not a channel number or range") from None
+        lo_text, dash, hi_text = part.partition("-")
+        numbers = [t.strip() for t in ((lo_text, hi_text) if dash else (lo_text,))]
+        # ASCII digits only: int() also takes "٣" and "1_0".
+        if not all(t.isascii() and t.isdigit() for t in numbers):
+            raise InputError(field, f"{part!r} is not a channel number or range")
+        # Checked as text first, so "1-99999999999" is refused before anything is expanded.
+        for number in numbers:
+            if len(number.lstrip("0")) > len(str(n_channels)):
+                raise InputError(field, f"channel {number[:20]} is outside the cabinet (1-{n_channels})")
+        lo = int(numbers[0])
+        hi = int(numbers[-1])
+        if hi < lo:
+            raise InputError(field, f"range {part!r} runs backwards")
+        if lo < 1 or hi > n_channels:
+            first_outside = lo if not 1 <= lo <= n_channels else n_channels + 1
+            raise InputError(field, f"channel {first_outside} is outside the cabinet (1-{n_channels})")
+        if len(channels) + hi - lo + 1 > n_channels:
+            raise InputError(field, "a channel is listed twice")  # more channels than the cabinet has
+        channels.extend(range(lo, hi + 1))
     if not channels:
         raise InputError(field, "no channels given")
-    outside = [c for c in channels if not 1 <= c <= n_channels]
-    if outside:
-        raise InputError(field, f"channel {outside[0]} is outside the cabinet (1-{n_channels})")
     if len(set(channels)) != len(channels):
         raise InputError(field, "a channel is listed twice")
     return sorted(channels)

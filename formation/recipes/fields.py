@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from formation.bounds import MAX_CAPACITY_AH, MIN_CAPACITY_AH, MIN_RECORD_S
 from formation.recipes.model import RecordRule
 from formation.recipes.units import CurrentSpec, clean, fmt, is_number, parse_current, parse_duration_s
 
@@ -73,7 +74,11 @@ def read_number(table: dict[str, Any], key: str, path: str, ctx: Context, *, all
     if not is_number(value):
         ctx.error(where, f"expected a number, got {type_name(value)}")
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        ctx.error(where, "is too large (beyond the float range)")
+        return None
     if number != number or number in (float("inf"), float("-inf")):
         ctx.error(where, "must be a finite number")
     elif number < 0 or (number == 0 and not allow_zero):
@@ -81,6 +86,16 @@ def read_number(table: dict[str, Any], key: str, path: str, ctx: Context, *, all
     else:
         return clean(number)
     return None
+
+
+def read_capacity_ah(table: dict[str, Any], key: str, path: str, ctx: Context) -> float | None:
+    """A nominal capacity within 0.01–2000 Ah (``formation.bounds``) at ``table[key]``, or None (absent or bad)."""
+    capacity_ah = read_number(table, key, path, ctx)
+    if capacity_ah is not None and not MIN_CAPACITY_AH <= capacity_ah <= MAX_CAPACITY_AH:
+        reason = f"{fmt(capacity_ah)} Ah is outside {fmt(MIN_CAPACITY_AH)}–{fmt(MAX_CAPACITY_AH)} Ah"
+        ctx.error(join(path, key), reason)
+        return None
+    return capacity_ah
 
 
 def read_string(table: dict[str, Any], key: str, path: str, ctx: Context) -> str | None:
@@ -151,6 +166,9 @@ def record_rule(value: object, path: str, base: RecordRule, ctx: Context) -> Rec
     before = len(ctx.errors)
     every_s = read_number(table, "every_s", path, ctx, allow_zero=True)
     every_mv = read_number(table, "every_mv", path, ctx, allow_zero=True)
+    if every_s is not None and 0 < every_s < MIN_RECORD_S:
+        reason = f"{fmt(every_s)} s is below {fmt(MIN_RECORD_S)} s (0 switches the time rule off)"
+        ctx.error(join(path, "every_s"), reason)
     if len(ctx.errors) > before:
         return None
     rule = RecordRule(

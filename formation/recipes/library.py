@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from formation.bounds import check_document, is_file, read_input_text
 from formation.errors import RecipeError
 from formation.recipes.model import Recipe
 from formation.recipes.parse import parse_recipe
@@ -33,6 +34,8 @@ def loads_recipe(text: str, fmt: RecipeFormat, source: str = "<recipe>") -> Reci
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise RecipeError("", f"invalid TOML: {exc}", source=source) from exc
+        except RecursionError:
+            raise RecipeError("", "invalid TOML: nested too deeply", source=source) from None
     elif fmt == "json":
         try:
             data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
@@ -41,8 +44,11 @@ def loads_recipe(text: str, fmt: RecipeFormat, source: str = "<recipe>") -> Reci
             raise RecipeError("", reason, source=source) from exc
         except ValueError as exc:
             raise RecipeError("", f"invalid JSON: {exc}", source=source) from exc
+        except RecursionError:
+            raise RecipeError("", "invalid JSON: nested too deeply", source=source) from None
     else:
         raise RecipeError("", f"unknown recipe format {fmt!r} (expected toml or json)", source=source)
+    check_document(data, lambda field, reason: RecipeError(field, reason, source=source))
     return parse_recipe(data, source, source_text=text)
 
 
@@ -52,10 +58,7 @@ def load_recipe(path: str | Path) -> Recipe:
     suffix = path.suffix.lower()
     if suffix not in (".toml", ".json"):
         raise RecipeError("", "a recipe file ends in .toml or .json", source=str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError("", f"cannot read the file: {exc}", source=str(path)) from exc
+    text = read_input_text(path, "the file", lambda field, reason: RecipeError(field, reason, source=str(path)))
     return loads_recipe(text, "toml" if suffix == ".toml" else "json", source=str(path))
 
 
@@ -79,7 +82,7 @@ def load_builtin(name: str) -> Recipe:
 def resolve_recipe(name_or_path: str | Path) -> Recipe:
     """A recipe file when ``name_or_path`` exists, else the built-in of that name, else ``RecipeError``."""
     path = Path(name_or_path)
-    if path.is_file():
+    if is_file(path):
         return load_recipe(path)
     if str(name_or_path) in builtin_recipes():
         return load_builtin(str(name_or_path))

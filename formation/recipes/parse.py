@@ -17,6 +17,7 @@ from formation.recipes.fields import (
     Context,
     check_voltage,
     join,
+    read_capacity_ah,
     read_current,
     read_number,
     read_parsed,
@@ -334,7 +335,7 @@ def parse_recipe(data: object, source: str = "<recipe>", *, source_text: str | N
     description = table.get("description", "")
     if not isinstance(description, str):
         ctx.error("description", f"expected a string, got {type_name(description)}")
-    ctx.nominal_ah = read_number(table, "nominal_capacity_ah", "", ctx)
+    ctx.nominal_ah = read_capacity_ah(table, "nominal_capacity_ah", "", ctx)
     limits = _limits(table.get("limits", {}), ctx)
     record = record_rule(table.get("record", {}), "record", RecordRule(), ctx)
     ctx.record = record or RecordRule()
