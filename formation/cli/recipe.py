@@ -1,7 +1,10 @@
-"""`formation recipe list|show|validate`."""
+"""`formation recipe list|show|validate|import|export`."""
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,6 +13,7 @@ from rich.table import Table
 
 from formation.bounds import printable
 from formation.cli.app import add_text_row, console
+from formation.errors import InputError
 from formation.recipes import builtin_recipes, describe_step, load_builtin, resolve_recipe
 
 app = typer.Typer(help="List, show and validate recipes.", no_args_is_help=True)
@@ -68,3 +72,58 @@ def validate(recipes: Annotated[list[str], typer.Argument(help="Recipe files or 
             f"[green]ok[/] {escape(printable(name))}: {escape(printable(r.name))} {escape(printable(r.version))}, "
             f"{len(r.steps)} steps, sha256 {r.sha256[:12]}"
         )
+
+
+@app.command("import")
+def import_recipe(
+    protocol: Annotated[Path, typer.Argument(help="aurora-unicycler protocol (JSON)")],
+    out: Annotated[Path | None, typer.Option(help="Write the recipe (JSON) here; default: print it")] = None,
+    name: Annotated[str | None, typer.Option(help="Recipe name (default: the protocol's sample name)")] = None,
+    capacity_ah: Annotated[float | None, typer.Option(help="Nominal capacity, Ah (default: the sample's)")] = None,
+    max_voltage: Annotated[
+        float | None, typer.Option(help="limits.max_voltage_v (default: safety.max_voltage_V)")
+    ] = None,
+    min_voltage: Annotated[
+        float | None, typer.Option(help="limits.min_voltage_v (default: safety.min_voltage_V)")
+    ] = None,
+) -> None:
+    """Turn an aurora-unicycler protocol into a recipe; what has no equivalent is refused with one line."""
+    from formation.cli.run import output_file
+    from formation.recipes.unicycler import import_protocol
+
+    for option, value in (
+        ("--capacity-ah", capacity_ah),
+        ("--max-voltage", max_voltage),
+        ("--min-voltage", min_voltage),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError(option, f"{value!r} is not a finite positive number")
+    target = output_file(out, "--out") if out is not None else None
+    r = import_protocol(
+        protocol, name=name, capacity_ah=capacity_ah, max_voltage_v=max_voltage, min_voltage_v=min_voltage
+    )
+    text = json.dumps(r.to_canonical(), indent=2, sort_keys=True) + "\n"
+    if target is None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+        return
+    target.write_text(text, encoding="utf-8")
+    console.print(f"[green]ok[/] {escape(str(target))}: {escape(r.name)}, {len(r.steps)} steps, sha256 {r.sha256[:12]}")
+
+
+@app.command("export")
+def export_recipe(
+    recipe: Annotated[str, typer.Argument(help="Recipe file or built-in name")],
+    to: Annotated[str, typer.Option(help="unicycler | neware | biologic | pybamm")],
+    out: Annotated[Path | None, typer.Option(help="Write it here; default: print it")] = None,
+) -> None:
+    """Write a recipe out through aurora-unicycler (JSON, Neware XML, Biologic .mps, PyBaMM experiment)."""
+    from formation.cli.run import output_file
+    from formation.recipes.unicycler import export_recipe as export
+
+    target = output_file(out, "--out") if out is not None else None
+    text = export(resolve_recipe(recipe), to)
+    if target is None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True, end="")
+        return
+    target.write_text(text, encoding="utf-8")
+    console.print(f"[green]ok[/] {escape(str(target))}: {escape(recipe)} as {escape(to)}")
