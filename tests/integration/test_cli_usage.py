@@ -34,7 +34,7 @@ def _leaves(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[st
 
 
 COMMANDS = dict(_leaves(TREE))
-GROUPS = [()] + sorted({path[:i] for path in COMMANDS for i in range(1, len(path))})
+GROUPS = [(), *sorted({path[:i] for path in COMMANDS for i in range(1, len(path))})]
 
 
 def _filler(param: Any) -> list[str]:
