@@ -1,4 +1,4 @@
-"""The feed's payloads (DESIGN §9): one typed model per topic kind, serialised as JSON.
+"""The feed's payloads (docs/architecture.md §10a): one typed model per topic kind, serialised as JSON.
 
 Every payload carries ``"v": 1`` (the payload version), ``"kind"`` (its topic kind) and ``"ts"`` (ISO-8601,
 UTC, ``Z``), and names its quantities with their units (``voltage_v``, ``current_a``, ``temperature_c``). A

@@ -1,4 +1,4 @@
-"""The feed's topic tree (DESIGN §9): builders for every topic, and the parser back from a topic to its keys.
+"""The feed's topic tree (docs/architecture.md §10a): a builder for every topic, and the parser back to its keys.
 
 Every topic lives under ``formation/v1/{site}/{line}/``:
 

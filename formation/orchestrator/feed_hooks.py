@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A state is due once this share of the interval has passed: a loop that polls at the feed interval, give or
+#: take its jitter, publishes at every poll instead of every other one.
+INTERVAL_SLACK = 0.9
+
 
 def _reading(value: float) -> float | None:
     return value if math.isfinite(value) else None
@@ -54,7 +58,7 @@ class CabinetFeed:
             self._changes(runs, job_id)
             now = time.monotonic()
             if force or now >= self._next_wall_s:
-                self._next_wall_s = now + self.sink.interval_s
+                self._next_wall_s = now + INTERVAL_SLACK * self.sink.interval_s
                 self.sink.publish_cabinet(self.cabinet_state(runs))
         except Exception:  # the feed must never stop supervision: a bug here is logged, not raised
             log.exception("feed: cabinet %s state not published", self.cabinet)
@@ -199,7 +203,7 @@ class ChamberFeed:
             if flags == self._last_flags and now < self._next_wall_s:
                 return
             self._last_flags = flags
-            self._next_wall_s = now + self.sink.interval_s
+            self._next_wall_s = now + INTERVAL_SLACK * self.sink.interval_s
             opened = sorted(step.command.open)
             self.sink.publish_chamber(
                 ChamberState(

@@ -123,3 +123,11 @@ def test_lot_grading_computes_yields_and_refuses_inconsistent_counts() -> None:
         LotGrading(lot="L1", cells=5, counts={"A": 3}, yields_pct={"A": 60.0})
     with pytest.raises(ValidationError, match="same grades"):
         LotGrading(lot="L1", cells=3, counts={"A": 3}, yields_pct={"B": 100.0})
+
+
+def test_the_readme_shows_one_example_of_each_payload_as_the_models_make_it() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    for kind, payload in example_payloads().items():
+        assert payload.to_json().decode() in readme, kind
