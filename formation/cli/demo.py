@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,6 +18,7 @@ from formation.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from formation.cli.display import DisplayProcess
     from formation.config import MqttConfig
     from formation.grading import Rules
     from formation.orchestrator.inputs import CellEntry
@@ -29,6 +31,8 @@ DEMO_LOT = "DEMO-LOT"
 DEMO_CHAMBER = "sim-chamber1"
 #: The site and line the demo publishes its status feed under (formation/v1/demo/line1/…).
 DEMO_SITE, DEMO_LINE = "demo", "line1"
+#: The feed interval (wall s) with --display: at the demo's clock a 5 s interval spans hours of the route.
+DISPLAY_INTERVAL_S = 1.0
 DEMO_CHAMBER_MAX_SCALE = 2000.0
 #: Without --scale the clock runs so that the route's worst case (every step to its end or time backstop) takes
 #: about this much wall time; the real route ends sooner wherever a step ends on voltage, current or charge.
@@ -64,6 +68,14 @@ def demo(
     defects: Annotated[float, typer.Option(help="Fraction of defective simulated cells")] = 0.1,
     rules: Annotated[str | None, typer.Option(help="Grading rules file (default: the recipe's built-in rules)")] = None,
     mqtt: MqttOpt = None,
+    display: Annotated[
+        bool,
+        typer.Option(
+            "--display",
+            help="Open the wall display on a free local port (publishes the feed: --mqtt, default auto) and keep it "
+            "up after the demo until Ctrl-C",
+        ),
+    ] = False,
 ) -> None:
     """Start a simulated cabinet in-process, form its cells over SCPI/TCP, and summarise the result."""
     import asyncio
@@ -89,6 +101,10 @@ def demo(
     grading_rules = resolve_rules(rules) if rules else resolve_rules(r.name) if r.name in builtin_rules() else None
     output_dir(out, "--out")
     feed_config = demo_feed_config(mqtt)
+    if display:  # the display shows the feed, so --display publishes it, every second: the clock runs fast
+        shown = feed_config or demo_feed_config("auto")
+        assert shown is not None  # "auto" always names a broker
+        feed_config = replace(shown, interval_s=min(shown.interval_s, DISPLAY_INTERVAL_S))
     # Every check before the first write: a refused demo leaves no folder behind.
     nominal_ah = cell_preset.nominal_capacity_ah
     entries = [CellEntry(f"DEMO-{i:04d}", DEMO_LOT, nominal_ah) for i in range(1, cells + 1)]
@@ -115,6 +131,7 @@ def demo(
         f"route: {_clock_text(worst_s)} simulated at most (every step to its end or time backstop), "
         f"about {worst_s / scale:.0f} s wall at ×{scale:g}"
     )
+    wall = _open_display(feed_config) if display else None
     with Store(f"sqlite:///{db_path}") as store:
         store.create_schema()
         job_id = asyncio.run(_demo(store, r, assignments, cell_preset, formed, scale, seed, defects, feed_config))
@@ -142,6 +159,18 @@ def demo(
             f"temperature, set point and valve demand: {escape(str(chamber[0]))}"
         )
     console.print(f"done in {time.perf_counter() - t0:.1f} s wall")
+    if wall is not None:
+        wall.serve_until_interrupted()
+
+
+def _open_display(feed_config: MqttConfig | None) -> DisplayProcess:
+    """The wall display of the demo line in a process of its own, its address printed."""
+    from formation.cli.display import DisplayProcess
+
+    assert feed_config is not None  # --display publishes
+    wall = DisplayProcess.start(feed_config, DEMO_SITE, DEMO_LINE)
+    console.print(f"wall display: [bold]{wall.url}[/] (open it in a browser)", highlight=False)
+    return wall
 
 
 def _plot_chamber(store: Store, path: Path) -> tuple[Path, float] | None:
