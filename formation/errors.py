@@ -5,7 +5,8 @@
     │   ├── RecipeError
     │   ├── ConfigError
     │   ├── CellsFileError
-    │   └── RulesError
+    │   ├── RulesError
+    │   └── SchemaError            a database at a schema revision this code cannot work in (`formation db upgrade`)
     ├── InstrumentError            anything between the host and an instrument (context as attributes)
     │   ├── TransportError
     │   │   ├── InstrumentTimeout        no reply in time (the session resynchronises)
@@ -54,6 +55,13 @@ class CellsFileError(InputError):
 
 class RulesError(InputError):
     """A grading rules file that cannot be used."""
+
+
+class SchemaError(InputError):
+    """A database whose schema revision this formation cannot work in: behind (upgrade it), newer, or unknown."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("", reason)
 
 
 class InstrumentError(FormationError):

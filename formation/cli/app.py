@@ -105,12 +105,13 @@ def _report_usage_error(exc: Exception) -> int:
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle; cached because in-process
     # callers (tests) run main() many times and the sub-apps must be added once.
-    from formation.cli import chamber, demo, display, export, grade, recipe, run, sim, status
+    from formation.cli import chamber, db, demo, display, export, grade, recipe, run, sim, status
 
     app.add_typer(recipe.app, name="recipe")
     app.add_typer(sim.app, name="sim")
     app.add_typer(run.app, name="run")
     app.add_typer(chamber.app, name="chamber")
+    app.add_typer(db.app, name="db")
     known = {c.name for c in app.registered_commands}
     commands = (
         ("export", export.export),

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlmodel import SQLModel
 
 from formation.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
@@ -59,5 +58,11 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create every missing table and index (idempotent)."""
-    SQLModel.metadata.create_all(engine)
+    """Create a new database at the current schema revision, or check an existing one is at it (idempotent).
+
+    A database at an older revision raises SchemaError: it must be migrated (``formation db upgrade``), never
+    patched by creating the tables it lacks.
+    """
+    from formation.store.migrate import ensure_schema  # imports Alembic: only where a database is opened
+
+    ensure_schema(engine)
