@@ -67,11 +67,13 @@ START_IN_DOUBT = frozenset({StartState.SENT, StartState.UNSURE, StartState.WAIT_
 class JobState(StrEnum):
     """Where one launch (a recipe on a set of channels of one cabinet) is.
 
-    ``interrupted``: the host closed the job with runs unfinished (Ctrl-C after the aborts were not all
-    confirmed, a crash noticed at the next start, a database down at the end); ``formation run resume`` takes it
-    up again.
+    ``queued``: written by ``formation run launch`` for the daemon (``formation serve``), which claims it when its
+    cabinet is free and its start time has come. ``interrupted``: the host closed the job with runs unfinished
+    (Ctrl-C after the aborts were not all confirmed, a crash noticed at the next start, a database down at the end,
+    a daemon stopped with SIGTERM); ``formation run resume`` or the next daemon takes it up again.
     """
 
+    QUEUED = "queued"
     RUNNING = "running"
     ABORTING = "aborting"
     INTERRUPTED = "interrupted"
@@ -82,6 +84,8 @@ class JobState(StrEnum):
 
 _JOB_ENDS = frozenset({JobState.DONE, JobState.ABORTED, JobState.FAULTED, JobState.INTERRUPTED})
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # A queued job that never started is aborted (run abort) without touching an instrument.
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.ABORTED}),
     JobState.RUNNING: _JOB_ENDS | {JobState.ABORTING},
     # Runs that all finished before the abort reached them end the job as done.
     JobState.ABORTING: _JOB_ENDS,

@@ -18,6 +18,7 @@ from formation.orchestrator.cabinet.temperature import check_setpoints
 from formation.orchestrator.chamber_loop import open_chamber_loop
 from formation.orchestrator.compile import compile_step
 from formation.orchestrator.inputs import CellEntry
+from formation.orchestrator.lease import CabinetLeaseKeeper, process_owner
 from formation.orchestrator.timers import LineTimers
 from formation.recipes import Recipe, chamber_setpoints, parse_recipe
 from formation.store import Store
@@ -76,6 +77,27 @@ async def run_job(
     return await _supervise(cabinet, store, clock, begin, on_start, on_cycle, True, holds, feed)
 
 
+def queue_job(
+    cabinet: CabinetConfig,
+    recipe: Recipe,
+    assignments: Sequence[tuple[int, CellEntry]],
+    store: Store,
+    clock: Clock,
+    *,
+    note: str | None = None,
+    start_after_s: float | None = None,
+) -> int:
+    """Record a job for the daemon (`formation serve`): lot, cells, recipe, runs, state ``queued``; its id."""
+    from formation.orchestrator.cabinet.ledger import JobLedger
+    from formation.states import JobState
+
+    ledger = JobLedger(store, clock, cabinet.name, committed_rec=lambda: 0)
+    job_id, _ = ledger.record_launch(recipe, assignments, note, state=JobState.QUEUED)
+    if start_after_s is not None:
+        store.queue_job_start(job_id, start_after_s)
+    return job_id
+
+
 def check_chamber(recipe: Recipe, cabinet: CabinetConfig, chamber: ChamberSite | None) -> None:
     """Refuse a recipe whose temperatures the cabinet cannot give (no chamber, or a set point out of range)."""
     if chamber is not None and cabinet.chamber not in (None, chamber.name):
@@ -122,6 +144,8 @@ async def _supervise(
     feed: FeedSink | None = None,
 ) -> CabinetSupervisor:
     async with contextlib.AsyncExitStack() as stack:
+        # A daemon or another foreground process driving this cabinet refuses us here, before any command.
+        await stack.enter_async_context(CabinetLeaseKeeper(store, cabinet.name, process_owner("foreground")))
         # The chamber loop outlives the supervisor: the cells are switched off before the chamber lets go.
         loop = await stack.enter_async_context(open_chamber_loop(chamber, clock, store, feed)) if chamber else None
         session = await stack.enter_async_context(
@@ -147,7 +171,7 @@ async def _supervise(
         except BaseException:
             # Some groups may already be running: switch them off before giving up (Ctrl-C included).
             if abort_if_begin_fails and supervisor.job_id is not None:
-                await asyncio.shield(_abort_and_drain(supervisor))
+                await asyncio.shield(abort_and_drain(supervisor))
             raise
         if on_start is not None:
             on_start(supervisor)
@@ -157,12 +181,12 @@ async def _supervise(
             )
         except BaseException:
             # Ctrl-C (or a bug): output off on every channel of the job, then keep what the instrument logged.
-            await asyncio.shield(_abort_and_drain(supervisor))
+            await asyncio.shield(abort_and_drain(supervisor))
             raise
     return supervisor
 
 
-async def _abort_and_drain(supervisor: CabinetSupervisor) -> None:
+async def abort_and_drain(supervisor: CabinetSupervisor) -> None:
     """Switch the job's channels off, keep what the instrument logged, and close the job whatever happens."""
     try:
         await supervisor.abort()  # an abort the instrument does not take is retried by the polls below

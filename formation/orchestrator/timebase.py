@@ -4,7 +4,8 @@
   store, recipe durations, poll periods and checkpoint due times are clock time.
 - **Wall time**: :func:`wall_s` (monotonic). It paces loops (a poll never sleeps less than a few ms of it),
   bounds VISA timeouts, measures how long a link has been down (the instrument's communication watchdog counts
-  wall seconds too), and spaces writer retries. It never goes into a stored value.
+  wall seconds too), and spaces writer retries. It never goes into a stored value; only cabinet leases store the
+  wall date (:func:`unix_wall_s`), because processes at different clock scales share them.
 - **Instrument time**: the ``time_s`` column of the instrument's data-log records: the plant's clock, at the same
   scale as the host's, possibly offset from it (another process, another machine). Stored samples keep it, so
   curves keep their resolution at any scale.
@@ -19,6 +20,8 @@ import time
 
 #: Wall time for durations (monotonic seconds): link-loss timers, pacing. Not a date.
 wall_s = time.monotonic
+#: Wall time as a date (unix seconds): cabinet leases, shared by processes whatever their clock scale.
+unix_wall_s = time.time
 
 
 def host_anchor_s(host_now_s: float, instrument_latest_s: float, instrument_event_s: float) -> float:

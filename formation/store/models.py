@@ -89,6 +89,22 @@ class Job(SQLModel, table=True):
     note: str | None = None
     #: How many times `formation run continue` released this job's hold steps (read by the supervising host).
     continue_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    #: A queued job starts no earlier than this (clock seconds; `run launch --at`); None: as soon as claimed.
+    start_after_s: float | None = None
+    #: The daemon that claimed the job (`formation serve`; host:pid:tag), None for a foreground launch.
+    owner: str | None = None
+
+
+class CabinetLease(SQLModel, table=True):
+    """Which daemon drives a cabinet, until when: renewed while it lives, taken over once expired."""
+
+    __tablename__ = "cabinet_lease"
+
+    cabinet: str = Field(primary_key=True)
+    owner: str
+    #: Unix wall seconds (leases are between processes, whatever their clock scale).
+    expires_unix_s: float
+    acquired_unix_s: float
 
 
 class Run(SQLModel, table=True):

@@ -24,6 +24,7 @@ from formation.errors import StoreError
 from formation.states import JobState, job_states_leading_to
 from formation.store import chamber as _chamber
 from formation.store import holds as _holds
+from formation.store import queue as _queue
 from formation.store.engine import create_schema, make_engine
 from formation.store.grades import grade_rows, write_grades
 from formation.store.models import (
@@ -448,6 +449,15 @@ class Store:
         """Alarms (of one job, or all), oldest first."""
         where = [Alarm.job_id == job_id] if job_id is not None else []
         return self._all(Alarm, *where, order_by=[Alarm.ts_s, Alarm.id])
+
+    # -- work queue and cabinet leases (formation/store/queue.py) ------------------------------------------------
+    hold_lease = _queue.hold_lease
+    release_lease = _queue.release_lease
+    take_over_lease = _queue.take_over_lease
+    leases = _queue.leases
+    claim_job = _queue.claim_job
+    queue_job_start = _queue.queue_job_start
+    jobs_in_states = _queue.jobs_in_states
 
     # -- operator holds (formation/store/holds.py) ------------------------------------------------------------
     request_continue = _holds.request_continue

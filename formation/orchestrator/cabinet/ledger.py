@@ -130,9 +130,13 @@ class JobLedger:
             log.error("alarm not stored: %s", exc)
 
     def record_launch(
-        self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None
+        self,
+        recipe: Recipe,
+        assignments: Sequence[tuple[int, CellEntry]],
+        note: str | None,
+        state: JobState = JobState.RUNNING,
     ) -> tuple[int, list[int]]:
-        """Store the lot, cells, recipe, job and its pending runs (one call, on a worker thread at launch)."""
+        """Store the lot, cells, recipe, job (``state``: running, or queued for a daemon) and its pending runs."""
         now = self.clock.now()
         self.store.upsert_lot_and_cells((c.cell_id, c.lot, c.nominal_capacity_ah) for _, c in assignments)
         self.store.save_recipe(
@@ -145,7 +149,9 @@ class JobLedger:
             recipe.source_text,
         )
         channels = format_channel_list([ch for ch, _ in assignments])
-        job_id = self.store.create_job(recipe.sha256, self.cabinet, channels, self.clock.scale, now, note=note)
+        job_id = self.store.create_job(
+            recipe.sha256, self.cabinet, channels, self.clock.scale, now, note=note, state=state
+        )
         run_ids = self.store.create_runs(
             job_id,
             [

@@ -149,16 +149,25 @@ class CabinetSupervisor:
         self, recipe: Recipe, assignments: Sequence[tuple[int, CellEntry]], note: str | None = None
     ) -> int:
         """Record the job and its runs, define the cells and start every channel on the recipe's first step."""
-        channels = [ch for ch, _ in assignments]
-        self.recipe = recipe
         job_id, run_ids = await asyncio.to_thread(self.ledger.record_launch, recipe, assignments, note)
+        runs = [
+            ChannelRun(rid, cell.cell_id, cell.lot, ch, cell.nominal_capacity_ah, recipe)
+            for rid, (ch, cell) in zip(run_ids, assignments, strict=True)
+        ]
+        return await self._start(job_id, recipe, runs)
+
+    async def start_queued(self, job_id: int) -> int:
+        """Start a job that `formation run launch` recorded and a daemon claimed: runs stored, nothing started."""
+        restored = await asyncio.to_thread(resume.restore_job, self.store, job_id)
+        if restored.cabinet != self.name:
+            raise InputError("job", f"job {job_id} is for cabinet {restored.cabinet}, not {self.name}")
+        return await self._start(job_id, restored.recipe, restored.runs)
+
+    async def _start(self, job_id: int, recipe: Recipe, runs: list[ChannelRun]) -> int:
+        channels = [run.channel for run in runs]
+        self.recipe = recipe
         self.job_id = self.ledger.job_id = job_id
-        self.index.set_runs(
-            [
-                ChannelRun(rid, cell.cell_id, cell.lot, ch, cell.nominal_capacity_ah, recipe)
-                for rid, (ch, cell) in zip(run_ids, assignments, strict=True)
-            ]
-        )
+        self.index.set_runs(runs)
         self.checkpoints.attach(job_id)
         await self.cycler.clear_status()
         await self.cycler.set_watchdog(self.watchdog_s)
