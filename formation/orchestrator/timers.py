@@ -1,9 +1,17 @@
-"""Long-horizon timers (age checkpoints) held by APScheduler with a persistent job store in the line's database.
+"""Long-horizon timers (age checkpoints): a plain table of what is due in the line's database, an in-memory
+APScheduler to fire them.
 
-Jobs are stored by reference (`formation.orchestrator.timers:fire_checkpoint`) with plain arguments, so they
-survive a restart of the process: a restarted line that opens the same database finds them and fires each once.
-A job finds its live target (the cabinet supervisor) through a process-wide registry keyed by cabinet name.
-Run dates are wall time (APScheduler's); a checkpoint given in clock seconds is converted with the clock scale.
+The database keeps no executable state (``docs/decisions/0005-timers-keep-no-code-in-the-database.md``): a row
+of ``line_timers`` is data only — a kind from a fixed set, the keys it is about (cabinet, job, run, step, k) and
+its due time. What a kind does is code, looked up here; a row with an unknown kind or keys of the wrong type is
+skipped with a warning, never run. Rows are rebuilt into an in-memory ``AsyncIOScheduler`` when the timers start,
+so a restarted line that opens the same database fires each checkpoint once (late ones too, up to a week), and a
+row is deleted when its timer fires. APScheduler's old SQLAlchemy job store (pickles in ``apscheduler_jobs``) is
+never read.
+
+A fired checkpoint finds its live target (the cabinet supervisor) through a process-wide registry keyed by cabinet
+name, or waits there until one registers. Due times are wall time (APScheduler's); a checkpoint given in clock
+seconds is converted with the clock scale.
 """
 
 from __future__ import annotations
@@ -11,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, delete, insert, select
 
 from formation.clock import Clock
 from formation.store import Store
@@ -23,7 +31,25 @@ log = logging.getLogger(__name__)
 
 #: A checkpoint that fires this late (wall seconds, e.g. the host was down) still fires once, not never.
 MISFIRE_GRACE_S = 7 * 24 * 3600
-JOB_TABLE = "apscheduler_jobs"
+TIMER_TABLE = "line_timers"
+#: The one kind of timer so far: an age step's OCV checkpoint.
+OCV_CHECKPOINT = "ocv_checkpoint"
+KINDS = frozenset({OCV_CHECKPOINT})
+
+_METADATA = MetaData()
+#: What is due, as plain data. The primary key is the timer's id (scheduling the same id again replaces it).
+TIMERS = Table(
+    TIMER_TABLE,
+    _METADATA,
+    Column("id", String(200), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("cabinet", String(200), nullable=False),
+    Column("job_id", Integer, nullable=False),
+    Column("run_id", Integer, nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("k", Integer, nullable=False),
+    Column("due_unix_s", Float, nullable=False),
+)
 
 
 class CheckpointTarget(Protocol):
@@ -37,8 +63,8 @@ _TARGETS: dict[str, CheckpointTarget] = {}
 _UNDELIVERED: dict[str, list[tuple[int, int, int, int]]] = {}
 
 
-async def fire_checkpoint(cabinet: str, job_id: int, run_id: int, step_index: int, k: int) -> None:
-    """The stored job: hand the checkpoint to the cabinet's live supervisor."""
+def deliver_checkpoint(cabinet: str, job_id: int, run_id: int, step_index: int, k: int) -> None:
+    """Hand a fired checkpoint to the cabinet's live supervisor, or keep it for the next one that registers."""
     target = _TARGETS.get(cabinet)
     if target is None:
         log.warning("checkpoint %s/run %s/k %s fired with no supervisor attached; kept for it", cabinet, run_id, k)
@@ -48,23 +74,46 @@ async def fire_checkpoint(cabinet: str, job_id: int, run_id: int, step_index: in
 
 
 def checkpoint_job_id(cabinet: str, run_id: int, step_index: int, k: int) -> str:
-    """The explicit id of one checkpoint job (scheduling it again replaces it)."""
+    """The explicit id of one checkpoint timer (scheduling it again replaces it)."""
     return f"ocv:{cabinet}:{run_id}:{step_index}:{k}"
 
 
+def _row_problem(row: Any) -> str | None:
+    """Why a stored row cannot be a timer, or None: it is data from the database, checked like any input."""
+    if row.kind not in KINDS:
+        return f"unknown kind {str(row.kind)[:40]!r}"
+    ints = (row.job_id, row.run_id, row.step_index, row.k)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints) or not isinstance(row.cabinet, str):
+        return "keys of the wrong type"
+    if not isinstance(row.due_unix_s, float | int) or row.due_unix_s != row.due_unix_s:
+        return "no due time"
+    if row.id != checkpoint_job_id(row.cabinet, row.run_id, row.step_index, row.k):
+        return "an id that does not match its keys"
+    return None
+
+
 class LineTimers:
-    """An AsyncIOScheduler over the store's database; an async context manager."""
+    """The line's timers: rows in the store's database, fired by an in-memory scheduler; an async context manager."""
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self.clock = clock
+        self.engine = store.engine
         self.scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=store.engine, tablename=JOB_TABLE)},
             job_defaults={"coalesce": True, "misfire_grace_time": MISFIRE_GRACE_S, "max_instances": 1},
             timezone=UTC,
         )
 
     async def __aenter__(self) -> LineTimers:
+        _METADATA.create_all(self.engine, checkfirst=True)
         self.scheduler.start()
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(TIMERS)).all()
+        for row in rows:
+            problem = _row_problem(row)
+            if problem is not None:
+                log.warning("timer row %.80r skipped: %s", row.id, problem)
+                continue
+            self._add(row.id, row.cabinet, row.job_id, row.run_id, row.step_index, row.k, row.due_unix_s)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -91,19 +140,36 @@ class LineTimers:
     def schedule_checkpoint(
         self, cabinet: str, job_id: int, run_id: int, step_index: int, k: int, at_clock_s: float
     ) -> str:
-        """Schedule (or reschedule) one OCV checkpoint; returns its job id."""
-        job = checkpoint_job_id(cabinet, run_id, step_index, k)
+        """Schedule (or reschedule) one OCV checkpoint: its row first, then its in-memory timer; returns its id."""
+        timer_id = checkpoint_job_id(cabinet, run_id, step_index, k)
+        due_unix_s = self.wall_time(at_clock_s).timestamp()
+        row = {"id": timer_id, "kind": OCV_CHECKPOINT, "cabinet": cabinet, "job_id": job_id, "run_id": run_id}
+        row |= {"step_index": step_index, "k": k, "due_unix_s": due_unix_s}
+        with self.engine.begin() as conn:
+            conn.execute(delete(TIMERS).where(TIMERS.c.id == timer_id))
+            conn.execute(insert(TIMERS).values(**row))
+        self._add(timer_id, cabinet, job_id, run_id, step_index, k, due_unix_s)
+        return timer_id
+
+    def pending(self) -> list[str]:
+        """Ids of the timers still to fire."""
+        return [j.id for j in self.scheduler.get_jobs()]
+
+    def _add(self, timer_id: str, cabinet: str, job_id: int, run_id: int, step_index: int, k: int, due: float) -> None:
         self.scheduler.add_job(
-            "formation.orchestrator.timers:fire_checkpoint",
+            self._fire,
             "date",
-            run_date=self.wall_time(at_clock_s),
-            args=[cabinet, job_id, run_id, step_index, k],
-            id=job,
+            run_date=datetime.fromtimestamp(due, UTC),
+            args=[timer_id, cabinet, job_id, run_id, step_index, k],
+            id=timer_id,
             name=f"OCV checkpoint {k} of run {run_id}",
             replace_existing=True,
         )
-        return job
 
-    def pending(self) -> list[str]:
-        """Ids of the jobs still to fire."""
-        return [j.id for j in self.scheduler.get_jobs()]
+    async def _fire(self, timer_id: str, cabinet: str, job_id: int, run_id: int, step_index: int, k: int) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(TIMERS).where(TIMERS.c.id == timer_id))
+        except Exception:  # a database that refuses the delete fires the checkpoint anyway (it may fire again)
+            log.exception("timer %s: its row could not be deleted", timer_id)
+        deliver_checkpoint(cabinet, job_id, run_id, step_index, k)
