@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -43,13 +44,15 @@ from formation.recipes.units import parse_charge, parse_percent, parse_voltage_t
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Bounded runs: no example database on disk; a deadline far above any example (ms) that still catches a hang.
+#: FORMATION_FUZZ_SCALE=20 multiplies every example count (a longer soak; bench/RESULTS.md).
+SCALE = int(os.environ.get("FORMATION_FUZZ_SCALE", "1"))
 FAST = settings(
-    max_examples=100,
+    max_examples=SCALE * 100,
     deadline=timedelta(seconds=2),
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-FEW = settings(FAST, max_examples=40)
+FEW = settings(FAST, max_examples=SCALE * 40)
 
 # -- strategies ----------------------------------------------------------------------------------------------
 

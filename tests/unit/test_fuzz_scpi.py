@@ -5,6 +5,7 @@ bench/RESULTS.md."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -20,8 +21,10 @@ from formation.sim.commands import COMMAND_TABLE, CabinetCommands
 from formation.sim.cycler import CabinetModel
 from formation.sim.scpi import MAX_LIST_ITEMS, Dispatcher, parse_channel_list
 
+#: FORMATION_FUZZ_SCALE=20 multiplies every example count (a longer soak; bench/RESULTS.md).
+SCALE = int(os.environ.get("FORMATION_FUZZ_SCALE", "1"))
 FAST = settings(
-    max_examples=150,
+    max_examples=SCALE * 150,
     deadline=timedelta(seconds=2),
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
