@@ -22,10 +22,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 
 from formation.clock import Clock
 from formation.store import Store
+from formation.store.models import LineTimer
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,8 @@ TIMER_TABLE = "line_timers"
 OCV_CHECKPOINT = "ocv_checkpoint"
 KINDS = frozenset({OCV_CHECKPOINT})
 
-_METADATA = MetaData()
-#: What is due, as plain data. The primary key is the timer's id (scheduling the same id again replaces it).
-TIMERS = Table(
-    TIMER_TABLE,
-    _METADATA,
-    Column("id", String(200), primary_key=True),
-    Column("kind", String(40), nullable=False),
-    Column("cabinet", String(200), nullable=False),
-    Column("job_id", Integer, nullable=False),
-    Column("run_id", Integer, nullable=False),
-    Column("step_index", Integer, nullable=False),
-    Column("k", Integer, nullable=False),
-    Column("due_unix_s", Float, nullable=False),
-)
+#: What is due, as plain data: the store's ``line_timers`` table, made and migrated with the rest of the schema.
+TIMERS: Table = LineTimer.__table__  # type: ignore[attr-defined]
 
 
 class CheckpointTarget(Protocol):
@@ -104,7 +93,6 @@ class LineTimers:
         )
 
     async def __aenter__(self) -> LineTimers:
-        _METADATA.create_all(self.engine, checkfirst=True)
         self.scheduler.start()
         with self.engine.connect() as conn:
             rows = conn.execute(select(TIMERS)).all()

@@ -107,6 +107,26 @@ class CabinetLease(SQLModel, table=True):
     acquired_unix_s: float
 
 
+class LineTimer(SQLModel, table=True):
+    """A long-horizon timer of the line as plain data: what kind, about what, due when (``orchestrator/timers.py``).
+
+    Never code: the kind is looked up in a fixed set and the keys are checked before anything is scheduled.
+    """
+
+    __tablename__ = "line_timers"
+
+    #: The timer's id (scheduling the same id again replaces it).
+    id: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(max_length=40)
+    cabinet: str = Field(max_length=200)
+    job_id: int
+    run_id: int
+    step_index: int
+    k: int
+    #: Unix wall seconds (the scheduler's time, whatever the clock scale).
+    due_unix_s: float
+
+
 class Run(SQLModel, table=True):
     """One cell's pass through a recipe on one channel: state, recipe cursor and journal."""
 
@@ -272,4 +292,6 @@ TABLES: tuple[type[SQLModel], ...] = (
     Grade,
     ChamberSample,
     ValveSwitches,
+    CabinetLease,
+    LineTimer,
 )

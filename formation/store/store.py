@@ -51,6 +51,27 @@ _RUN_COLUMNS = frozenset(c.name for c in Run.__table__.columns)  # type: ignore[
 _STEP_RESULT_COLUMNS = [c.name for c in StepResult.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
 
 
+#: DB-API 2.0 error classes, most specific first: a driver's own error (psycopg's ForeignKeyViolation from COPY) is
+#: named by its standard kind, so a refusal reads the same on SQLite and PostgreSQL.
+_DBAPI_KINDS = (
+    "IntegrityError",
+    "DataError",
+    "OperationalError",
+    "ProgrammingError",
+    "NotSupportedError",
+    "InternalError",
+    "InterfaceError",
+    "DatabaseError",
+)
+
+
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, SQLAlchemyError):
+        return type(exc).__name__
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return next((kind for kind in _DBAPI_KINDS if kind in names), type(exc).__name__)
+
+
 def _values(states: Iterable[JobState]) -> list[str]:
     return sorted(s.value for s in states)
 
@@ -104,7 +125,7 @@ class Store:
             yield
         except (SQLAlchemyError, self._dbapi_error) as exc:
             detail = exc.args[0] if exc.args else exc
-            raise StoreError(f"database error: {exc.__class__.__name__}: {detail}") from exc
+            raise StoreError(f"database error: {_error_kind(exc)}: {detail}") from exc
 
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -127,7 +148,10 @@ class Store:
             return list(session.scalars(select(model).where(*where).order_by(*order_by)).all())
 
     def create_schema(self) -> None:
-        """Create the tables that do not exist yet."""
+        """Create a new database at the current schema revision, or check this one is at it.
+
+        SchemaError (one line: its revision, the one needed, `formation db upgrade`) when it is not.
+        """
         with self._translated():
             create_schema(self.engine)
 
@@ -228,7 +252,9 @@ class Store:
             "created_s": self._clock.now(),
         }
         with self._begin() as conn:
-            return conn.execute(self._insert_ignore(conn, Recipe, ["sha256"]), row).rowcount == 1
+            # RETURNING, not rowcount: PostgreSQL's driver reports -1 for an INSERT through SQLAlchemy 2.1.
+            stmt = self._insert_ignore(conn, Recipe, ["sha256"]).returning(_table(Recipe).c.sha256)
+            return conn.execute(stmt, row).first() is not None
 
     def recipe(self, sha256: str) -> Recipe | None:
         """The recipe with this content hash, or None."""

@@ -5,6 +5,7 @@ migrations, a database made by that code (``tests/fixtures/formation-00694c5.sql
 from __future__ import annotations
 
 import csv
+import pickle
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -177,6 +178,7 @@ def check_fixture_data(url: str) -> None:
             steps = conn.execute(sa.text("SELECT run_id, step_index, ah, cycle FROM step_result ORDER BY id")).all()
             samples = conn.execute(sa.text("SELECT count(*), sum(rec), max(cycle) FROM sample")).one()
             holds = conn.execute(sa.text("SELECT continue_count FROM job")).scalars().all()
+            timers = conn.execute(sa.text("SELECT count(*) FROM line_timers")).scalar_one()
     finally:
         engine.dispose()
     assert counts == FIXTURE_ROWS
@@ -188,6 +190,7 @@ def check_fixture_data(url: str) -> None:
     with sqlite3.connect(FIXTURE) as conn:
         assert tuple(samples) == (*conn.execute("SELECT count(*), sum(rec) FROM sample").fetchone(), 0)
     assert holds == [0]
+    assert timers == 0
 
 
 def check_app_reads(cli: Callable[..., Ran], url: str, tmp_path: Path) -> None:
@@ -223,6 +226,45 @@ def test_fixture_database_upgrades_and_keeps_its_data(cli: Callable[..., Ran], t
     again = cli("db", "upgrade", "--db", url)
     assert again.returncode == 0 and f"at revision {head}" in again.stdout and "nothing to do" in again.stdout
     assert f"revision {head}; the newest this formation knows" in cli("db", "current", "--db", url).stdout
+
+
+def test_pending_age_checkpoints_carry_over_without_unpickling(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    db = tmp_path / "ageing.db"
+    shutil.copyfile(FIXTURE, db)
+    marker = tmp_path / "unpickled"
+    # Unpickling this blob would create the marker: the job store's pickles must stay unread.
+    blob = pickle.dumps(Touch(marker))
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO apscheduler_jobs (id, next_run_time, job_state) VALUES (?, ?, ?)",
+            [
+                ("ocv:sim-cab1:2:8:3", 1_800_000_000.5, blob),  # checkpoint 3 of run 2's age step
+                ("ocv:cab:with:colons:4:8:1", 1_800_000_100.0, blob),
+                ("ocv:sim-cab1:99:8:1", 1_800_000_000.0, blob),  # no such run
+                ("ocv:sim-cab1:x:8:1", 1_800_000_000.0, blob),
+                ("report:daily", 1_800_000_000.0, blob),
+                ("ocv:sim-cab1:3:8:2", None, blob),  # paused: no due time
+            ],
+        )
+    assert cli("db", "upgrade", "--db", sqlite_url(db)).returncode == 0
+    with sqlite3.connect(db) as conn:
+        timers = conn.execute("SELECT * FROM line_timers ORDER BY id").fetchall()
+        assert conn.execute("SELECT count(*) FROM apscheduler_jobs").fetchone() == (6,)  # left as it was
+    assert timers == [
+        ("ocv:cab:with:colons:4:8:1", "ocv_checkpoint", "cab:with:colons", 1, 4, 8, 1, 1_800_000_100.0),
+        ("ocv:sim-cab1:2:8:3", "ocv_checkpoint", "sim-cab1", 1, 2, 8, 3, 1_800_000_000.5),
+    ]
+    assert not marker.exists()
+
+
+class Touch:
+    """Unpickling this creates ``path``: the stand-in for code a crafted pickle would run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.path,))
 
 
 @pytest.mark.services

@@ -1,19 +1,17 @@
-"""The store on a real PostgreSQL (fresh schema per test): schema, round trips, binary COPY, idempotence."""
+"""What only PostgreSQL has (fresh schema per test): the psycopg 3 driver, the schema in the search path, binary COPY.
+
+Every other store test runs on PostgreSQL too: tests/unit/test_store.py is parametrized over both backends."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from formation.errors import StoreError
-from formation.states import JobState
-from formation.store import SAMPLE_COLUMNS, Store, export_cell_bdf
-from formation.store.export import BDF_COLUMNS
+from formation.store import SAMPLE_COLUMNS, Store
 
 pytestmark = pytest.mark.services
 
@@ -63,43 +61,6 @@ def test_schema_is_created_in_the_fresh_schema(store: Store) -> None:
     assert store.engine.url.drivername == "postgresql+psycopg"
 
 
-def test_round_trip_of_lots_jobs_runs_and_alarms(store: Store) -> None:
-    job_id, (r1, r2) = launch(store)
-    assert store.upsert_lot_and_cells([("P1", "LP", 5.0)]) == 0
-    with pytest.raises(StoreError, match="P2 \\(already in lot 'LP', not 'LQ'\\)"):
-        store.upsert_lot_and_cells([("P2", "LQ", 5.0)])
-    assert store.save_recipe(SHA, "ncm-5ah", "2.0", "NCM", 5.0, "{}", "") is False
-    store.update_runs([{"id": r1, "state": "done", "ended_s": 500.0}, {"id": r2, "last_rec": 2**40}])
-    assert [r.id for r in store.runs_in_state("cabP", ["running"])] == [r2]
-    assert store.get_run(r2).last_rec == 2**40  # type: ignore[union-attr]
-    assert [r.id for r in store.cell_runs("P1")] == [r1]
-    store.finish_job(job_id, JobState.DONE, 600.0)
-    job = store.get_job(job_id)
-    assert job is not None and (job.state, job.ended_s) == ("done", 600.0)
-    alarm_id = store.add_alarm(50.0, "info", "START", "job started", job_id=job_id)
-    assert [a.id for a in store.alarms(job_id=job_id)] == [alarm_id]
-
-
-def test_step_results_are_written_once(store: Store) -> None:
-    job_id, (r1, _) = launch(store)
-    row = {
-        "run_id": r1,
-        "step_index": 0,
-        "kind": "rest",
-        "started_s": 0.0,
-        "ended_s": 60.0,
-        "duration_s": 60.0,
-        "ah": 0.0,
-        "wh": 0.0,
-        "end_reason": "time",
-    }
-    assert store.add_step_results([row]) == 1
-    assert store.add_step_results([{**row, "ah": 9.0}, {**row, "step_index": 1}]) == 1
-    frame = store.step_results(job_id=job_id)
-    assert list(frame["step_index"]) == [0, 1] and list(frame["ah"]) == [0.0, 0.0]
-    assert set(frame["cell_id"]) == {"P1"}
-
-
 def test_samples_copy_in_batches_read_back_exactly(store: Store) -> None:
     job_id, (r1, r2) = launch(store)
     b1 = sample_block(r1, 3_000, rec0=2**33)  # record numbers past 32 bits
@@ -113,12 +74,3 @@ def test_samples_copy_in_batches_read_back_exactly(store: Store) -> None:
     with pytest.raises(StoreError):
         store.write_samples(sample_block(r2 + 50, 2, rec0=1))  # no such run: the FK refuses the COPY
     assert store.sample_count() == 4_000
-
-
-def test_export_from_postgres(store: Store, tmp_path: Path) -> None:
-    _, (r1, _) = launch(store)
-    store.write_samples(sample_block(r1, 20, rec0=1))
-    frame = pd.read_csv(export_cell_bdf(store, "P1", tmp_path / "P1.bdf.csv"))
-    assert tuple(frame.columns) == BDF_COLUMNS
-    assert frame["Test Time / s"].iloc[-1] == pytest.approx(95.0)
-    assert list(frame["Step Count / 1"].unique()) == [1, 2, 3]

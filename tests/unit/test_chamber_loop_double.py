@@ -307,8 +307,16 @@ def test_hold_stats_count_from_the_first_stable_step() -> None:
 # -- the chamber tables of a real store ---------------------------------------------------------------------------
 
 
-def test_the_store_keeps_chamber_samples_with_nan_as_null(tmp_path: Path) -> None:
-    with Store(f"sqlite:///{tmp_path / 'line.db'}") as store:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new SQLite file, or a fresh PostgreSQL schema (skipped without it unless services are required)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'line.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_the_store_keeps_chamber_samples_with_nan_as_null(store_url: str) -> None:
+    with Store(store_url) as store:
         store.create_schema()
         row = {
             "chamber": "ch1",
@@ -331,8 +339,8 @@ def test_the_store_keeps_chamber_samples_with_nan_as_null(tmp_path: Path) -> Non
         assert store.chamber_samples("ch2").empty
 
 
-def test_valve_switches_are_upserted_per_chamber_and_channel(tmp_path: Path) -> None:
-    with Store(f"sqlite:///{tmp_path / 'line.db'}") as store:
+def test_valve_switches_are_upserted_per_chamber_and_channel(store_url: str) -> None:
+    with Store(store_url) as store:
         store.create_schema()
         assert store.valve_switches("ch1") == {}
         store.save_valve_switches("ch1", {301: 3, 302: 4}, {301: 12.5, 302: 0.0}, 100.0)

@@ -1,4 +1,5 @@
-"""The store on SQLite files: schema, every API call round-tripped, batch samples, idempotence, BDF export."""
+"""The store on SQLite files and on PostgreSQL (a fresh schema per test): schema, every API call round-tripped,
+batch samples, idempotence, BDF export. Engine details of each backend are tested without the ``store`` fixture."""
 
 from __future__ import annotations
 
@@ -36,9 +37,17 @@ class FixedClock:
         raise AssertionError("the store never sleeps")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.services)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store test runs on a SQLite file and on PostgreSQL (skipped without it, unless services are required)."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "formation.db")
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(sqlite_url(tmp_path / "formation.db"), clock=FixedClock(1_000.0)) as st:
+def store(url: str) -> Iterator[Store]:
+    with Store(url, clock=FixedClock(1_000.0)) as st:
         st.create_schema()
         yield st
 
@@ -338,6 +347,20 @@ def test_alarms_round_trip(store: Store) -> None:
     assert (mine[0].cabinet, mine[0].channel, mine[0].run_id, mine[0].ts_s) == ("cab1", 1, r1, 20.0)
     with pytest.raises(ValueError, match="severity"):
         store.add_alarm(1.0, "fatal", "X", "y")
+
+
+# -- operator holds ------------------------------------------------------------------------------------------
+
+
+def test_continue_count_counts_up_atomically(store: Store) -> None:
+    job_id, _ = launch(store)
+    assert store.continue_count(job_id) == 0
+    assert [store.request_continue(job_id) for _ in range(3)] == [1, 2, 3]
+    assert store.continue_count(job_id) == 3
+    with pytest.raises(StoreError, match="no job 999"):
+        store.request_continue(999)
+    with pytest.raises(StoreError, match="no job 999"):
+        store.continue_count(999)
 
 
 # -- BDF export ----------------------------------------------------------------------------------------------
