@@ -66,6 +66,9 @@ class DisplayServer:
         self._streams: set[_Stream] = set()
         self._handlers: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._closing = False
+        #: Each part's JSON, made once for every browser and dropped when the part changes (health is never kept:
+        #: it depends on the time).
+        self._json: dict[Part, bytes] = {}
 
     async def __aenter__(self) -> DisplayServer:
         self._server = await asyncio.start_server(self._handle, self.host, self.port, limit=MAX_HEADER_BYTES)
@@ -99,8 +102,29 @@ class DisplayServer:
     def notify(self, parts: set[Part]) -> None:
         """Tell every connected stream that ``parts`` changed."""
         if parts:
+            for part in parts:
+                self._json.pop(part, None)
             for stream in self._streams:
                 stream.mark(parts)
+
+    def patch_json(self, parts: set[Part]) -> bytes:
+        """The JSON of :meth:`FeedView.patch` for ``parts``, built from each part's JSON made once."""
+        now_s = self._now_s()
+        single: list[bytes] = []
+        named: dict[str, list[bytes]] = {}
+        for part in sorted(parts):
+            fragment = self._json.get(part)
+            if fragment is None:
+                fragment = _json(self.view.part(part, now_s))
+                if part[0] != "health":
+                    self._json[part] = fragment
+            section, name = part
+            if name:
+                named.setdefault(section, []).append(_json(name) + b":" + fragment)
+            else:
+                single.append(_json(section) + b":" + fragment)
+        single += [_json(section) + b":{" + b",".join(items) + b"}" for section, items in named.items()]
+        return b"{" + b",".join(single) + b"}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -175,7 +199,7 @@ class DisplayServer:
                     continue
                 stream.wake.clear()
                 parts, stream.dirty = stream.dirty, set()
-                await self._send(writer, _event("patch", self.view.patch(parts, self._now_s())))
+                await self._send(writer, b"event: patch\ndata: " + self.patch_json(parts) + b"\n\n")
                 await asyncio.sleep(PUSH_MIN_S)
         finally:
             self._streams.discard(stream)

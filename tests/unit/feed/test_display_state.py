@@ -19,7 +19,7 @@ from formation.feed import (
     example_payloads,
     state_counts,
 )
-from formation.feed.display import STALE_INTERVALS, FeedView
+from formation.feed.display import STALE_INTERVALS, DisplayServer, FeedView
 from formation.feed.display.state import ALARMS_KEPT, TREND_WINDOW_S
 
 T0 = datetime(2025, 3, 14, 9, 0, 0, tzinfo=UTC)
@@ -221,3 +221,28 @@ def test_the_snapshot_is_plain_json_with_every_section() -> None:
     chamber_ts = example_payloads()[TopicKind.CHAMBER].ts.timestamp()
     assert snap["chambers"]["ageing-1"]["trend"] == [[chamber_ts, 44.87, 45.0]]
     assert snap["alarms"][0]["code"] == "over_temperature" and snap["bad"] == {"count": 0, "last": None}
+
+
+def test_the_servers_patch_is_the_views_patch_and_follows_every_change() -> None:
+    view = _view()
+    server = DisplayServer(view, b"", "127.0.0.1", 0, lambda: 5.0)
+    for kind, payload in example_payloads().items():
+        if kind is not TopicKind.CHANNEL:
+            topic = {
+                TopicKind.STATUS: TOPICS.status(),
+                TopicKind.CABINET: TOPICS.cabinet("cab1"),
+                TopicKind.CHAMBER: TOPICS.chamber("ageing-1"),
+                TopicKind.RACK: TOPICS.rack("R07"),
+                TopicKind.GRADING: TOPICS.grading("L2025-03-A"),
+                TopicKind.EVENTS: TOPICS.events(),
+            }[kind]
+            server.notify(view.apply(topic, payload.to_json(), 1.0))
+    parts = view.parts()
+    assert json.loads(server.patch_json(parts)) == json.loads(json.dumps(view.patch(parts, 5.0)))
+    # A part's JSON is made once and kept until the part changes.
+    first = server.patch_json({("cabinets", "cab1")})
+    changed = view.apply(TOPICS.channel("cab1", 4), _channel(4, "faulted", datetime.now(UTC)).to_json(), 2.0)
+    assert json.loads(server.patch_json({("cabinets", "cab1")})) == json.loads(first)  # not told yet
+    server.notify(changed)
+    after = json.loads(server.patch_json({("cabinets", "cab1")}))
+    assert after["cabinets"]["cab1"]["state"] == ["running", "running", "done", "faulted"]
