@@ -105,7 +105,7 @@ def _report_usage_error(exc: Exception) -> int:
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle; cached because in-process
     # callers (tests) run main() many times and the sub-apps must be added once.
-    from formation.cli import chamber, db, demo, display, export, grade, recipe, run, sim, status
+    from formation.cli import chamber, db, demo, display, export, grade, recipe, run, serve, sim, status
 
     app.add_typer(recipe.app, name="recipe")
     app.add_typer(sim.app, name="sim")
@@ -119,6 +119,7 @@ def _register() -> None:
         ("demo", demo.demo),
         ("display", display.display),
         ("status", status.status),
+        ("serve", serve.serve),
     )
     for name, command in commands:
         if name not in known:  # a caller may have registered it already

@@ -17,6 +17,8 @@ from formation.errors import InputError, StoreError
 from formation.states import ACTIVE_JOB_STATES, TERMINAL_RUN_STATES, JobState
 
 if TYPE_CHECKING:
+    from formation.orchestrator.inputs import CellEntry
+    from formation.recipes import Recipe
     from formation.store import Job, Store
 
 app = typer.Typer(help="Launch and inspect formation runs.", no_args_is_help=True)
@@ -129,8 +131,14 @@ def launch(
     db: DbOpt = None,
     note: Annotated[str | None, typer.Option(help="Free text stored with the job")] = None,
     mqtt: MqttOpt = None,
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Run it here and now (Ctrl-C aborts the cells) instead of queueing")
+    ] = False,
+    at: Annotated[
+        str | None, typer.Option("--at", help='Queued job starts no earlier than this local time ("2026-12-01 06:00")')
+    ] = None,
 ) -> None:
-    """Run a recipe on a cabinet's channels in the foreground; Ctrl-C aborts the cells safely."""
+    """Queue a recipe on a cabinet's channels for `formation serve`, or run it here with --foreground."""
     import asyncio
 
     from formation.cli.feed import feed_config, with_feed
@@ -149,7 +157,14 @@ def launch(
     chamber = cfg.chamber(cab.chamber) if cab.chamber is not None else None
     check_chamber(r, cab, chamber)  # a temperature the cabinet cannot give is refused before anything is written
     broker = feed_config(cfg.mqtt, mqtt)
+    if at is not None and foreground:
+        raise InputError("--at", "a foreground run starts now: --at queues a job for `formation serve`")
+    start_after_s = parse_start_time(at) if at is not None else None
     _, store = open_store(site, db)
+    if not foreground:
+        with store:
+            _queue(cfg, cab, r, assignments, store, note, start_after_s, site)
+        return
     with store:
         busy = [j for j in store.list_jobs() if j.cabinet == cab.name and j.state in ACTIVE_JOB_STATES]
         if busy:
@@ -186,6 +201,58 @@ def launch(
                 )
             )
         _print_job_end(store, sup.job_id)
+
+
+#: How far ahead --at may look (a typo of a year is refused, not queued for ever).
+MAX_AT_AHEAD_S = 366 * 86400.0
+
+
+def parse_start_time(text: str) -> float:
+    """``--at``: an ISO-8601 date and time (local time unless it names its zone) → unix seconds, at most a year on."""
+    from datetime import datetime
+
+    from formation.orchestrator.timebase import unix_wall_s
+
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError("--at", f"{text!r} is not a date and time like 2026-12-01 06:00") from None
+    start_s = when.timestamp()  # a naive time is local time
+    if start_s - unix_wall_s() > MAX_AT_AHEAD_S:
+        raise InputError("--at", f"{text} is more than a year ahead")
+    return start_s
+
+
+def _queue(
+    cfg: SiteConfig,
+    cab: CabinetConfig,
+    recipe: Recipe,
+    assignments: list[tuple[int, CellEntry]],
+    store: Store,
+    note: str | None,
+    start_after_s: float | None,
+    site: Path,
+) -> None:
+    """Record the job for the daemon and say so."""
+    from formation.clock import make_clock
+    from formation.orchestrator.job import queue_job
+
+    job_id = queue_job(
+        cab, recipe, assignments, store, make_clock(cfg.clock_scale), note=note, start_after_s=start_after_s
+    )
+    when = "" if start_after_s is None else f", not before {datetime_text(start_after_s)}"
+    console.print(
+        f"job {job_id} queued: [bold]{escape(recipe.name)}[/] {escape(recipe.version)} on {escape(cab.name)}, "
+        f"{len(assignments)} cells{when}; `formation serve --site {escape(str(site))}` starts it",
+        highlight=False,
+    )
+
+
+def datetime_text(unix_s: float) -> str:
+    """Local date and time to the minute."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(unix_s).strftime("%Y-%m-%d %H:%M")
 
 
 def _refuse_a_second_temperature_job(cfg: SiteConfig, store: Store, chamber: str) -> None:
@@ -333,6 +400,12 @@ def abort(
     cfg, store = open_store(site, db)
     with store:
         j, cab = _job_and_cabinet(cfg, store, job)
+        if j.state == JobState.QUEUED and store.set_job_state(job, JobState.ABORTED):
+            # Never started: nothing on the instrument to switch off (a claim and this race; one of them wins).
+            runs = [r for r in store.job_runs(job) if r.state not in TERMINAL_RUN_STATES]
+            store.update_runs([{"id": r.id, "state": "aborted", "end_reason": "aborted before start"} for r in runs])
+            console.print(f"queued job {job} aborted before it started ({len(runs)} runs)")
+            return
         channels = [r.channel for r in store.job_runs(job) if r.state not in TERMINAL_RUN_STATES]
         if not channels:
             console.print(f"job {job} has no unfinished run")

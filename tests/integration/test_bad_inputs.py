@@ -81,7 +81,7 @@ def _site(text: str, *names: str, **env: str) -> Case:
     return Case(("run", "list", "--site", "s.toml"), {"s.toml": text}, env=env, names=names)
 
 
-LAUNCH = ("run", "launch", "ncm21700-formation", "--site", "s.toml", "--cabinet", "cab1", "--channels")
+LAUNCH = ("run", "launch", "--foreground", "ncm21700-formation", "--site", "s.toml", "--cabinet", "cab1", "--channels")
 
 
 def _launch(cells: str | bytes, *names: str, channels: str = "1-2") -> Case:

@@ -100,6 +100,7 @@ def test_duplicate_cell_id_exits_2(cli: Cli, bad_inputs: Path) -> None:
     proc = cli(
         "run",
         "launch",
+        "--foreground",
         "ncm21700-formation",
         "--site",
         SITE,
@@ -118,6 +119,7 @@ def test_channel_list_outside_cabinet_exits_2(cli: Cli, bad_inputs: Path) -> Non
     proc = cli(
         "run",
         "launch",
+        "--foreground",
         "ncm21700-formation",
         "--site",
         SITE,
@@ -136,6 +138,7 @@ def test_unknown_cabinet_exits_2(cli: Cli, bad_inputs: Path) -> None:
     proc = cli(
         "run",
         "launch",
+        "--foreground",
         "ncm21700-formation",
         "--site",
         SITE,
@@ -270,6 +273,7 @@ def test_a_busy_cabinet_refuses_a_second_job(cli: Cli, tmp_path: Path, bad_input
     proc = cli(
         "run",
         "launch",
+        "--foreground",
         "ncm21700-formation",
         "--site",
         SITE,

@@ -44,7 +44,7 @@ def test_launch_refuses_a_temperature_the_cabinet_cannot_give(
     (tmp_path / "cells.csv").write_text("cell_id,lot,nominal_capacity_ah\nW-1,LOT-W,5.0\n")
     code = main(
         [
-            "run", "launch", str(tmp_path / "warm.toml"), "--site", str(tmp_path / "site.toml"),
+            "run", "launch", "--foreground", str(tmp_path / "warm.toml"), "--site", str(tmp_path / "site.toml"),
             "--cabinet", "cab1", "--channels", "1", "--cells", str(tmp_path / "cells.csv"),
         ]
     )  # fmt: skip

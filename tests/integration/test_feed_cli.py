@@ -106,6 +106,7 @@ def test_status_without_a_broker_fails_on_one_line(cli: Callable[..., Ran]) -> N
             (
                 "run",
                 "launch",
+                "--foreground",
                 "ncm21700-formation",
                 "--site",
                 SITE,

@@ -129,6 +129,7 @@ def test_run_launch_over_tcp(
         [
             "run",
             "launch",
+            "--foreground",
             str(tmp_path / "short.toml"),
             "--site",
             str(tmp_path / "site.toml"),
@@ -169,6 +170,7 @@ def _launch_in_background(sim_port: int, tmp_path: Path) -> subprocess.Popen[str
             "formation",
             "run",
             "launch",
+            "--foreground",
             "ncm21700-formation",
             "--site",
             str(tmp_path / "site.toml"),
@@ -268,6 +270,7 @@ def test_a_killed_launcher_is_resumed_by_a_new_process(sim_port: int, tmp_path: 
             "formation",
             "run",
             "launch",
+            "--foreground",
             str(tmp_path / "short.toml"),
             "--site",
             str(tmp_path / "site.toml"),

@@ -1,0 +1,77 @@
+"""`formation serve`: the line as a service — every cabinet of the site driven from the database's job queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from formation.cli.app import console
+from formation.cli.feed import MqttOpt
+from formation.config import load_site_config
+from formation.errors import InputError, StoreError
+
+#: Bounds of --lease-s: long enough to renew over a slow database, short enough to hand a dead daemon's cabinets on.
+LEASE_RANGE_S = (3.0, 3600.0)
+
+
+def serve(
+    site: Annotated[Path, typer.Option(help="Site configuration (TOML)")],
+    db: Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")] = None,
+    mqtt: MqttOpt = None,
+    lease_s: Annotated[
+        float,
+        typer.Option(
+            "--lease-s",
+            help="Seconds a cabinet's lease lasts unrenewed (another daemon takes it over after)",
+            min=LEASE_RANGE_S[0],
+            max=LEASE_RANGE_S[1],
+        ),
+    ] = 30.0,
+) -> None:
+    """Run the line: re-attach unfinished jobs, start queued ones (`formation run launch`), until SIGTERM.
+
+    SIGTERM or Ctrl-C stops the service, not the cells: they finish their steps on the instruments, the jobs are
+    left interrupted, and the next `formation serve` re-attaches to them.
+    """
+    import asyncio
+
+    from formation.cli.feed import feed_config, with_feed
+    from formation.cli.run import open_store
+    from formation.clock import make_clock
+    from formation.orchestrator.line import Line
+
+    cfg = load_site_config(site)
+    if not cfg.cabinets:
+        raise InputError("--site", f"{site} lists no cabinet: nothing to serve")
+    broker = feed_config(cfg.mqtt, mqtt)
+    try:
+        _, store = open_store(site, db)
+    except StoreError as exc:  # the service cannot start without its queue: a usage problem, said in one line
+        raise InputError("database", str(exc)) from None
+    clock = make_clock(cfg.clock_scale)
+
+    async def run(feed: object) -> None:
+        import signal
+
+        def say(text: str) -> None:
+            console.print(escape(text), highlight=False)
+
+        async with Line(cfg, store, clock, feed=feed, lease_s=lease_s, on_event=say) as line:  # type: ignore[arg-type]
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, line.stop)
+            names = ", ".join(c.name for c in cfg.cabinets)
+            say(f"serving {cfg.site}/{cfg.line}: cabinets {names} as {line.owner} (SIGTERM stops; cells keep running)")
+            try:
+                await line.wait()
+            finally:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+                say("stopping: jobs are left to their instruments and re-attach at the next start")
+
+    with store:
+        asyncio.run(with_feed(broker, cfg, run))
+    console.print("stopped")
