@@ -1,9 +1,11 @@
-"""Instrument drivers: the SCPI session over pyvisa, the BT2200-dialect cycler and the DAQ970A-dialect chamber DAQ.
+"""Instrument drivers: the SCPI session over pyvisa, the BT2200-dialect cycler, the DAQ970A-dialect chamber DAQ and
+the BT3562-dialect OCV/ACIR tester.
 
 SCPI text lives here (and in its simulator twin) only; callers use typed programs and numpy arrays.
 """
 
 from formation.instruments.bt2200 import Bt2200Cycler, Measurement, compress_ids
+from formation.instruments.bt3562 import Bt3562Tester, ReadingFault, TesterReading, scanner_channel
 from formation.instruments.daq970a import Daq970aChamber
 from formation.instruments.program import (
     LOG_COL,
@@ -28,11 +30,13 @@ __all__ = [
     "LOG_COL",
     "LOG_COLUMNS",
     "Bt2200Cycler",
+    "Bt3562Tester",
     "CellState",
     "Daq970aChamber",
     "EndCode",
     "InstrumentStep",
     "Measurement",
+    "ReadingFault",
     "ResourceFactory",
     "ScpiSession",
     "StepMode",
@@ -41,10 +45,12 @@ __all__ = [
     "TestAction",
     "TestType",
     "TestWhen",
+    "TesterReading",
     "VisaResource",
     "cell_id_to_channel",
     "channel_to_cell_id",
     "channel_to_instrument",
     "compress_ids",
     "empty_log_block",
+    "scanner_channel",
 ]

@@ -2,11 +2,13 @@
 
 One numpy array per quantity across all cells. Sign convention: current > 0 charges the cell.
 
-Per cell: OCV(SOC, T) from the chemistry's table, a series resistance R0 and two RC pairs (a fast one for the
-seconds-scale DCIR, a slow one so relaxation curves keep creeping for minutes), all resistances scaled by a
-steep low-SOC factor and an Arrhenius temperature factor; a first-charge SEI budget consumed as a charge
-efficiency < 1, mostly in the first 10–20 % of SOC; a temperature-dependent self-discharge leak; and a lumped
-thermal node (Joule + entropic heat) cooling to the ambient.
+Per cell: OCV(SOC, T) from the chemistry's table (plus a hysteresis branch for LFP), a series resistance R0 and
+three RC pairs (a fast one for the seconds-scale DCIR, a slow one so relaxation curves keep creeping for minutes,
+a long one so the OCV still moves hours into a rest), all resistances scaled by a steep low-SOC factor and an
+Arrhenius temperature factor; a first-charge SEI budget consumed as a charge efficiency < 1, mostly in the first
+10–20 % of SOC, larger for a faster or hotter first charge; self-discharge = a temperature-dependent leak plus a
+decaying SEI-growth current (:mod:`formation.sim.selfdischarge`); and a lumped thermal node (Joule + entropic
+heat) cooling to the ambient.
 
 Within one :meth:`CellPopulation.step` the circuit parameters are frozen at their start-of-step values and the
 RC states and the thermal node are integrated exactly (exponentials); only the OCV is read at the end-of-step
@@ -23,13 +25,32 @@ The same few % make the measured first-cycle efficiency ≈ 0.97 × (1 − SEI f
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from formation.sim.ocv import OcvCurve, ocv_curve
+from formation.sim.presets import (
+    DEFECT_KINDS,
+    MICROSHORT,
+    PRESET_CAPACITY_TOLERANCE,
+    PRESETS,
+    CellPreset,
+    chemistry_family,
+    matching_presets,
+)
+from formation.sim.selfdischarge import SeiGrowth, formation_loss_factor, hysteresis_step
+
+__all__ = [
+    "DEFECT_KINDS",
+    "MICROSHORT",
+    "PRESETS",
+    "PRESET_CAPACITY_TOLERANCE",
+    "CellPopulation",
+    "CellPreset",
+    "chemistry_family",
+    "matching_presets",
+]
 
 _KELVIN = 273.15
 _T_REF_K = 298.15
@@ -37,147 +58,14 @@ _S_PER_H = 3600.0
 _NEWTON_CORRECTIONS = 2
 _H_PER_DAY = 24.0
 
-#: Defect kinds a cell may be given (``""`` for a good cell).
-DEFECT_KINDS = ("leak", "resistance", "capacity")
-
-
-@dataclass(frozen=True)
-class CellPreset:
-    """Nominal parameters of one cell type (chemistry, capacity, resistances, thermal, limits)."""
-
-    name: str
-    chemistry: str  # "LFP" | "NCM"
-    nominal_capacity_ah: float
-    #: True mean (0–100 % table) capacity over nominal; tuned so the standard check delivers nominal.
-    capacity_factor: float = 1.0
-    max_voltage_v: float = 4.2
-    min_voltage_v: float = 2.5
-    abs_min_voltage_v: float = 2.5
-    #: The cell's 0 % SOC sits at this SOC of the chemistry's reference OCV table (see ``ocv.ocv_curve``).
-    ocv_soc_offset: float = 0.0
-    # Resistances at 50 % SOC and 25 °C.
-    r0_ohm: float = 0.0165
-    r1_ohm: float = 0.006
-    tau1_s: float = 8.0
-    r2_ohm: float = 0.015
-    tau2_s: float = 400.0
-    #: R(5 % SOC) / R(50 % SOC), and the SOC decay length of the low-SOC rise.
-    r_low_soc_ratio: float = 5.0
-    r_low_soc_scale: float = 0.08
-    #: Arrhenius activation (Ea/R, kelvin) of the resistances and of the self-discharge leak.
-    r_activation_k: float = 3000.0
-    leak_activation_k: float = 5000.0
-    #: dOCV/dT (V/K): shifts the OCV with temperature and gives the reversible (entropic) heat.
-    ocv_temp_coeff_v_per_k: float = -1.0e-4
-    # Lumped thermal node.
-    heat_capacity_j_per_k: float = 75.0
-    thermal_tau_s: float = 780.0
-    # Self-discharge: log-normal leak population at 25 °C.
-    leak_median_a: float = 15e-6
-    leak_sigma_log: float = 0.35
-    # First charge: fraction of a full first charge's Ah consumed by SEI (uniform per cell; with the ~3 % a
-    # C/5 discharge leaves behind this gives a measured first-cycle efficiency of 86–91 %), and the SOC decay
-    # length of the consumption (exponential: ~96 % consumed by 20 % SOC).
-    sei_fraction_min: float = 0.075
-    sei_fraction_max: float = 0.115
-    sei_soc_scale: float = 0.06
-    # Cell-to-cell spread (relative sigma; draws are clipped at ±spread_clip_sigma).
-    capacity_sigma: float = 0.008
-    resistance_sigma: float = 0.03
-    tau_sigma: float = 0.05
-    spread_clip_sigma: float = 2.5
-    # Defects: extra leak (log-uniform), extra resistance, missing capacity (uniform fractions).
-    defect_leak_min_a: float = 10e-6
-    defect_leak_max_a: float = 1000e-6
-    defect_resistance_min: float = 0.30
-    defect_resistance_max: float = 0.80
-    defect_capacity_min: float = 0.05
-    defect_capacity_max: float = 0.10
-
-
-PRESETS: dict[str, CellPreset] = {
-    # NMC811 21700 (LG M50 class): 10 s DCIR ≈ 21 mΩ at 50 % SOC, 25 °C; τ_th ≈ 13 min in still air.
-    "ncm21700-5ah": CellPreset(
-        name="ncm21700-5ah",
-        chemistry="NCM",
-        nominal_capacity_ah=5.0,
-        capacity_factor=1.03,
-        # A micro-short of >= 50 µA adds >= ~0.3 mV/day at 30 % SOC: well clear of the ~0.1 mV/day lot, so
-        # every high-leak defect is caught by its K-value.
-        defect_leak_min_a=50e-6,
-        defect_leak_max_a=1000e-6,
-    ),
-    # LFP prismatic 280 Ah (~5.4 kg): R0 ≈ 0.25 mΩ, τ_th ≈ 1.5 h; leak ~0.5 mA.
-    "lfp-280ah": CellPreset(
-        name="lfp-280ah",
-        chemistry="LFP",
-        nominal_capacity_ah=280.0,
-        capacity_factor=1.033,
-        max_voltage_v=3.65,
-        min_voltage_v=2.5,
-        abs_min_voltage_v=2.0,
-        # The reference LFP table (a 2.3 Ah cell) has a long tail below 2.5 V; a 280 Ah cell delivers nearly
-        # all of its capacity above 2.5 V, so its 0 % sits 14 % up the reference table (OCV 2.51 V).
-        ocv_soc_offset=0.14,
-        r0_ohm=0.25e-3,
-        r1_ohm=0.10e-3,
-        tau1_s=15.0,
-        r2_ohm=0.20e-3,
-        tau2_s=900.0,
-        r_low_soc_ratio=4.0,
-        ocv_temp_coeff_v_per_k=-0.5e-4,
-        heat_capacity_j_per_k=5400.0,
-        thermal_tau_s=5400.0,
-        leak_median_a=0.5e-3,
-        leak_sigma_log=0.3,
-        sei_fraction_min=0.07,
-        sei_fraction_max=0.11,
-        # A 10 µA micro-short is invisible beside a 0.5 mA baseline: scale the defect to the cell.
-        defect_leak_min_a=0.2e-3,
-        defect_leak_max_a=5e-3,
-    ),
-}
-
-
-#: A recipe matches a preset when the recipe's nominal capacity is within this fraction of the preset's.
-PRESET_CAPACITY_TOLERANCE = 0.05
-
-# Spellings of each chemistry family, after upper-casing and dropping everything but letters: a composition
-# suffix ("NMC811", "NCM-622") still names the family, and NMC/NCM are two orders of the same letters.
-_FAMILY_PREFIXES = {"NCM": ("NCM", "NMC"), "LFP": ("LFP", "LIFEPO")}
-
-
-def chemistry_family(label: str | None) -> str | None:
-    """The preset chemistry (``"NCM"``, ``"LFP"``) a recipe's chemistry label belongs to, or None if none.
-
-    ``"NMC811"``, ``"ncm-622"`` and ``"NCM"`` are NCM; ``"LFP"`` and ``"LiFePO4"`` are LFP.
-    """
-    letters = re.sub(r"[^A-Z]", "", (label or "").upper())
-    for family, prefixes in _FAMILY_PREFIXES.items():
-        if letters.startswith(prefixes):
-            return family
-    return None
-
-
-def matching_presets(
-    chemistry: str | None, nominal_capacity_ah: float, *, tolerance: float = PRESET_CAPACITY_TOLERANCE
-) -> list[CellPreset]:
-    """Every preset of ``chemistry``'s family with ``nominal_capacity_ah`` within ``tolerance`` of the preset's
-    nominal capacity, nearest first (then by name): the simulated cells a recipe was written for."""
-    family = chemistry_family(chemistry)
-    if family is None or nominal_capacity_ah <= 0:
-        return []
-    found = [
-        p
-        for p in PRESETS.values()
-        if p.chemistry == family and abs(nominal_capacity_ah / p.nominal_capacity_ah - 1.0) <= tolerance + 1e-12
-    ]
-    return sorted(found, key=lambda p: (abs(math.log(p.nominal_capacity_ah / nominal_capacity_ah)), p.name))
-
 
 def _clipped_normal(rng: np.random.Generator, n: int, sigma: float, clip_sigma: float) -> np.ndarray:
     """Multiplicative spread 1 + N(0, sigma), clipped at ±clip_sigma·sigma."""
     return 1.0 + sigma * np.clip(rng.standard_normal(n), -clip_sigma, clip_sigma)
+
+
+#: exp(-dt/τ) of the three RC pairs and of the thermal node.
+_Decays = tuple[np.ndarray, np.ndarray, np.ndarray, float | np.ndarray]
 
 
 class CellPopulation:
@@ -193,11 +81,13 @@ class CellPopulation:
         initial_soc: float | np.ndarray = 0.0,
         ambient_c: float = 25.0,
         defect_fraction: float = 0.03,
+        microshort_fraction: float = 0.0,
     ) -> None:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        if not 0.0 <= defect_fraction <= 1.0:
-            raise ValueError(f"defect_fraction must be within [0, 1], got {defect_fraction}")
+        for name, value in (("defect_fraction", defect_fraction), ("microshort_fraction", microshort_fraction)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value}")
         self.preset = preset
         self.n = n
         self.nominal_capacity_ah = preset.nominal_capacity_ah
@@ -238,6 +128,18 @@ class CellPopulation:
                 missing = preset.defect_capacity_min + u * (preset.defect_capacity_max - preset.defect_capacity_min)
                 capacity_ah[cell] *= 1.0 - missing
 
+        # Drawn after everything above (appended to the draw order, so older populations keep their cells).
+        tau3_s = preset.tau3_s * _clipped_normal(rng, n, preset.tau_sigma, clip)
+        sei_growth_a = preset.sei_growth_a * np.exp(
+            preset.sei_growth_sigma_log * np.clip(rng.standard_normal(n), -clip, clip)
+        )
+        candidates = np.flatnonzero(defect == "")
+        n_shorts = min(round(microshort_fraction * n), candidates.size)
+        shorted = rng.choice(candidates, size=n_shorts, replace=False) if n_shorts else np.array([], int)
+        lo, hi = math.log(preset.microshort_min_a), math.log(preset.microshort_max_a)
+        leak_a[shorted] += np.exp(lo + rng.uniform(0.0, 1.0, size=n_shorts) * (hi - lo))
+        defect[shorted] = MICROSHORT
+
         self.capacity_ah: np.ndarray = capacity_ah
         self.defect: np.ndarray = defect
         self.is_defective: np.ndarray = defect != ""
@@ -245,9 +147,17 @@ class CellPopulation:
         self._r0_ohm = preset.r0_ohm * r_scale
         self._r1_ohm = preset.r1_ohm * r_scale
         self._r2_ohm = preset.r2_ohm * r_scale
+        self._r3_ohm = preset.r3_ohm * r_scale
         self.tau1_s: np.ndarray = tau1_s
         self.tau2_s: np.ndarray = tau2_s
+        self.tau3_s: np.ndarray = tau3_s
         self._leak25_a = leak_a
+        self.sei_growth = SeiGrowth(
+            sei_growth_a, preset.sei_growth_tau_s, preset.sei_activation_k, age_s=preset.formed_age_s if formed else 0.0
+        )
+        #: Hysteresis branch state (−1 discharge … +1 charge branch); cells start as last discharged.
+        self.hysteresis: np.ndarray = np.full(n, -1.0)
+        self._hyst_scale_ah = preset.hysteresis_soc_scale * capacity_ah
         # Budget B so that B / (first-charge Ah) = f for a charge from empty: B = f / (1 - f) · capacity.
         self.sei_budget_ah: np.ndarray = sei_fraction / (1.0 - sei_fraction) * capacity_ah
         self.sei_remaining_ah: np.ndarray = np.zeros(n) if formed else self.sei_budget_ah.copy()
@@ -258,26 +168,31 @@ class CellPopulation:
         self.temperature_c: np.ndarray = np.full(n, float(ambient_c))
         self.v1_v: np.ndarray = np.zeros(n)
         self.v2_v: np.ndarray = np.zeros(n)
+        self.v3_v: np.ndarray = np.zeros(n)
         #: Heat generated by each cell during the last step (W); the simulated chamber adds it to its node.
         self.heat_w: np.ndarray = np.zeros(n)
         self._h_w_per_k = preset.heat_capacity_j_per_k / preset.thermal_tau_s
         self._decay_dt_s: float | None = None
-        self._decays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | np.ndarray] = self._decay(0.0)
+        self._decays: _Decays = self._decay(0.0)
 
     # --- parameters at the present state -------------------------------------------------------------------
 
-    def _decay(
-        self, dt_s: float | np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | np.ndarray]:
-        """e1, 1 - e1, e2, 1 - e2 (e = exp(-dt/τ) of each RC pair) and the thermal node's e, cached per dt."""
+    def _decay(self, dt_s: float | np.ndarray) -> _Decays:
+        """e = exp(-dt/τ) of each RC pair (e1, e2, e3) and of the thermal node, cached per dt."""
         if isinstance(dt_s, np.ndarray):  # a per-cell dt (probes inside a substep): not worth caching
-            e1 = np.exp(-dt_s / self.tau1_s)
-            e2 = np.exp(-dt_s / self.tau2_s)
-            return e1, 1.0 - e1, e2, 1.0 - e2, np.exp(-dt_s / self.preset.thermal_tau_s)
+            return (
+                np.exp(-dt_s / self.tau1_s),
+                np.exp(-dt_s / self.tau2_s),
+                np.exp(-dt_s / self.tau3_s),
+                np.exp(-dt_s / self.preset.thermal_tau_s),
+            )
         if dt_s != self._decay_dt_s:
-            e1 = np.exp(-dt_s / self.tau1_s)
-            e2 = np.exp(-dt_s / self.tau2_s)
-            self._decays = (e1, 1.0 - e1, e2, 1.0 - e2, math.exp(-dt_s / self.preset.thermal_tau_s))
+            self._decays = (
+                np.exp(-dt_s / self.tau1_s),
+                np.exp(-dt_s / self.tau2_s),
+                np.exp(-dt_s / self.tau3_s),
+                math.exp(-dt_s / self.preset.thermal_tau_s),
+            )
             self._decay_dt_s = dt_s
         return self._decays
 
@@ -292,12 +207,19 @@ class CellPopulation:
         return (self._c_r + (self._c_r * self._a_r) * low_soc) * np.exp(self.preset.r_activation_k * u)
 
     def _leak_a(self, u: np.ndarray) -> np.ndarray:
-        """Self-discharge current (A, positive drains) at the present temperature (faster when warm)."""
+        """Leak current (A, positive drains) at the present temperature (faster when warm)."""
         return self._leak25_a * np.exp(-self.preset.leak_activation_k * u)
 
+    def _self_discharge_a(self, u: np.ndarray) -> np.ndarray:
+        """Every self-discharge current now (A, positive drains): the leak plus the SEI growth."""
+        return self._leak_a(u) + self.sei_growth.current_a(self.temperature_c)
+
     def _ocv_shift_v(self) -> np.ndarray:
-        """Temperature shift of the OCV relative to the 25 °C table."""
-        return self.preset.ocv_temp_coeff_v_per_k * (self.temperature_c - 25.0)
+        """Temperature shift of the OCV relative to the 25 °C table, plus the hysteresis branch."""
+        shift_v = self.preset.ocv_temp_coeff_v_per_k * (self.temperature_c - 25.0)
+        if self.preset.hysteresis_v:
+            shift_v = shift_v + self.preset.hysteresis_v * self.hysteresis
+        return shift_v
 
     # --- public model --------------------------------------------------------------------------------------
 
@@ -308,20 +230,27 @@ class CellPopulation:
     def terminal_voltage_v(self, current_a: np.ndarray | float) -> np.ndarray:
         """Terminal voltage of every cell if ``current_a`` flowed now (no state change)."""
         r0_ohm = self._r0_ohm * self._r_scale(self._arrhenius_u())
-        return self.ocv_v() + np.asarray(current_a, dtype=float) * r0_ohm + self.v1_v + self.v2_v
+        return self.ocv_v() + np.asarray(current_a, dtype=float) * r0_ohm + self.v1_v + self.v2_v + self.v3_v
 
     def current_for_voltage_a(self, target_v: np.ndarray | float, dt_s: float) -> np.ndarray:
         """Current that brings each cell's terminal voltage to ``target_v`` at the end of a ``dt_s`` step."""
         u = self._arrhenius_u()
         scale = self._r_scale(u)
-        e1, one_minus_e1, e2, one_minus_e2, _ = self._decay(dt_s)
-        r_eff_ohm = scale * (self._r0_ohm + self._r1_ohm * one_minus_e1 + self._r2_ohm * one_minus_e2)
-        # Everything but the OCV is affine in I, so the residual is OCV(soc_end(I)) + r_eff·I + rest.
-        rest_v = self._ocv_shift_v() + self.v1_v * e1 + self.v2_v * e2 - target_v
+        e1, e2, e3, _ = self._decay(dt_s)
+        r_eff_ohm = scale * (
+            self._r0_ohm + self._r1_ohm * (1.0 - e1) + self._r2_ohm * (1.0 - e2) + self._r3_ohm * (1.0 - e3)
+        )
+        # Everything but the OCV and the hysteresis branch is affine in I: OCV(soc_end(I)) + r_eff·I + rest.
+        rest_v = self._ocv_shift_v() + self.v1_v * e1 + self.v2_v * e2 + self.v3_v * e3 - target_v
         soc_per_ah = self._inv_capacity * (dt_s / _S_PER_H)
-        soc0 = self.soc - self._leak_a(u) * soc_per_ah
+        soc0 = self.soc - self._self_discharge_a(u) * soc_per_ah
+        hyst_v = self.preset.hysteresis_v
+        if hyst_v:
+            rest_v = rest_v - hyst_v * self.hysteresis  # re-added at the end-of-step branch in the corrections
         ocv = self.ocv_curve
         residual = ocv(soc0) + rest_v
+        if hyst_v:
+            residual = residual + hyst_v * self.hysteresis
         if self._sei_active:
             x = self.sei_remaining_ah * self._inv_sei_scale_ah
             charge_gain = soc_per_ah / (1.0 + x)  # d soc / d I while charging (SEI takes the rest)
@@ -336,6 +265,10 @@ class CellPopulation:
                 gain = np.where(current_a > 0.0, charge_gain, soc_per_ah)
             soc_end = soc0 + gain * current_a
             residual = ocv(soc_end) + r_eff_ohm * current_a + rest_v
+            if hyst_v:
+                # The branch moves with the charge of this very step (the one nonlinearity besides the OCV).
+                h_end = hysteresis_step(self.hysteresis, current_a * (dt_s / _S_PER_H), self._hyst_scale_ah)
+                residual = residual + hyst_v * h_end
             current_a -= residual / (ocv.slope_v(soc_end) * gain + r_eff_ohm)
         return current_a
 
@@ -346,7 +279,7 @@ class CellPopulation:
         current_a = np.asarray(current_a, dtype=float)
         u = self._arrhenius_u()
         scale = self._r_scale(u)
-        e1, one_minus_e1, e2, one_minus_e2, e_th = self._decay(dt_s)
+        e1, e2, e3, e_th = self._decay(dt_s)
         t_k = self.temperature_c + _KELVIN
 
         charge_ah = current_a * (dt_s / _S_PER_H)
@@ -354,17 +287,27 @@ class CellPopulation:
             x = self.sei_remaining_ah * self._inv_sei_scale_ah
             sei_ah = np.minimum(np.maximum(charge_ah, 0.0) * (x / (1.0 + x)), self.sei_remaining_ah)
             self.sei_remaining_ah -= sei_ah
-            charge_ah = charge_ah - sei_ah
+            # The budget sets where the loss happens; the conditions of the charge scale how much is lost.
+            p = self.preset
+            factor = formation_loss_factor(
+                current_a, p.nominal_capacity_ah, self.temperature_c, p.sei_loss_per_ln_c_rate, p.sei_loss_per_k
+            )
+            charge_ah = charge_ah - np.minimum(sei_ah * factor, np.maximum(charge_ah, 0.0))
             self._sei_active = bool(self.sei_remaining_ah.max() > 1e-12)
-        self.soc += (charge_ah - self._leak_a(u) * (dt_s / _S_PER_H)) * self._inv_capacity
+        self_discharge_ah = self._leak_a(u) * (dt_s / _S_PER_H) + self.sei_growth.advance(dt_s, self.temperature_c)
+        self.soc += (charge_ah - self_discharge_ah) * self._inv_capacity
+        if self.preset.hysteresis_v:
+            self.hysteresis = hysteresis_step(self.hysteresis, charge_ah - self_discharge_ah, self._hyst_scale_ah)
 
         r0_ohm = self._r0_ohm * scale
         # State arrays are updated in place so that views held by the cycler stay live.
         self.v1_v *= e1
-        self.v1_v += (self._r1_ohm * scale) * current_a * one_minus_e1
+        self.v1_v += (self._r1_ohm * scale) * current_a * (1.0 - e1)
         self.v2_v *= e2
-        self.v2_v += (self._r2_ohm * scale) * current_a * one_minus_e2
-        overpotential_v = current_a * r0_ohm + self.v1_v + self.v2_v
+        self.v2_v += (self._r2_ohm * scale) * current_a * (1.0 - e2)
+        self.v3_v *= e3
+        self.v3_v += (self._r3_ohm * scale) * current_a * (1.0 - e3)
+        overpotential_v = current_a * r0_ohm + self.v1_v + self.v2_v + self.v3_v
         voltage_v = self.ocv_curve(self.soc) + self._ocv_shift_v() + overpotential_v
 
         # Joule heat is I times the overpotential (>= 0 both ways); reversible heat is I·T·dU/dT.
@@ -384,12 +327,35 @@ class CellPopulation:
             # Every per-cell quantity is an (n,) array; everything else (preset, curve, constants) is shared.
             if isinstance(value, np.ndarray) and value.shape == (self.n,):
                 value = value[idx]  # fancy indexing copies
+            elif isinstance(value, SeiGrowth):
+                value = value.take(idx)
             setattr(twin, name, value)
         twin.n = int(idx.size)
         twin._sei_active = bool(twin.n and twin.sei_remaining_ah.max() > 0.0)
         twin._decay_dt_s = None
         twin._decays = twin._decay(0.0)
         return twin
+
+    @staticmethod
+    def join(parts: Sequence[CellPopulation]) -> CellPopulation:
+        """One population of every cell of ``parts`` (same preset), in order: cells moved onto one rack."""
+        if not parts:
+            raise ValueError("join needs at least one population")
+        first = parts[0]
+        if any(p.preset != first.preset for p in parts):
+            raise ValueError("cannot join populations of different presets")
+        joined = object.__new__(CellPopulation)
+        for name, value in vars(first).items():
+            if isinstance(value, np.ndarray) and value.shape == (first.n,):
+                value = np.concatenate([getattr(p, name) for p in parts])
+            elif isinstance(value, SeiGrowth):
+                value = SeiGrowth.join([p.sei_growth for p in parts])
+            setattr(joined, name, value)
+        joined.n = sum(p.n for p in parts)
+        joined._sei_active = any(p._sei_active for p in parts)
+        joined._decay_dt_s = None
+        joined._decays = joined._decay(0.0)
+        return joined
 
     def pulse_voltage_v(
         self,
@@ -427,10 +393,11 @@ class CellPopulation:
     def open_circuit_rate_v_per_s(self, ambient_c: float) -> np.ndarray:
         """Upper bound of |dV/dt| (V/s) of each cell at open circuit now (relaxation, leak, thermal OCV shift)."""
         u = self._arrhenius_u()
-        leak_soc_per_s = self._leak_a(u) * self._inv_capacity * (1.0 / _S_PER_H)
+        leak_soc_per_s = self._self_discharge_a(u) * self._inv_capacity * (1.0 / _S_PER_H)
         return (
             np.abs(self.v1_v) / self.tau1_s
             + np.abs(self.v2_v) / self.tau2_s
+            + np.abs(self.v3_v) / self.tau3_s
             + self.ocv_curve.slope_v(self.soc) * leak_soc_per_s
             + abs(self.preset.ocv_temp_coeff_v_per_k)
             * np.abs(self.temperature_c - ambient_c)
@@ -447,12 +414,19 @@ class CellPopulation:
         """Ground truth of every cell at the present SOC and temperature (arrays; resistances in ohm)."""
         u = self._arrhenius_u()
         scale = self._r_scale(u)
-        r0, r1, r2 = self._r0_ohm * scale, self._r1_ohm * scale, self._r2_ohm * scale
-        dcir_10s = r0 + r1 * (1.0 - np.exp(-10.0 / self.tau1_s)) + r2 * (1.0 - np.exp(-10.0 / self.tau2_s))
+        r0, r1, r2, r3 = (r * scale for r in (self._r0_ohm, self._r1_ohm, self._r2_ohm, self._r3_ohm))
+        dcir_10s = (
+            r0
+            + r1 * (1.0 - np.exp(-10.0 / self.tau1_s))
+            + r2 * (1.0 - np.exp(-10.0 / self.tau2_s))
+            + r3 * (1.0 - np.exp(-10.0 / self.tau3_s))
+        )
         leak_a = self._leak_a(u)
+        sei_growth_a = self.sei_growth.current_a(self.temperature_c)
+        self_discharge_a = leak_a + sei_growth_a
         # Self-discharge moves the SOC down: the slope of the segment below (it differs only at a table node).
         ocv_slope_v = self.ocv_curve.slope_v(np.nextafter(self.soc, -np.inf))
-        k_mv_per_day = leak_a * _H_PER_DAY * self._inv_capacity * ocv_slope_v * 1000.0
+        k_mv_per_day = self_discharge_a * _H_PER_DAY * self._inv_capacity * ocv_slope_v * 1000.0
         return {
             "capacity_ah": self.capacity_ah.copy(),
             "soc": self.soc.copy(),
@@ -463,8 +437,14 @@ class CellPopulation:
             "tau1_s": self.tau1_s.copy(),
             "r2_ohm": r2,
             "tau2_s": self.tau2_s.copy(),
+            "r3_ohm": r3,
+            "tau3_s": self.tau3_s.copy(),
             "dcir_10s_ohm": dcir_10s,
+            "acir_ohm": r0.copy(),
             "leak_a": leak_a,
+            "sei_growth_a": sei_growth_a,
+            "self_discharge_a": self_discharge_a,
+            "hysteresis_v": self.preset.hysteresis_v * self.hysteresis,
             "ocv_slope_v": ocv_slope_v,
             "k_mv_per_day": k_mv_per_day,
             "sei_remaining_ah": self.sei_remaining_ah.copy(),

@@ -4,9 +4,11 @@
 
 ``SIM:CELL:TRUTH? <id>`` (simulator only) replies with one line of JSON: ``{"cell": <id>, "channel": <BT2200
 channel>, ...}`` plus every key of ``CellPopulation.truth(i)``: capacity_ah, soc, ocv_v, temperature_c, r0_ohm,
-r1_ohm, tau1_s, r2_ohm, tau2_s, dcir_10s_ohm, leak_a (A at the present temperature), ocv_slope_v (dOCV/dSOC, V per
-unit SOC, of the segment the leak moves into), k_mv_per_day (leak × 24 h / capacity × ocv_slope_v, in mV/day),
-sei_remaining_ah, defect.
+r1_ohm, tau1_s, r2_ohm, tau2_s, r3_ohm, tau3_s, dcir_10s_ohm, acir_ohm, leak_a (A at the present temperature),
+sei_growth_a (the decaying SEI-growth current now), self_discharge_a (their sum), hysteresis_v, ocv_slope_v
+(dOCV/dSOC, V per unit SOC, of the segment the self-discharge moves into), k_mv_per_day (self_discharge_a × 24 h /
+capacity × ocv_slope_v, in mV/day, now), sei_remaining_ah, defect. Every value is the truth: the measured replies
+(``MEAS:CELL:*?``, ``STAT:CELL:VERB?``, the data log) carry the instrument's noise and resolution.
 
 ``SIM:CELL:DCIR? <id>,<current_a>,<t_s>[,<t_s>...]`` (simulator only) replies with ΔV/ΔI in ohms at each time
 (``%.9g``, comma-separated, in the order asked): a constant-current pulse of ``current_a`` (+ charge, − discharge)
@@ -267,16 +269,16 @@ class CabinetCommands(Ieee488Instrument):
         return _fmt(values[idx], spec)
 
     def q_meas_volt(self, args: list[str], client: object) -> str:
-        return self._measure(args, self.model.voltage_v, "%.6f")
+        return self._measure(args, self.model.reporter.voltage_v(self.model.voltage_v), "%.6f")
 
     def q_meas_curr(self, args: list[str], client: object) -> str:
-        return self._measure(args, self.model.current_a, "%.6f")
+        return self._measure(args, self.model.reporter.current_a(self.model.current_a), "%.6f")
 
     def q_meas_ahr(self, args: list[str], client: object) -> str:
         return self._measure(args, self.model.step_ah, "%.9g")
 
     def q_meas_temp(self, args: list[str], client: object) -> str:
-        return self._measure(args, self.model.cells.temperature_c, "%.3f")
+        return self._measure(args, self.model.reporter.temperature_c(self.model.cells.temperature_c), "%.3f")
 
     # data log ----------
 

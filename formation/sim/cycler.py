@@ -61,6 +61,8 @@ class CabinetModel(StepEngine):
         self.serial = serial
         self.watchdog_s = 0.0
         self._id_to_index: dict[int, int] = {}
+        #: Channels whose cell was moved out (to an ageing rack): it cannot be moved twice.
+        self.vacant: np.ndarray = np.zeros(n_channels, dtype=bool)
 
     # ---------- cells
 
@@ -229,9 +231,12 @@ class CabinetModel(StepEngine):
             text += f" {self.sequences[int(self.seq[k])][int(self.step[k]) - 1].mode.value}"
         elif self.last_end[k]:
             text += f" last end {EndCode.describe(int(self.last_end[k]))}"
+        voltage_v = float(self.reporter.voltage_v(self.voltage_v[k : k + 1])[0])
+        current_a = float(self.reporter.current_a(self.current_a[k : k + 1])[0])
+        temp_c = float(self.reporter.temperature_c(self.cells.temperature_c[k : k + 1])[0])
         return (
-            f"{int(state)},{self.seq[k]},{self.step[k]},{self.step_time_s[k]:.3f},{self.voltage_v[k]:.6f},"
-            f"{self.current_a[k]:.6f},{self.step_ah[k]:.9g},{self.cells.temperature_c[k]:.3f},"
+            f"{int(state)},{self.seq[k]},{self.step[k]},{self.step_time_s[k]:.3f},{voltage_v:.6f},"
+            f"{current_a:.6f},{self.step_ah[k]:.9g},{temp_c:.3f},"
             f'{self.last_end[k]},"{text}"'
         )
 
@@ -252,6 +257,16 @@ class CabinetModel(StepEngine):
             raise scpi_error(-224)
         voltage_v = self.cells.pulse_voltage_v(k, current_a, times_s, self.ambient_c)[:, 0]
         return (voltage_v - float(self.voltage_v[k])) / delta_a
+
+    def take_cell(self, index: int) -> CellPopulation:
+        """Move the cell on channel ``index`` (0-based) out: a one-cell copy of its whole state.
+
+        -221 while it is enabled or running, or when it was moved out before.
+        """
+        if self.state[index] in (CellState.RUNNING, CellState.ENABLED) or self.vacant[index]:
+            raise scpi_error(-221)
+        self.vacant[index] = True
+        return self.cells.clone(index)
 
     def check_definition(self, seq: int, step: int) -> None:
         """-222 unless ``seq``/``step`` are within the instrument's ranges."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from formation.sim.cells import CellPopulation
 from formation.sim.datalog import DEFAULT_MAX_ROWS, DataLog
+from formation.sim.readings import Reporter
 from formation.sim.steptests import StepTestTable
 from formation.sim.wire import LOG_COL, LOG_COLUMNS, CellState, EndCode, StepMode, StepTest
 
@@ -73,6 +74,8 @@ class StepEngine:
         self.max_rest_dt_s = max_rest_dt_s
         self.substeps = 0
         self.log = DataLog(max_log_rows)
+        #: What the instrument reports (noise, resolution); the truth unless the plant sets readings.
+        self.reporter = Reporter(None)
         self.sequences: dict[int, list[SeqStep]] = {}
         n = n_channels
         self.cell_id = np.zeros(n, dtype=np.int64)
@@ -294,11 +297,11 @@ class StepEngine:
         rows[:, _COL["step"]] = self.step[idx]
         rows[:, _COL["time_s"]] = time_s
         rows[:, _COL["step_time_s"]] = step_time_s
-        rows[:, _COL["voltage_v"]] = v
-        rows[:, _COL["current_a"]] = i
+        rows[:, _COL["voltage_v"]] = self.reporter.voltage_v(v)
+        rows[:, _COL["current_a"]] = self.reporter.current_a(i)
         rows[:, _COL["step_ah"]] = ah
         rows[:, _COL["step_wh"]] = wh
-        rows[:, _COL["temp_c"]] = temp_c
+        rows[:, _COL["temp_c"]] = self.reporter.temperature_c(temp_c)
         rows[:, _COL["end"]] = end
         self.log.append(rows)
-        self._last_rec_v[idx] = v
+        self._last_rec_v[idx] = v  # the voltage rule judges the truth, as the instrument's own converter would

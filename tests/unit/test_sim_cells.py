@@ -70,7 +70,7 @@ def test_ncm_cell_ocv_endpoints_and_midpoint() -> None:
 
 def test_lfp_280ah_window_starts_above_the_reference_tail() -> None:
     pop = CellPopulation(LFP, 2, formed=True, initial_soc=np.array([0.0, 1.0]), defect_fraction=0.0)
-    empty_v, full_v = pop.ocv_v()
+    empty_v, full_v = pop.ocv_curve(pop.soc)  # the table is the mean of the two hysteresis branches
     assert 2.45 < empty_v < 2.6
     assert full_v == pytest.approx(3.600, abs=1e-9)
 
@@ -274,6 +274,7 @@ def test_current_for_voltage_works_both_ways_and_across_table_nodes() -> None:
         trial.soc[:] = pop.soc
         trial.v1_v[:] = pop.v1_v
         trial.v2_v[:] = pop.v2_v
+        trial.v3_v[:] = pop.v3_v
         trial.temperature_c[:] = pop.temperature_c
         np.testing.assert_allclose(trial.step(DT_S, current_a, 25.0), target_v, atol=1e-4)
     assert np.all(pop.current_for_voltage_a(2.0, DT_S) < 0.0)
@@ -315,20 +316,24 @@ def test_leak_moves_ocv_as_predicted_over_a_day() -> None:
     rest(pop, 86400.0)
     drop_v = ocv_start_v - pop.ocv_v()
     slope_v = pop.ocv_curve.slope_v(truth["soc"])
-    predicted_v = truth["leak_a"] * 24.0 / truth["capacity_ah"] * slope_v
-    np.testing.assert_allclose(drop_v, predicted_v, rtol=0.10)
-    assert np.all(drop_v[:4] > 10.0 * np.median(drop_v[4:]))
-    assert 0.0 < float(np.median(drop_v[4:])) * 1e3 < 2.0  # a good cell stays under 2 mV/day
+    # Leak plus SEI growth; the growth falls over the day, so take the mean of its start and end currents.
+    mean_a = 0.5 * (truth["self_discharge_a"] + pop.truth_arrays()["self_discharge_a"])
+    predicted_v = mean_a * 24.0 / truth["capacity_ah"] * slope_v
+    np.testing.assert_allclose(drop_v, predicted_v, rtol=0.02)
+    assert np.all(drop_v[:4] > 2.0 * np.median(drop_v[4:]))
+    assert 0.5 < float(np.median(drop_v[4:])) * 1e3 < 2.0  # a formed good cell: 0.5-2 mV/day (docs/domain.md)
 
 
 def test_lfp_low_soc_storage_shows_self_discharge_the_plateau_hides() -> None:
     pop = CellPopulation(LFP, 2, seed=1, formed=True, initial_soc=np.array([0.03, 0.6]), defect_fraction=0.0)
     pop.add_leak_a(np.array([0, 1]), 1e-3 - pop.truth_arrays()["leak_a"])  # both leak exactly 1 mA
+    self_discharge_ma = pop.truth_arrays()["self_discharge_a"] * 1e3  # the leak plus the SEI growth
     ocv_start_v = pop.ocv_v()
     rest(pop, 86400.0)
     drop_mv = (ocv_start_v - pop.ocv_v()) * 1e3
-    assert drop_mv[1] == pytest.approx(0.01, rel=0.5)  # docs/domain.md: ≈ 0.01 mV/day on the plateau
-    assert drop_mv[0] > 20.0 * drop_mv[1]
+    per_ma = drop_mv / self_discharge_ma
+    assert per_ma[1] == pytest.approx(0.01, rel=0.5)  # docs/domain.md: ≈ 0.01 mV/day per mA on the plateau
+    assert per_ma[0] > 20.0 * per_ma[1]
 
 
 def test_leak_grows_with_temperature() -> None:
