@@ -105,9 +105,10 @@ def _report_usage_error(exc: Exception) -> int:
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle; cached because in-process
     # callers (tests) run main() many times and the sub-apps must be added once.
-    from formation.cli import chamber, db, demo, display, export, grade, recipe, run, serve, sim, status
+    from formation.cli import age, chamber, db, demo, display, export, grade, recipe, run, serve, sim, status
 
     app.add_typer(recipe.app, name="recipe")
+    app.add_typer(age.app, name="age")
     app.add_typer(sim.app, name="sim")
     app.add_typer(run.app, name="run")
     app.add_typer(chamber.app, name="chamber")

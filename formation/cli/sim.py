@@ -15,6 +15,8 @@ from formation.errors import ConfigError, InputError
 if TYPE_CHECKING:
     from formation.config import ChamberSite, SiteConfig
     from formation.sim.plant import CabinetSpec, ChamberSpec
+    from formation.sim.rack import RackSpec
+    from formation.sim.tester import TesterSpec
 
 app = typer.Typer(help="The simulated plant.", no_args_is_help=True)
 
@@ -36,6 +38,11 @@ def serve(
     chamber_port: Annotated[
         int | None, typer.Option(help="Also serve a chamber DAQ (chamber1) on this TCP port (ignored with --site)")
     ] = None,
+    tester_port: Annotated[
+        int | None,
+        typer.Option(help="Also serve an OCV/ACIR tester (tester1) reaching rack1 on this TCP port (not with --site)"),
+    ] = None,
+    rack_positions: Annotated[int, typer.Option(help="Positions of rack1 (in chamber1 when there is one)")] = 256,
 ) -> None:
     """Serve simulated cabinets and chambers until Ctrl-C."""
     import asyncio
@@ -43,7 +50,23 @@ def serve(
     from formation.bounds import MAX_CLOCK_SCALE
     from formation.sim.cells import PRESETS
     from formation.sim.plant import CabinetSpec, ChamberSpec
+    from formation.sim.rack import MAX_POSITIONS, RackSpec
+    from formation.sim.tester import TesterSpec
 
+    racks: list[RackSpec] = []
+    testers: list[TesterSpec] = []
+    if tester_port is not None:
+        if site is not None:
+            raise InputError(
+                "--tester-port", "racks and testers are not in the site file yet: serve them without --site"
+            )
+        if not 0 <= tester_port <= 65535:
+            raise InputError("--tester-port", f"{tester_port} is not a TCP port")
+        if not 1 <= rack_positions <= MAX_POSITIONS:
+            raise InputError("--rack-positions", f"{rack_positions} is outside 1-{MAX_POSITIONS}")
+        in_chamber = "chamber1" if chamber_port is not None else None
+        racks = [RackSpec("rack1", positions=rack_positions, chamber=in_chamber, seed=seed)]
+        testers = [TesterSpec("tester1", ("rack1",), port=tester_port, seed=seed)]
     if not 0 < scale <= MAX_CLOCK_SCALE:  # also refuses nan and inf
         raise InputError("--scale", f"{scale:g} is outside 0–{MAX_CLOCK_SCALE:g} (0 excluded)")
 
@@ -84,7 +107,7 @@ def serve(
         if spec.preset not in PRESETS:
             raise InputError("preset", f"unknown preset {spec.preset!r} (known: {', '.join(sorted(PRESETS))})")
     try:
-        asyncio.run(_serve(specs, chambers, scale, host))
+        asyncio.run(_serve(specs, chambers, scale, host, racks, testers))
     except KeyboardInterrupt:
         console.print("stopped")
 
@@ -129,16 +152,30 @@ def _check_sim_wiring(chamber: ChamberSite, where: str, source: str) -> None:
             raise ConfigError(f"{where}.{key}", reason, source=source)
 
 
-async def _serve(specs: list[CabinetSpec], chambers: list[ChamberSpec], scale: float, host: str) -> None:
+async def _serve(
+    specs: list[CabinetSpec],
+    chambers: list[ChamberSpec],
+    scale: float,
+    host: str,
+    racks: list[RackSpec] | None = None,
+    testers: list[TesterSpec] | None = None,
+) -> None:
     import asyncio
 
     from formation.clock import make_clock
     from formation.sim.plant import SimulatedPlant
 
     clock = make_clock(scale)
-    async with SimulatedPlant(specs, clock, host=host, chambers=chambers) as plant:
+    async with SimulatedPlant(
+        specs, clock, host=host, chambers=chambers, racks=racks or (), testers=testers or ()
+    ) as plant:
         for name, server in plant.cabinets.items():
             console.print(f"[bold]{escape(name)}[/] serving on {server.resource}  (clock ×{scale:g})")
         for name, c_server in plant.chambers.items():
             console.print(f"[bold]{escape(name)}[/] chamber DAQ on {c_server.resource}  (clock ×{scale:g})")
+        for name, t_server in plant.testers.items():
+            reach = ", ".join(t_server.model.spec.racks)
+            console.print(
+                f"[bold]{escape(name)}[/] tester ({escape(reach)}) on {t_server.resource}  (clock ×{scale:g})"
+            )
         await asyncio.Event().wait()

@@ -14,12 +14,14 @@ from formation.store.models import (
     Job,
     LineTimer,
     Lot,
+    RackPosition,
     Recipe,
     Run,
     Sample,
     StepResult,
     ValveSwitches,
 )
+from formation.store.racks import LatestRun, Place
 from formation.store.store import Store
 
 __all__ = [
@@ -32,8 +34,11 @@ __all__ = [
     "ChamberSample",
     "Grade",
     "Job",
+    "LatestRun",
     "LineTimer",
     "Lot",
+    "Place",
+    "RackPosition",
     "Recipe",
     "Run",
     "Sample",

@@ -152,6 +152,19 @@ class Run(SQLModel, table=True):
     end_reason: str | None = None
 
 
+class RackPosition(SQLModel, table=True):
+    """Where a cell sits in the ageing room: one cell in one place, and one place holds one cell."""
+
+    __tablename__ = "rack_position"
+    __table_args__ = (UniqueConstraint("rack", "position", name="uq_rack_position_place"),)
+
+    cell_id: str = Field(foreign_key="cell.id", primary_key=True)
+    rack: str = Field(max_length=200)
+    position: int
+    #: When the cell was put there (clock seconds).
+    loaded_s: float
+
+
 class StepResult(SQLModel, table=True):
     """Accounting of one finished recipe step of one run."""
 

@@ -25,6 +25,7 @@ from formation.states import JobState, job_states_leading_to
 from formation.store import chamber as _chamber
 from formation.store import holds as _holds
 from formation.store import queue as _queue
+from formation.store import racks as _racks
 from formation.store.engine import create_schema, make_engine
 from formation.store.grades import grade_rows, write_grades
 from formation.store.models import (
@@ -494,6 +495,11 @@ class Store:
     chamber_samples = _chamber.chamber_samples
     save_valve_switches = _chamber.save_valve_switches
     valve_switches = _chamber.valve_switches
+
+    # -- ageing racks: where each cell sits (formation/store/racks.py) ----------------------------------------
+    latest_runs = _racks.latest_runs
+    rack_places = _racks.rack_places
+    place_cells = _racks.place_cells
 
     # -- grades --------------------------------------------------------------------------------------------
 
