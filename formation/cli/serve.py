@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from formation.cli.app import console
 from formation.cli.feed import MqttOpt
-from formation.config import load_site_config
+from formation.config import CabinetConfig, SiteConfig, load_site_config
 from formation.errors import InputError, StoreError
 
 #: Bounds of --lease-s: long enough to renew over a slow database, short enough to hand a dead daemon's cabinets on.
@@ -34,7 +34,7 @@ def serve(
     """Run the line: re-attach unfinished jobs, start queued ones (`formation run launch`), until SIGTERM.
 
     SIGTERM or Ctrl-C stops the service, not the cells: they finish their steps on the instruments, the jobs are
-    left interrupted, and the next `formation serve` re-attaches to them.
+    left interrupted, and the next `formation serve` re-attaches to them. Every cabinet must answer at start.
     """
     import asyncio
 
@@ -52,6 +52,10 @@ def serve(
     except StoreError as exc:  # the service cannot start without its queue: a usage problem, said in one line
         raise InputError("database", str(exc)) from None
     clock = make_clock(cfg.clock_scale)
+    silent = asyncio.run(_silent_cabinets(cfg))
+    if silent:
+        store.close()
+        raise InputError("--site", "; ".join(silent))
 
     async def run(feed: object) -> None:
         import signal
@@ -75,3 +79,23 @@ def serve(
     with store:
         asyncio.run(with_feed(broker, cfg, run))
     console.print("stopped")
+
+
+async def _silent_cabinets(cfg: SiteConfig) -> list[str]:
+    """Every cabinet of the site that does not answer ``*IDN?`` (all asked at once), as ``name (resource): why``."""
+    import asyncio
+
+    from formation.errors import InstrumentError
+    from formation.instruments.bt2200 import Bt2200Cycler
+    from formation.instruments.scpi import ScpiSession
+
+    async def probe(cabinet: CabinetConfig) -> str | None:
+        try:
+            async with ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session:
+                await Bt2200Cycler(session).identify()
+        except InstrumentError as exc:
+            return f"cabinet {cabinet.name} ({cabinet.resource}) does not answer: {exc}"
+        return None
+
+    answers = await asyncio.gather(*(probe(c) for c in cfg.cabinets))
+    return [a for a in answers if a is not None]

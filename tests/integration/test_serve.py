@@ -223,6 +223,14 @@ def formation(*args: str, env: dict[str, str] | None = None, timeout: float = 60
     )
 
 
+def main_line(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    from formation.cli.app import main
+
+    assert main(args) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return line
+
+
 def test_bad_input_to_serve_and_queued_launch_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from formation.cli.app import main
 
@@ -233,7 +241,14 @@ def test_bad_input_to_serve_and_queued_launch_is_one_line(tmp_path: Path, capsys
         '[database]\nurl = "postgresql+psycopg://nobody@127.0.0.1:1/none"\n'
         '[[cabinets]]\nname = "cab1"\nresource = "TCPIP0::127.0.0.1::9::SOCKET"\nchannels = 8\n'
     )
+    silent = tmp_path / "silent.toml"
+    silent.write_text(
+        '[database]\npath = "line.db"\n'
+        '[[cabinets]]\nname = "cab1"\nresource = "TCPIP0::127.0.0.1::9::SOCKET"\nchannels = 8\ntimeout_s = 0.5\n'
+        '[[cabinets]]\nname = "cab2"\nresource = "TCPIP0::127.0.0.1::19::SOCKET"\nchannels = 8\ntimeout_s = 0.5\n'
+    )
     cases = [
+        (["serve", "--site", str(silent)], "cabinet cab1 (TCPIP0::127.0.0.1::9::SOCKET) does not answer"),
         (["serve", "--site", str(empty)], "lists no cabinet"),
         (["serve", "--site", str(bad_db)], "database"),
         (["serve", "--site", str(bad_db), "--lease-s", "0.5"], "--lease-s"),
@@ -247,6 +262,7 @@ def test_bad_input_to_serve_and_queued_launch_is_one_line(tmp_path: Path, capsys
         assert len(lines) == 1, lines
         if shown is not None:
             assert shown in lines[0], lines[0]
+    assert "cabinet cab2" in main_line(["serve", "--site", str(silent)], capsys)  # every silent cabinet named
 
 
 @pytest.mark.e2e
