@@ -245,3 +245,34 @@ def test_formation_grade_bad_input_exits_2(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "grades[1].dcir_mohm.max_sigma: must be a number" in err[0]
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_grades_and_report_are_written_together_or_not_at_all(postgres_url: str, tmp_path: Path, cli: None) -> None:
+    """A report that cannot be written (here a file-size limit, as a full disk would) stores no grade either."""
+    import subprocess
+    import sys
+
+    with Store(postgres_url, clock=FixedClock(T0_S + 10 * 86400.0)) as store:
+        store.create_schema()
+        populate(store)
+    out = tmp_path / "report.csv"
+    args = ["grade", "L1", "--rules", str(RULES_PATH), "--db", postgres_url, "--out", str(out)]
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))\n"
+        "from formation.cli.app import main\n"
+        f"sys.exit(main({args!r}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc
+    assert len(lines) == 1 and lines[0].startswith("failed: cannot write the report"), proc.stderr
+    assert list(tmp_path.iterdir()) == []  # neither the report nor its staged half
+    with Store(postgres_url) as store:
+        assert store.grades(lot="L1").empty  # and no grade stored
+    # Without the limit the same command writes both.
+    assert cli_app.main(args) == 0
+    with Store(postgres_url) as store:
+        assert len(store.grades(lot="L1")) == 44
+    assert len(pd.read_csv(out)) == 44
