@@ -142,6 +142,26 @@ async def test_a_stopped_daemon_leaves_the_cells_running_and_the_next_one_reatta
             assert np.diff(step["ts_s"].to_numpy()).max() <= 30.0 + 1e-6  # none beyond the record interval
 
 
+async def test_an_at_launch_fires_once_at_its_time_also_across_a_restart(store: Store) -> None:
+    async with plant() as (_, site, clock):
+        due_s = clock.now() + 3600.0  # an hour of clock time: 1.8 s of wall at x2000
+        job_id = queue(site, store, clock, "cab1", "A")
+        store.queue_job_start(job_id, due_s)
+        async with Line(site, store, clock, lease_s=6.0) as first:
+            assert await until(lambda: first.slots["cab1"].leased, 5.0)
+            await asyncio.sleep(0.3)
+            assert state(store, job_id) == JobState.QUEUED and clock.now() < due_s  # not before its time
+        # The daemon restarts before the job is due: the queue row is all there is, and it still fires once.
+        async with Line(site, store, clock, lease_s=6.0) as second:
+            assert await until(lambda: state(store, job_id) != JobState.QUEUED, 10.0)
+            job = store.get_job(job_id)
+            assert job is not None and job.started_s >= due_s
+            assert await until(lambda: state(store, job_id) == JobState.DONE, 60.0)
+            assert second.slots["cab1"].jobs_done == [job_id]
+    assert len(store.step_results(job_id=job_id)) == 4 * 2  # ran once
+    assert store.claim_job("cab1", "again", clock.now()) is None
+
+
 @pytest.mark.services
 @pytest.mark.e2e
 def test_two_daemons_on_one_postgres_split_two_cabinets_and_a_killed_one_hands_over(
@@ -324,3 +344,36 @@ def _wait_port(port: int) -> None:
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"simulator did not come up on {port}")
+
+
+def test_run_launch_queues_with_its_start_time_and_abort_of_a_queued_job_touches_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import datetime
+
+    from formation.cli.app import main
+
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[database]\npath = "line.db"\n'
+        '[[cabinets]]\nname = "cab1"\nresource = "TCPIP0::127.0.0.1::9::SOCKET"\nchannels = 8\n'
+    )
+    (tmp_path / "r.toml").write_text(RECIPE)
+    (tmp_path / "cells.csv").write_text("cell_id,lot,nominal_capacity_ah\nQ1,L,5\nQ2,L,5\n")
+    at = datetime.fromtimestamp(time.time() + 7200).strftime("%Y-%m-%d %H:%M")
+    args = ["run", "launch", str(tmp_path / "r.toml"), "--site", str(site), "--cabinet", "cab1", "--channels", "1-2"]
+    assert main([*args, "--cells", str(tmp_path / "cells.csv"), "--at", at]) == 0
+    out = capsys.readouterr().out
+    assert "job 1 queued" in out and f"not before {at}" in out
+    with Store(f"sqlite:///{tmp_path / 'line.db'}") as store:
+        job = store.get_job(1)
+        assert job is not None and job.state == JobState.QUEUED
+        assert job.start_after_s == pytest.approx(datetime.fromisoformat(at).timestamp())
+    # Aborting it needs no instrument (this one's port answers nothing): it never started.
+    assert main(["run", "abort", "1", "--site", str(site)]) == 0
+    assert "aborted before it started (2 runs)" in capsys.readouterr().out
+    with Store(f"sqlite:///{tmp_path / 'line.db'}") as store:
+        assert state(store, 1) == JobState.ABORTED
+        assert {r.state for r in store.job_runs(1)} == {"aborted"}
+    assert main([*args, "--cells", str(tmp_path / "cells.csv"), "--at", at, "--foreground"]) == 2
+    assert "--at" in capsys.readouterr().err
