@@ -24,7 +24,10 @@ from formation.cli.app import main
 from formation.errors import SchemaError
 from formation.store import Store, make_engine, migrate, sqlite_url
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "formation-00694c5.sqlite"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURE = FIXTURES / "formation-00694c5.sqlite"
+#: The rules its grades were made with (the built-in demo rules at 00694c5; the built-in ones have moved on since).
+FIXTURE_RULES = FIXTURES / "demo-ncm21700-rules-00694c5.toml"
 
 #: What the fixture holds (`formation demo --cells 4` at 00694c5, see tests/fixtures/README.md): rows per table.
 FIXTURE_ROWS = {
@@ -194,15 +197,25 @@ def check_fixture_data(url: str) -> None:
 
 
 def check_app_reads(cli: Callable[..., Ran], url: str, tmp_path: Path) -> None:
-    """`run show` and `grade` work on the upgraded database; regrading gives the grades stored by the old code."""
+    """`run show` and `grade` work on the upgraded database; regrading with the same rules gives the grades and
+    metrics the old code stored, replacing its rows (same cell, rules hash and run)."""
     shown = cli("run", "show", "1", "--db", url)
     assert shown.returncode == 0, shown.stderr
     assert all(f"DEMO-000{i}" in shown.stdout for i in range(1, 5)) and "capacity" in shown.stdout
-    graded = cli("grade", "DEMO-LOT", "--rules", "demo-ncm21700", "--out", str(tmp_path / "r.csv"), "--db", url)
+    graded = cli("grade", "DEMO-LOT", "--rules", str(FIXTURE_RULES), "--out", str(tmp_path / "r.csv"), "--db", url)
     assert graded.returncode == 0, graded.stderr
     with (tmp_path / "r.csv").open(newline="") as f:
-        report = {row["cell_id"]: row["grade"] for row in csv.DictReader(f)}
-    assert report == {r[1]: r[4] for r in fixture_rows("grade")}
+        report = {row["cell_id"]: (row["grade"], float(row["capacity_ah"])) for row in csv.DictReader(f)}
+    old = {r[1]: (r[4], r[6]) for r in fixture_rows("grade")}  # cell_id: (grade, capacity_ah)
+    assert report.keys() == old.keys()
+    for cell, (grade, capacity_ah) in report.items():
+        assert grade == old[cell][0] and capacity_ah == pytest.approx(old[cell][1], rel=1e-6)
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM grade")).scalar_one() == FIXTURE_ROWS["grade"]
+    finally:
+        engine.dispose()
 
 
 def test_fixture_database_upgrades_and_keeps_its_data(cli: Callable[..., Ran], tmp_path: Path) -> None:
