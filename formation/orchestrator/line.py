@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 RETRY_S = 10.0
 #: Wall seconds between looks at the queue of an idle cabinet, at least (the cabinet's poll interval otherwise).
 MIN_IDLE_POLL_S = 0.05
+#: Wall seconds between health checks of an idle cabinet (``*IDN?`` and its error queue); a busy one is polled.
+HEALTH_EVERY_S = 300.0
 
 
 @dataclass
@@ -71,6 +73,7 @@ class Line:
         owner: str | None = None,
         lease_s: float = LEASE_S,
         on_event: Callable[[str], None] | None = None,
+        health_every_s: float = HEALTH_EVERY_S,
     ) -> None:
         self.site = site
         self.store = store
@@ -80,6 +83,7 @@ class Line:
         self.lease_s = lease_s
         self.slots = {c.name: CabinetSlot(c.name) for c in site.cabinets}
         self._on_event = on_event
+        self.health_every_s = health_every_s
         self._stop = asyncio.Event()
         self._timers: LineTimers | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -88,6 +92,11 @@ class Line:
     async def __aenter__(self) -> Line:
         self._timers = await self._stack.enter_async_context(LineTimers(self.store, self.clock))
         self._tasks = [asyncio.create_task(self._drive(c), name=f"line-{c.name}") for c in self.site.cabinets]
+        # Periodic, so nothing to persist: the scheduler's in-memory store (timers keep no code in the database).
+        for cabinet in self.site.cabinets:
+            self._timers.scheduler.add_job(
+                self.check_health, "interval", seconds=self.health_every_s, args=[cabinet], id=f"health-{cabinet.name}"
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -214,6 +223,39 @@ class Line:
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
+
+    async def check_health(self, cabinet: CabinetConfig) -> str | None:
+        """``*IDN?`` and the error queue of an idle cabinet this line leases; an alarm when either is wrong.
+
+        Returns the problem (None when healthy, busy, or not ours). A running job's supervisor polls its cabinet
+        anyway, so a busy cabinet is left alone: one connection per instrument.
+        """
+        slot = self.slots[cabinet.name]
+        if not slot.leased or slot.job_id is not None:
+            return None
+        problem: str | None = None
+        try:
+            async with ScpiSession(cabinet.resource, timeout_s=cabinet.timeout_s, name=cabinet.name) as session:
+                identity = await Bt2200Cycler(session).identify()
+                errors = await session.check_errors("health check")
+            if errors:
+                listed = "; ".join(f"{e.code} {e.scpi_message}" for e in errors[:5])
+                problem = f"{identity}: {len(errors)} error(s) in its queue: {listed}"
+        except FormationError as exc:
+            problem = f"does not answer: {exc}"
+        if problem is not None:
+            slot.last_error = problem
+            self._event(f"cabinet {cabinet.name}: health check: {problem}")
+            with contextlib.suppress(FormationError):
+                await asyncio.to_thread(
+                    self.store.add_alarm,
+                    ts_s=self.clock.now(),
+                    severity="warning",
+                    code="health_check",
+                    message=f"cabinet {cabinet.name} {problem}",
+                    cabinet=cabinet.name,
+                )
+        return problem
 
     async def _keep_lease(self, keeper: CabinetLeaseKeeper) -> None:
         """Renew the lease every third of its length while a job runs; set ``lost`` when it is gone."""

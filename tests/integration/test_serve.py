@@ -377,3 +377,22 @@ def test_run_launch_queues_with_its_start_time_and_abort_of_a_queued_job_touches
         assert {r.state for r in store.job_runs(1)} == {"aborted"}
     assert main([*args, "--cells", str(tmp_path / "cells.csv"), "--at", at, "--foreground"]) == 2
     assert "--at" in capsys.readouterr().err
+
+
+async def test_health_checks_find_a_silent_or_erroring_idle_cabinet(store: Store) -> None:
+    async with plant() as (_, site, clock):
+        silent = CabinetConfig(name="cab9", resource="TCPIP0::127.0.0.1::9::SOCKET", channels=8, timeout_s=0.5)
+        site = SiteConfig(cabinets=(*site.cabinets, silent), clock_scale=SCALE)
+        async with Line(site, store, clock, lease_s=6.0, health_every_s=3600.0) as line:
+            cabinet = site.cabinets[0]
+            assert await until(lambda: line.slots["cab1"].leased and line.slots["cab9"].leased, 5.0)
+            assert await line.check_health(cabinet) is None  # idle and well
+            async with ScpiSession(cabinet.resource, timeout_s=2.0) as session:
+                await session.write("BOGUS:COMMAND")  # leaves -113 in the instrument's error queue
+            problem = await line.check_health(cabinet)
+            assert problem is not None and "-113" in problem
+            assert await line.check_health(cabinet) is None  # the check drained it
+            problem = await line.check_health(silent)
+            assert problem is not None and problem.startswith("does not answer")
+    alarms = {a.cabinet: a.message for a in store.alarms() if a.code == "health_check"}
+    assert set(alarms) == {"cab1", "cab9"} and "-113" in alarms["cab1"]
