@@ -205,17 +205,20 @@ def check_app_reads(cli: Callable[..., Ran], url: str, tmp_path: Path) -> None:
     graded = cli("grade", "DEMO-LOT", "--rules", str(FIXTURE_RULES), "--out", str(tmp_path / "r.csv"), "--db", url)
     assert graded.returncode == 0, graded.stderr
     with (tmp_path / "r.csv").open(newline="") as f:
-        report = {row["cell_id"]: (row["grade"], float(row["capacity_ah"])) for row in csv.DictReader(f)}
-    old = {r[1]: (r[4], r[6]) for r in fixture_rows("grade")}  # cell_id: (grade, capacity_ah)
-    assert report.keys() == old.keys()
-    for cell, (grade, capacity_ah) in report.items():
-        assert grade == old[cell][0] and capacity_ah == pytest.approx(old[cell][1], rel=1e-6)
+        report = {row["cell_id"]: row["grade"] for row in csv.DictReader(f)}
+    # cell_id: (grade, capacity_ah, dcir_mohm, k_mv_per_day, ocv_v) as the old code stored them
+    old = {r[1]: (r[4], *r[6:10]) for r in fixture_rows("grade")}
+    assert report == {cell: values[0] for cell, values in old.items()}
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT count(*) FROM grade")).scalar_one() == FIXTURE_ROWS["grade"]
+            query = "SELECT cell_id, grade, capacity_ah, dcir_mohm, k_mv_per_day, ocv_v FROM grade"
+            new = {row[0]: tuple(row[1:]) for row in conn.execute(sa.text(query))}
     finally:
         engine.dispose()
+    assert new.keys() == old.keys()  # replaced, not added: same cells, rules hash and runs
+    for cell, (grade, *metrics) in new.items():
+        assert grade == old[cell][0] and metrics == pytest.approx(list(old[cell][1:]), rel=1e-9)
 
 
 def test_fixture_database_upgrades_and_keeps_its_data(cli: Callable[..., Ran], tmp_path: Path) -> None:

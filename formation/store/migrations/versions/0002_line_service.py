@@ -1,9 +1,11 @@
 """Everything the models gained between revision 0001 and the first migrations, additive only.
 
 - ``step_result.cycle``, ``sample.cycle``: the cycle number of a step in a repeat block (0 outside any block).
+- ``sample.sub_step``: the instrument step within a recipe step's sequence (a DCIR's rest 1, its pulse 2; 0 unknown).
 - ``job.continue_count``: how many times `formation run continue` released a job's hold steps.
 - ``job.start_after_s``, ``job.owner``: the job queue of `formation serve` (start time, claiming daemon).
 - ``cabinet_lease``: which daemon drives a cabinet until when.
+- ``rack_position``: where a cell sits in the ageing room (one cell per place).
 - ``line_timers``: long-horizon timers as plain rows. The age checkpoints still pending in APScheduler's old job
   store (``apscheduler_jobs``, which formation no longer reads) are carried over from its plain columns, the job id
   ``ocv:{cabinet}:{run}:{step}:{k}`` and ``next_run_time``; its pickles are never unpickled. The old table is left
@@ -33,7 +35,7 @@ depends_on: str | None = None
 
 def _counter(name: str) -> sa.Column[int]:
     # NOT NULL with a server default: SQLite and PostgreSQL add it in place (no table copy) and give existing rows
-    # 0, which is what "outside any repeat block" and "never released" mean.
+    # 0, which is what "outside any repeat block", "never released" and "sub-step unknown" mean.
     return sa.Column(name, sa.Integer(), server_default="0", nullable=False)
 
 
@@ -46,7 +48,7 @@ def _new_columns() -> dict[str, list[sa.Column[Any]]]:
             sa.Column("owner", sa.String(), nullable=True),
         ],
         "step_result": [_counter("cycle")],
-        "sample": [_counter("cycle")],
+        "sample": [_counter("cycle"), _counter("sub_step")],
     }
 
 
@@ -70,6 +72,15 @@ def _new_tables() -> dict[str, list[Any]]:
             sa.Column("k", sa.Integer(), nullable=False),
             sa.Column("due_unix_s", sa.Float(), nullable=False),
             sa.PrimaryKeyConstraint("id"),
+        ],
+        "rack_position": [
+            sa.Column("cell_id", sa.String(), nullable=False),
+            sa.Column("rack", sa.String(length=200), nullable=False),
+            sa.Column("position", sa.Integer(), nullable=False),
+            sa.Column("loaded_s", sa.Float(), nullable=False),
+            sa.PrimaryKeyConstraint("cell_id"),
+            sa.UniqueConstraint("rack", "position", name="uq_rack_position_place"),
+            sa.ForeignKeyConstraint(["cell_id"], ["cell.id"]),
         ],
     }
 
@@ -99,7 +110,8 @@ def _checkpoint(job_id: str, due: Any, job_of_run: dict[int, int]) -> dict[str, 
 def _carry_over_checkpoints(bind: sa.Connection) -> None:
     jobs = sa.table("apscheduler_jobs", sa.column("id", sa.String()), sa.column("next_run_time", sa.Float()))
     run = sa.table("run", sa.column("id", sa.Integer()), sa.column("job_id", sa.Integer()))
-    timers = sa.table("line_timers", *(sa.column(c.name, c.type) for c in _new_tables()["line_timers"][:-1]))
+    columns = [sa.column(c.name, c.type) for c in _new_tables()["line_timers"] if isinstance(c, sa.Column)]
+    timers = sa.table("line_timers", *columns)
     job_of_run = {int(r): int(j) for r, j in bind.execute(sa.select(run.c.id, run.c.job_id))}
     known = set(bind.execute(sa.select(timers.c.id)).scalars())
     rows = [
