@@ -30,9 +30,27 @@ def status(
     mqtt: MqttOpt = None,
     site: Annotated[Path | None, typer.Option(help="Site configuration (TOML): its line only, and its broker")] = None,
     wait: Annotated[float, typer.Option(help="Seconds to listen before printing (events come only meanwhile)")] = 1.0,
+    database: Annotated[
+        bool, typer.Option("--database", help="Read the site's database instead (leases, open jobs, alarms)")
+    ] = False,
+    db: Annotated[str | None, typer.Option(help="Database URL for --database (overrides the site's)")] = None,
 ) -> None:
-    """Print the line's state from the MQTT feed once: status, cabinets, chambers, racks, lots, latest events."""
+    """Print the line's state from the MQTT feed once: status, cabinets, chambers, racks, lots, latest events.
+
+    With --database, print what the database holds instead: which daemon drives which cabinet, the jobs running,
+    queued and interrupted, and the latest alarms.
+    """
     import asyncio
+
+    if database:
+        if mqtt is not None:
+            raise InputError("--mqtt", "--database reads the database, not the feed: give one of them")
+        from formation.cli.status_db import print_database_status
+
+        print_database_status(site, db)
+        return
+    if db is not None:
+        raise InputError("--db", "a database URL goes with --database")
 
     from formation.config import SiteConfig, apply_env, load_site_config
     from formation.feed.url import broker_url, mqtt_from_url

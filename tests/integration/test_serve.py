@@ -369,6 +369,12 @@ def test_run_launch_queues_with_its_start_time_and_abort_of_a_queued_job_touches
         job = store.get_job(1)
         assert job is not None and job.state == JobState.QUEUED
         assert job.start_after_s == pytest.approx(datetime.fromisoformat(at).timestamp())
+    assert main(["status", "--database", "--site", str(site)]) == 0
+    shown = capsys.readouterr().out
+    assert "not driven" in shown and "queued" in shown and "2 pending" in shown
+    assert main(["status", "--database", "--site", str(site), "--mqtt", "mqtt://127.0.0.1:1883"]) == 2
+    assert main(["status", "--db", "sqlite:///x.db"]) == 2
+    assert len([line for line in capsys.readouterr().err.splitlines() if line.strip()]) == 2
     # Aborting it needs no instrument (this one's port answers nothing): it never started.
     assert main(["run", "abort", "1", "--site", str(site)]) == 0
     assert "aborted before it started (2 runs)" in capsys.readouterr().out
