@@ -148,6 +148,19 @@ def _newer(state: SchemaState) -> SchemaError:
     )
 
 
+#: Key of the PostgreSQL advisory lock that serialises schema creation and upgrades (any constant unique to us).
+_SCHEMA_LOCK_KEY = 0x666F726D6174  # "format"
+
+
+def _lock_schema(conn: Connection) -> None:
+    """On PostgreSQL, wait for any other process creating or upgrading the schema (released at commit).
+
+    Two daemons starting on a new plant database would otherwise both find it empty and race to create it.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
+
+
 def ensure_schema(engine: Engine) -> SchemaState:
     """Create a new database at head (every table, then the revision stamp), or check one is at head.
 
@@ -155,6 +168,9 @@ def ensure_schema(engine: Engine) -> SchemaState:
     """
     with engine.begin() as conn:
         state = read_state(conn)
+        if not state.current:
+            _lock_schema(conn)
+            state = read_state(conn)  # as the process that held the lock left it
         if state.current:
             return state
         if state.empty:
@@ -190,6 +206,7 @@ def upgrade(engine: Engine) -> Upgrade:
     revision this code does not know is refused with SchemaError before anything is written.
     """
     with engine.begin() as conn:
+        _lock_schema(conn)
         before = read_state(conn)
         if not before.known:
             raise _newer(before)

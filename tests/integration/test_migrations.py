@@ -8,6 +8,7 @@ import csv
 import pickle
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,6 +322,35 @@ def test_unversioned_database_made_between_revisions_upgrades(tmp_path: Path) ->
         assert drift(engine) == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.services
+def test_processes_opening_a_new_postgres_database_at_once_all_get_it(postgres_url: str) -> None:
+    # Two daemons started together on a new plant database: one creates the schema, the others wait and find it.
+    engines = [make_engine(postgres_url) for _ in range(4)]
+    barrier, errors = threading.Barrier(len(engines)), []
+
+    def open_it(engine: sa.Engine) -> None:
+        barrier.wait()
+        try:
+            migrate.ensure_schema(engine)
+        except Exception as exc:  # collected: a failure in a thread would otherwise pass unseen
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it, args=(e,)) for e in engines]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert errors == []
+        with engines[0].connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [
+                migrate.head_revision()
+            ]
+    finally:
+        for engine in engines:
+            engine.dispose()
 
 
 # -- refusals ------------------------------------------------------------------------------------------------
