@@ -251,25 +251,45 @@ class CellPopulation:
         residual = ocv(soc0) + rest_v
         if hyst_v:
             residual = residual + hyst_v * self.hysteresis
+        p = self.preset
         if self._sei_active:
             x = self.sei_remaining_ah * self._inv_sei_scale_ah
-            charge_gain = soc_per_ah / (1.0 + x)  # d soc / d I while charging (SEI takes the rest)
+            share = x / (1.0 + x)  # of the charge, what the SEI takes (before the formation-condition factor)
+            charge_gain = soc_per_ah * (1.0 - share)  # d soc / d I while charging
             gain = np.where(residual < 0.0, charge_gain, soc_per_ah)
         else:
             charge_gain = gain = soc_per_ah
         current_a = -residual / (ocv.slope_v(soc0) * gain + r_eff_ohm)
         # Newton on a piecewise-linear monotone residual: exact once the end SOC stays in one table segment,
-        # which a step rarely leaves, so two corrections are plenty.
-        for _ in range(_NEWTON_CORRECTIONS):
+        # which a step rarely leaves, so two corrections are plenty; the SEI's current-dependent loss and the
+        # hysteresis branch are smooth and take one more.
+        corrections = _NEWTON_CORRECTIONS + (1 if self._sei_active or hyst_v else 0)
+        for _ in range(corrections):
             if self._sei_active:
+                factor = formation_loss_factor(
+                    current_a, p.nominal_capacity_ah, self.temperature_c, p.sei_loss_per_ln_c_rate, p.sei_loss_per_k
+                )
+                charge_gain = soc_per_ah * np.maximum(1.0 - factor * share, 0.0)
                 gain = np.where(current_a > 0.0, charge_gain, soc_per_ah)
             soc_end = soc0 + gain * current_a
             residual = ocv(soc_end) + r_eff_ohm * current_a + rest_v
+            slope = ocv.slope_v(soc_end) * gain + r_eff_ohm
             if hyst_v:
                 # The branch moves with the charge of this very step (the one nonlinearity besides the OCV).
-                h_end = hysteresis_step(self.hysteresis, current_a * (dt_s / _S_PER_H), self._hyst_scale_ah)
+                charge_ah = current_a * (dt_s / _S_PER_H)
+                h_end = hysteresis_step(self.hysteresis, charge_ah, self._hyst_scale_ah)
                 residual = residual + hyst_v * h_end
-            current_a -= residual / (ocv.slope_v(soc_end) * gain + r_eff_ohm)
+                # d h_end / d I = (1 - h·sign(I)) · exp(-|q|/s) · (dt/3600) / s, never negative.
+                decay = np.exp(-np.abs(charge_ah) / self._hyst_scale_ah)
+                slope = (
+                    slope
+                    + hyst_v
+                    * (1.0 - self.hysteresis * np.sign(current_a))
+                    * decay
+                    * (dt_s / _S_PER_H)
+                    / self._hyst_scale_ah
+                )
+            current_a -= residual / slope
         return current_a
 
     def step(
