@@ -44,10 +44,11 @@ def _engine(site: Path | None, db: str | None) -> Iterator[tuple[Engine, str]]:
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-    from formation.config import SiteConfig, load_site_config
+    from formation.config import SiteConfig, apply_env, load_site_config
     from formation.store import make_engine
 
-    url = db or (load_site_config(site) if site is not None else SiteConfig()).database_url
+    # Without a site file the defaults and FORMATION_DATABASE_URL apply, as a site file's values would be overridden.
+    url = db or (load_site_config(site) if site is not None else apply_env(SiteConfig())).database_url
     field = "--db" if db else "database"
     shown = _shown(url)
     try:

@@ -386,7 +386,8 @@ def test_partial_unversioned_schema_is_refused(tmp_path: Path) -> None:
 def test_db_commands_refuse_bad_databases_in_one_line(cli: Callable[..., Ran], tmp_path: Path) -> None:
     (tmp_path / "text.db").write_text("not a database\n")
     newer = tmp_path / "newer.db"
-    Store(sqlite_url(newer)).create_schema()
+    with Store(sqlite_url(newer)) as made:
+        made.create_schema()
     with sqlite3.connect(newer) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     cases = [
@@ -412,6 +413,16 @@ def test_db_commands_refuse_bad_databases_in_one_line(cli: Callable[..., Ran], t
     site = tmp_path / "site.toml"
     site.write_text(f'[database]\nurl = "{sqlite_url(tmp_path / "missing.db")}"\n')
     assert "database: no SQLite database file at" in one_line_error(cli("db", "upgrade", "--site", str(site)))
+
+
+def test_db_commands_without_a_site_take_the_environment(
+    cli: Callable[..., Ran], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(sqlite_url(tmp_path / "env.db")) as made:
+        made.create_schema()
+    monkeypatch.setenv("FORMATION_DATABASE_URL", sqlite_url(tmp_path / "env.db"))
+    ran = cli("db", "current")
+    assert ran.returncode == 0 and "env.db" in ran.stdout and "the newest this formation knows" in ran.stdout
 
 
 def test_db_current_of_an_empty_database(cli: Callable[..., Ran], tmp_path: Path) -> None:
