@@ -30,6 +30,8 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
 )
 #: A block may carry the cycle number as a tenth column (the orchestrator's do); without it, cycle 0 is stored.
 SAMPLE_COLUMNS_WITH_CYCLE: tuple[str, ...] = (*SAMPLE_COLUMNS, "cycle")
+#: ... and the instrument sub-step as an eleventh (the orchestrator's do); without it, sub-step 0 (unknown).
+SAMPLE_BLOCK_COLUMNS: tuple[str, ...] = (*SAMPLE_COLUMNS_WITH_CYCLE, "sub_step")
 
 
 def _bigint_pk() -> Column[int]:
@@ -209,6 +211,9 @@ class Sample(SQLModel, table=True):
     temperature_c: float | None = None
     #: The cycle number of the record's step (``StepResult.cycle``).
     cycle: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    #: The instrument step of the recipe step's sequence (1-based: a dcir's baseline rest 1, its pulse 2), so a
+    #: step interrupted by a host crash is measured from its stored records; 0 where unknown (older rows).
+    sub_step: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Alarm(SQLModel, table=True):

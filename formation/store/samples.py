@@ -12,18 +12,18 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection
 
-from formation.store.models import SAMPLE_COLUMNS_WITH_CYCLE, Sample
+from formation.store.models import SAMPLE_BLOCK_COLUMNS, SAMPLE_COLUMNS, Sample
 
-_INT_COLUMNS = frozenset({"run_id", "rec", "step_index", "cycle"})
-#: Every block is written with its cycle column (blocks without one get cycle 0).
-_COLUMNS = SAMPLE_COLUMNS_WITH_CYCLE
+_INT_COLUMNS = frozenset({"run_id", "rec", "step_index", "cycle", "sub_step"})
+#: Every block is written with its cycle and sub-step columns (blocks without them get 0).
+_COLUMNS = SAMPLE_BLOCK_COLUMNS
 
 #: Native structured dtype of a block's rows: integers where the table has integers.
 ROW_DTYPE = np.dtype([(name, np.int64 if name in _INT_COLUMNS else np.float64) for name in _COLUMNS])
 
 # PostgreSQL binary COPY: every field is a big-endian int32 length then the value; 4-byte ints for INTEGER
 # columns, 8-byte for BIGINT and DOUBLE PRECISION. The widths must match the column types in models.py.
-_PG_WIDTH = {"run_id": ">i4", "rec": ">i8", "step_index": ">i4", "cycle": ">i4"}
+_PG_WIDTH = {"run_id": ">i4", "rec": ">i8", "step_index": ">i4", "cycle": ">i4", "sub_step": ">i4"}
 _PG_DTYPE = np.dtype(
     [("nfields", ">i2")]
     + [field for name in _COLUMNS for field in ((f"len_{name}", ">i4"), (name, _PG_WIDTH.get(name, ">f8")))]
@@ -33,15 +33,15 @@ _PG_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
 
 def check_block(block: np.ndarray) -> np.ndarray:
-    """``block`` as a C-contiguous float64 array of shape (n, 10), the cycle last (0 added to a block of shape
-    (n, 9), the SAMPLE_COLUMNS alone); ValueError for any other shape."""
+    """``block`` as a C-contiguous float64 array of shape (n, 11): the SAMPLE_COLUMNS, the cycle and the sub-step
+    (0 added for those a block of shape (n, 9) or (n, 10) lacks); ValueError for any other shape."""
     arr = np.ascontiguousarray(block, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] not in (len(_COLUMNS) - 1, len(_COLUMNS)):
-        raise ValueError(
-            f"sample block must have shape (n, {len(_COLUMNS) - 1}) or (n, {len(_COLUMNS)}), got {arr.shape}"
-        )
-    if arr.shape[1] == len(_COLUMNS) - 1:
-        arr = np.column_stack([arr, np.zeros(len(arr))])
+    widths = range(len(SAMPLE_COLUMNS), len(_COLUMNS) + 1)
+    if arr.ndim != 2 or arr.shape[1] not in widths:
+        shapes = ", ".join(f"(n, {w})" for w in widths[:-1]) + f" or (n, {widths[-1]})"
+        raise ValueError(f"sample block must have shape {shapes}, got {arr.shape}")
+    if arr.shape[1] < len(_COLUMNS):
+        arr = np.column_stack([arr, np.zeros((len(arr), len(_COLUMNS) - arr.shape[1]))])
     return arr
 
 

@@ -407,16 +407,17 @@ class Store:
                 _update_runs(conn, run_updates)
         return written
 
-    def samples(self, run_id: int, *, with_cycle: bool = False) -> pd.DataFrame:
-        """The samples of a run in record order, one column per SAMPLE_COLUMNS name (and ``cycle`` if asked)."""
+    def samples(self, run_id: int, *, with_cycle: bool = False, with_sub_step: bool = False) -> pd.DataFrame:
+        """The samples of a run in record order, one column per SAMPLE_COLUMNS name (and ``cycle``, ``sub_step``
+        if asked)."""
         sample_t = _table(Sample)
-        columns = [*SAMPLE_COLUMNS, "cycle"] if with_cycle else list(SAMPLE_COLUMNS)
+        columns = [*SAMPLE_COLUMNS, *(["cycle"] if with_cycle else []), *(["sub_step"] if with_sub_step else [])]
         stmt = select(*[sample_t.c[c] for c in columns]).where(sample_t.c.run_id == run_id)
         with self._begin() as conn:
             rows = conn.execute(stmt.order_by(sample_t.c.rec, sample_t.c.id)).all()
         frame = pd.DataFrame(rows, columns=columns)
         # SQLite hands back NaN measurements as NULL; None -> NaN keeps every measured column float64.
-        ints = ("run_id", "rec", "step_index", "cycle")
+        ints = ("run_id", "rec", "step_index", "cycle", "sub_step")
         return frame.astype({c: "int64" if c in ints else "float64" for c in columns})
 
     def max_sample_rec(self, job_id: int) -> int | None:

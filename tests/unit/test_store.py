@@ -301,6 +301,26 @@ def test_samples_written_in_batches_read_back_exactly(store: Store) -> None:
     assert store.samples(999).empty
 
 
+def test_samples_keep_their_cycle_and_instrument_sub_step(store: Store) -> None:
+    _, (r1, r2) = launch(store)
+    block = sample_block(r1, 6)
+    cycle, sub_step = np.array([0, 0, 1, 1, 2, 2]), np.array([1, 1, 1, 2, 2, 2])
+    full = np.column_stack([block, cycle, sub_step])  # the orchestrator's block: cycle, then sub-step
+    assert store.write_samples(full) == 6
+    assert store.write_samples(sample_block(r2, 2)) == 2  # a block without them: both 0
+    frame = store.samples(r1, with_cycle=True, with_sub_step=True)
+    assert list(frame.columns) == [*SAMPLE_COLUMNS, "cycle", "sub_step"]
+    assert frame["sub_step"].dtype == np.int64 and frame["sub_step"].tolist() == sub_step.tolist()
+    assert frame["cycle"].tolist() == cycle.tolist()
+    assert list(store.samples(r1, with_sub_step=True).columns) == [*SAMPLE_COLUMNS, "sub_step"]
+    assert store.samples(r2, with_cycle=True, with_sub_step=True)[["cycle", "sub_step"]].to_numpy().tolist() == [
+        [0, 0],
+        [0, 0],
+    ]
+    with pytest.raises(ValueError, match=r"shape \(n, 9\), \(n, 10\) or \(n, 11\)"):
+        store.write_samples(np.zeros((2, 12)))
+
+
 def test_write_samples_commits_the_run_cursor_atomically(store: Store) -> None:
     _, (r1, _) = launch(store)
     assert store.write_samples(sample_block(r1, 10), run_updates=[{"id": r1, "last_rec": 10}]) == 10

@@ -9,7 +9,7 @@ from formation.orchestrator.run import ChannelRun
 
 #: Log columns copied into a sample block, after the run id and before the step index (store.write_samples).
 SAMPLE_SOURCE = ("rec", "time_s", "step_time_s", "voltage_v", "current_a", "step_ah", "temp_c")
-SAMPLE_WIDTH = len(SAMPLE_SOURCE) + 3  # run id, step index and the cycle number besides
+SAMPLE_WIDTH = len(SAMPLE_SOURCE) + 4  # run id, step index, cycle number and instrument sub-step besides
 
 
 class RunIndex:
@@ -56,7 +56,8 @@ class RunIndex:
         return records[mine], idx[mine]
 
     def samples(self, records: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        """The sample block of located records: run id, rec, time, step index, step time, V, A, Ah, °C, cycle."""
+        """The sample block of located records: run id, rec, time, step index, step time, V, A, Ah, °C, cycle and
+        the instrument sub-step (a dcir's rest 1, its pulse 2: a step cut by a crash is measured from them)."""
         if not len(records):
             return np.empty((0, SAMPLE_WIDTH))
         cols = [LOG_COL[c] for c in SAMPLE_SOURCE]
@@ -68,6 +69,7 @@ class RunIndex:
                 self._step_idx[idx],
                 records[:, cols[2:]],
                 self._cycle[idx],
+                records[:, LOG_COL["step"]],
             ]
         )
 
