@@ -1,12 +1,13 @@
 """A stand-in orchestrator for the wall display's tests: publishes one line's feed to a real broker.
 
-``python display_publisher.py HOST PORT SITE LINE retained`` publishes a 256-channel cabinet, a chamber, a rack
-and a lot's grading (retained), the status online, and exits: what a display starting later must show at once.
+:func:`retained` publishes a 256-channel cabinet, a chamber, a rack and a lot's grading (retained) and the status
+online: what a display starting later must show at once.
 
-``… live INTERVAL_S`` connects with the offline status as its will, publishes the status online and the cabinet
-state every INTERVAL_S, prints ``ready``, and takes commands on stdin: ``CHANNEL STATE`` changes a channel
-(published on its channel topic and in the following cabinet states) and prints ``ok``. Killing it with SIGKILL
-leaves the broker to publish the will.
+``python display_publisher.py HOST PORT SITE LINE INTERVAL_S`` waits for ``go`` on stdin (so a test can start it
+early and pay its start-up meanwhile), connects with the offline status as its will, publishes the status online
+and the cabinet state every INTERVAL_S, prints ``ready``, and takes commands on stdin: ``CHANNEL STATE`` changes a
+channel (published on its channel topic and in the following cabinet states) and prints ``ok``. Killing it with
+SIGKILL leaves the broker to publish the will.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ async def retained(client: aiomqtt.Client, topics: Topics) -> None:
 
 async def live(host: str, port: int, topics: Topics, interval_s: float) -> None:
     """Publish like a running orchestrator until killed."""
+    assert (await asyncio.to_thread(sys.stdin.readline)).strip() == "go"
     will = aiomqtt.Will(topics.status(), status("offline", interval_s), qos=1, retain=True)
     states = ["running"] * CHANNELS
     async with aiomqtt.Client(host, port, will=will, keepalive=5) as client:
@@ -108,13 +110,8 @@ async def live(host: str, port: int, topics: Topics, interval_s: float) -> None:
 
 async def main(argv: list[str]) -> None:
     """Entry point (see the module docstring)."""
-    host, port, site, line, mode = argv[:5]
-    topics = Topics(site, line)
-    if mode == "retained":
-        async with aiomqtt.Client(host, int(port)) as client:
-            await retained(client, topics)
-    else:
-        await live(host, int(port), topics, float(argv[5]))
+    host, port, site, line, interval_s = argv[:5]
+    await live(host, int(port), Topics(site, line), float(interval_s))
 
 
 if __name__ == "__main__":

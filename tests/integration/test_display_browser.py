@@ -94,6 +94,14 @@ def _clear_retained(host: str, port: int, topics: list[str]) -> None:
     asyncio.run(clear())
 
 
+async def _publish_retained(host: str, port: int, topics: Topics) -> None:
+    import aiomqtt
+    from display_publisher import retained  # beside this file
+
+    async with aiomqtt.Client(host, port) as client:
+        await retained(client, topics)
+
+
 def _publisher(host: str, port: int, site: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, str(PUBLISHER), host, str(port), site, "l1", *args],
@@ -134,10 +142,11 @@ def test_the_page_loads_from_retained_state_changes_colour_and_goes_stale_when_t
     ]
     procs: list[subprocess.Popen[str]] = []
     try:
-        # 1. The retained state, from a process that has exited before the display starts.
-        once = _publisher(host, port, site, "retained")
-        procs.append(once)
-        assert once.wait(timeout=30) == 0, once.stderr.read() if once.stderr else ""
+        # The live publisher of step 3 starts now and waits: its start-up overlaps the steps before.
+        live = _publisher(host, port, site, "0.5")
+        procs.append(live)
+        # 1. The retained state, published (by a connection closed since) before the display starts.
+        asyncio.run(_publish_retained(host, port, topics))
 
         # 2. The display, as a user starts it; --port 0 takes a free port and prints it.
         display = subprocess.Popen(
@@ -188,9 +197,9 @@ def test_the_page_loads_from_retained_state_changes_colour_and_goes_stale_when_t
         assert tip.is_displayed() and "step 1 form (charge)" in tip.text and "3.408 V" in tip.text
 
         # 3. A live publisher: the page is fresh while it publishes.
-        live = _publisher(host, port, site, "live", "0.5")
-        procs.append(live)
         assert live.stdout is not None and live.stdin is not None
+        live.stdin.write("go\n")
+        live.stdin.flush()
         assert live.stdout.readline().strip() == "ready", live.stderr.read() if live.stderr else ""
         _wait("a fresh page", lambda: not browser.execute_script("return document.body.classList.contains('stale')"))
 
