@@ -83,7 +83,7 @@ def demo(
     from formation.cli.feed import demo_feed_config
     from formation.cli.progress import step_summary_table
     from formation.cli.run import output_dir
-    from formation.grading import builtin_rules, resolve_rules
+    from formation.grading import builtin_rules, check_rules_cycles, resolve_rules
     from formation.orchestrator.inputs import CellEntry
     from formation.orchestrator.job import assign_cells
     from formation.recipes import resolve_recipe
@@ -99,6 +99,8 @@ def demo(
     r = resolve_recipe(recipe)
     cell_preset = choose_preset(r, preset)
     grading_rules = resolve_rules(rules) if rules else resolve_rules(r.name) if r.name in builtin_rules() else None
+    if grading_rules is not None:
+        check_rules_cycles(grading_rules, r)
     output_dir(out, "--out")
     feed_config = demo_feed_config(mqtt)
     if display:  # the display shows the feed, so --display publishes it, every second: the clock runs fast
@@ -249,14 +251,18 @@ def poll_interval_s(scale: float) -> float:
 
 
 def is_formation_route(recipe: Recipe, nominal_capacity_ah: float) -> bool:
-    """Whether ``recipe`` begins with a slow first charge (≤ FORMATION_MAX_C_RATE): a route for fresh cells."""
+    """Whether ``recipe`` is a route for fresh cells: it begins with a slow first charge (≤ FORMATION_MAX_C_RATE),
+    or it is a pre-formation screen (a ``precheck`` and no step that moves current)."""
     from formation.recipes import ChargeStep, DischargeStep
+    from formation.recipes.model import NO_CURRENT_KINDS
 
     for step in recipe.steps:
         if isinstance(step, ChargeStep | DischargeStep):
             c_rate = step.current.resolve_a(nominal_capacity_ah) / nominal_capacity_ah
             return isinstance(step, ChargeStep) and c_rate <= FORMATION_MAX_C_RATE + 1e-9
-    return False
+    return any(step.kind == "precheck" for step in recipe.steps) and all(
+        step.kind in NO_CURRENT_KINDS for step in recipe.steps
+    )
 
 
 def empty_soc(preset: CellPreset) -> float:

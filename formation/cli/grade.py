@@ -27,6 +27,7 @@ def grade(
     from formation.cli.run import open_store, output_dir, output_file
     from formation.config import SiteConfig, apply_env, load_site_config
     from formation.grading import (
+        check_lot_cycles,
         grade_cells,
         load_lot_metrics,
         resolve_rules,
@@ -46,6 +47,7 @@ def grade(
     _, store = open_store(site, db)
     with store:
         cells = load_lot_metrics(store, lot, parsed)
+        check_lot_cycles(store, cells, parsed)  # a cycle the lot's recipe does not have: refused, nothing written
         ok = cells["fault"] == ""
         for metric, source in parsed.metrics.items():
             if ok.any() and cells.loc[ok, metric].isna().all():

@@ -48,12 +48,15 @@ def show(recipe: Annotated[str, typer.Argument(help="Recipe file or built-in nam
         f"max cell temperature {lim.max_cell_temperature_c} °C"
     )
     table = Table()
-    for col in ("#", "id", "kind", "what", "record"):
+    cycled = any(r.cycles)  # a recipe with a repeat block shows each step's cycle (blank outside any block)
+    for col in ("#", *(("cycle",) if cycled else ()), "id", "kind", "what", "record"):
         table.add_column(col)
     for i, step in enumerate(r.steps):
+        cycle = r.cycle_of(i)
         add_text_row(
             table,
             str(i),
+            *((str(cycle) if cycle else "",) if cycled else ()),
             step.id,
             step.kind,
             describe_step(step),

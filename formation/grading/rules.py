@@ -44,25 +44,37 @@ BOUND_KEYS: tuple[str, ...] = (
 )
 
 _SOURCE_KEYS: dict[str, frozenset[str]] = {
-    "capacity_ah": frozenset({"step"}),
-    "dcir_mohm": frozenset({"step", "at"}),
-    "k_mv_per_day": frozenset({"step"}),
-    "ocv_v": frozenset({"step"}),
+    "capacity_ah": frozenset({"step", "cycle"}),
+    "dcir_mohm": frozenset({"step", "at", "cycle"}),
+    "k_mv_per_day": frozenset({"step", "cycle"}),
+    "ocv_v": frozenset({"step", "cycle"}),
 }
+#: Which of a step's results a metric reads when the step runs in several cycles of a repeat block: the last
+#: (the default, and the only one a step outside any block has), the first, or the one of a given cycle number.
+CYCLE_LAST, CYCLE_FIRST = "last", "first"
+#: Largest cycle number a rules file may name (cycle numbers run on across the blocks of a recipe).
+MAX_CYCLE = 1_000_000
 _TOP_KEYS = frozenset({"name", "version", "description", "metrics", "grades"})
 
 
 @dataclass(frozen=True, slots=True)
 class MetricSource:
-    """Where a metric comes from: the recipe step id, and for DCIR the pulse-time key (``"10"`` or ``"iec"``)."""
+    """Where a metric comes from: the recipe step id, for DCIR the pulse-time key (``"10"`` or ``"iec"``), and
+    which cycle's result of that step (``"last"``, ``"first"`` or a cycle number ≥ 1)."""
 
     metric: str
     step: str
     at: str | None = None
+    cycle: str | int = CYCLE_LAST
 
-    def to_canonical(self) -> dict[str, str]:
-        """The canonical JSON form."""
-        return {"step": self.step} if self.at is None else {"step": self.step, "at": self.at}
+    def to_canonical(self) -> dict[str, str | int]:
+        """The canonical JSON form (``cycle`` only when not the default, so older rules keep their hash)."""
+        out: dict[str, str | int] = {"step": self.step}
+        if self.at is not None:
+            out["at"] = self.at
+        if self.cycle != CYCLE_LAST:
+            out["cycle"] = self.cycle
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +214,16 @@ def _parse_pulse_key(value: object, field_path: str, source: str) -> str:
     return f"{seconds:g}"  # the key format of StepResult.details["dcir_mohm"]
 
 
+def _parse_cycle(value: object, field_path: str, source: str) -> str | int:
+    if isinstance(value, str) and value.strip().lower() in (CYCLE_LAST, CYCLE_FIRST):
+        return value.strip().lower()
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= MAX_CYCLE:
+            raise _fail(field_path, f"cycle {value} is outside 1 … {MAX_CYCLE} (cycles are numbered from 1)", source)
+        return value
+    raise _fail(field_path, f"expected 'last', 'first' or a cycle number (1, 2, …), got {value!r}", source)
+
+
 def _parse_metrics(data: object, source: str) -> dict[str, MetricSource]:
     if not isinstance(data, Mapping) or not data:
         raise _fail("metrics", "required: a [metrics.<name>] table per metric, e.g. [metrics.capacity_ah]", source)
@@ -224,7 +246,8 @@ def _parse_metrics(data: object, source: str) -> dict[str, MetricSource]:
             if "at" not in table:
                 raise _fail(f"{where}.at", "required: the pulse time to grade on, e.g. '10s' (or 'iec')", source)
             at = _parse_pulse_key(table["at"], f"{where}.at", source)
-        out[metric] = MetricSource(metric, step.strip(), at)
+        cycle = _parse_cycle(table["cycle"], f"{where}.cycle", source) if "cycle" in table else CYCLE_LAST
+        out[metric] = MetricSource(metric, step.strip(), at, cycle)
     # Canonical order, so that the hash does not depend on the order of the tables in the file.
     return {m: out[m] for m in METRICS if m in out}
 

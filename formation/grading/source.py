@@ -8,14 +8,17 @@ steps are read (``StepDetails.from_json``, the store's one reader of that JSON),
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import Select, and_, func, select
 
-from formation.errors import InputError
-from formation.grading.rules import METRICS, Rules
+from formation.errors import InputError, RecipeError
+from formation.grading.cycles import check_rules_cycles
+from formation.grading.rules import CYCLE_FIRST, METRICS, Rules
+from formation.recipes import parse_recipe
 from formation.states import RunState
 from formation.store import Store
 from formation.store.models import Cell, Job, Recipe, Run, StepResult
@@ -71,6 +74,7 @@ def lot_query(lot: str, step_ids: list[str]) -> Select[Any]:
             last_end.c.last_ended_s.label("graded_at_s"),
             sr.c.step_index,
             sr.c.step_id,
+            sr.c.cycle,
             sr.c.ah,
             sr.c.details,
         )
@@ -102,6 +106,15 @@ def _metric_values(details: list[StepDetails], metric: str, at: str | None) -> n
     return np.array([d.metric(metric, at) for d in details], dtype=np.float64)
 
 
+def _source_rows(rows: pd.DataFrame, step: str, cycle: str | int) -> pd.DataFrame:
+    """Per cell, the result of ``step`` a metric reads: the last or first of them in the run (rows are ordered by
+    step index), or the one of cycle number ``cycle`` (none when the run did not reach that cycle)."""
+    mine = rows[rows["step_id"] == step]
+    if isinstance(cycle, int):
+        return mine[pd.to_numeric(mine["cycle"]) == cycle].drop_duplicates("cell_id", keep="last")
+    return mine.drop_duplicates("cell_id", keep="first" if cycle == CYCLE_FIRST else "last")
+
+
 def metrics_frame(rows: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     """One row per cell from the rows of :func:`lot_query`: traceability columns, ``fault`` and the metrics."""
     per_cell = rows.drop_duplicates("cell_id", keep="first").set_index("cell_id", drop=False)
@@ -119,20 +132,20 @@ def metrics_frame(rows: pd.DataFrame, rules: Rules) -> pd.DataFrame:
             "graded_at_s": pd.to_numeric(per_cell["graded_at_s"]).astype(np.float64),
         }
     )
-    parsed: dict[str, list[StepDetails]] = {}  # step id -> details, parsed once even if two metrics use it
+    parsed: dict[tuple[str, str | int], list[StepDetails]] = {}  # details parsed once even if two metrics use them
     for metric in METRICS:
         source = rules.metrics.get(metric)
         if source is None:
             cells[metric] = np.nan
             continue
-        # The latest result of that step in the run (rows are ordered by step index).
-        steps = rows[rows["step_id"] == source.step].drop_duplicates("cell_id", keep="last")
+        steps = _source_rows(rows, source.step, source.cycle)
         if metric == "capacity_ah":
             values = np.abs(pd.to_numeric(steps["ah"]).to_numpy(dtype=np.float64, na_value=np.nan))
         else:
-            if source.step not in parsed:
-                parsed[source.step] = [StepDetails.from_json(text) for text in steps["details"].tolist()]
-            values = _metric_values(parsed[source.step], metric, source.at)
+            key = (source.step, source.cycle)
+            if key not in parsed:
+                parsed[key] = [StepDetails.from_json(text) for text in steps["details"].tolist()]
+            values = _metric_values(parsed[key], metric, source.at)
         cells[metric] = pd.Series(values, index=steps["cell_id"].astype(str).to_numpy()).reindex(cells.index)
     return cells.reset_index(drop=True)
 
@@ -143,3 +156,18 @@ def load_lot_metrics(store: Store, lot: str, rules: Rules) -> pd.DataFrame:
         raise InputError("lot", f"no lot {lot!r} in the store")
     step_ids = sorted({s.step for s in rules.metrics.values()})
     return metrics_frame(store.query_frame(lot_query(lot, step_ids)), rules)
+
+
+def check_lot_cycles(store: Store, cells: pd.DataFrame, rules: Rules) -> None:
+    """Refuse (RulesError) rules naming a cycle number that a recipe of the lot's graded runs does not have."""
+    if not any(isinstance(source.cycle, int) for source in rules.metrics.values()):
+        return
+    for sha256 in sorted(set(cells["recipe_sha256"].dropna().astype(str))):
+        row = store.recipe(sha256)
+        if row is None:
+            continue
+        try:
+            recipe = parse_recipe(json.loads(row.body_json), f"recipe {row.name}")
+        except (RecipeError, ValueError):
+            continue  # a stored body this version cannot read: grading still works, there is just nothing to check
+        check_rules_cycles(rules, recipe)

@@ -142,6 +142,8 @@ class StepDetails:
             return _number(m.k_mv_per_day)
         if name == "ocv_v" and isinstance(m, AgeMeasurement) and m.ocv_v:
             return _number(m.ocv_v[-1])  # the last checkpoint
+        if name == "ocv_v" and isinstance(m, PrecheckMeasurement):
+            return _number(m.ocv_v)  # the OCV the pre-check found before any current
         return math.nan
 
 

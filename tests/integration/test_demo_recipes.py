@@ -11,11 +11,16 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import sqlite3
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from formation.cli import demo
@@ -34,6 +39,8 @@ EXPECTED_PRESET = {
     "ncm21700-capacity": "ncm21700-5ah",
     "ncm21700-dcir-soc": "ncm21700-5ah",
     "ncm21700-formation": "ncm21700-5ah",
+    "ncm21700-formation-3cycles": "ncm21700-5ah",
+    "ncm21700-precheck": "ncm21700-5ah",
 }
 
 # Rules for the capacity check, which ships without built-in rules (it neither forms nor ages).
@@ -124,7 +131,14 @@ def test_the_poll_interval_grows_with_the_scale_as_the_supervisor_polls() -> Non
 def test_formation_routes_get_fresh_cells_and_measurement_routes_formed_ones() -> None:
     recipes = [load_builtin(name) for name in builtin_recipes()]
     fresh = {r.name for r in recipes if demo.is_formation_route(r, r.nominal_capacity_ah)}
-    assert fresh == {"demo-ncm21700", "lfp-280ah-formation", "ncm21700-formation"}
+    # The pre-check alone is the pre-formation screen: cells as they come from assembly.
+    assert fresh == {
+        "demo-ncm21700",
+        "lfp-280ah-formation",
+        "ncm21700-formation",
+        "ncm21700-formation-3cycles",
+        "ncm21700-precheck",
+    }
 
 
 # -- refusals: one line, exit 2, nothing written ----------------------------------------------------------------
@@ -334,3 +348,71 @@ def test_lfp_280ah_formation_forms_280ah_lfp_cells(tmp_path: Path, capsys: pytes
         row = run.grades[cell]
         assert abs(float(row["capacity_ah"]) / 280.0 - 1.0) <= 0.03, row
         assert 0.1 <= float(row["dcir_mohm"]) < 1.0, row
+
+
+def test_the_precheck_route_screens_fresh_cells_without_current(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    route = Route("ncm21700-precheck", cells=8, scale=3000)
+    run = run_demo(route, tmp_path, capsys)
+    assert "formation demo: 8 simulated ncm21700-5ah cells (fresh), recipe ncm21700-precheck" in run.stdout
+    check_plausible_mix(run, route)
+    assert "first-cycle efficiency" not in run.stdout  # nothing was charged
+    screens = _step_results(tmp_path / "demo", "screen")
+    assert len(screens) == 8 and all(reason == "duration" and ah == 0.0 for ah, reason, _ in screens)
+    for _, _, details in screens:
+        # A fresh cell at the bottom of its OCV table; a leak defect drains far less than the 5 mV allowed.
+        assert abs(details["precheck_ocv_v"] - 2.509) < 0.005 and 0.0 <= details["precheck_drop_mv"] < 5.0
+        assert details["rejected"] == ""
+    for cell in run.good():
+        assert float(run.grades[cell]["ocv_v"]) == pytest.approx(2.509, abs=0.005)
+
+
+@pytest.mark.e2e
+def test_the_three_cycle_formation_stores_each_cycle_and_grades_the_last(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three formation cycles on fresh cells: 3 × the block's steps with cycle numbers, rests ended on dV/dt,
+    per-cycle capacity and efficiency in `run show`, the BDF export's cycle count valid for `bdf validate`, and the
+    grade taken from the last cycle's discharge."""
+    # ×5000 keeps the host polling every few hundred clock seconds: often enough to judge the 10 min dV/dt window.
+    route = Route("ncm21700-formation-3cycles", cells=8, scale=5000)
+    run = run_demo(route, tmp_path, capsys)
+    check_plausible_mix(run, route)
+    mean, lo, hi = run.first_cycle_pct()
+    assert 85.0 <= lo <= mean <= hi <= 92.0
+    out = tmp_path / "demo"
+    recipe = load_builtin(route.recipe)
+    with sqlite3.connect(out / "formation.db") as conn:
+        rows = conn.execute(
+            "SELECT r.cell_id, s.step_id, s.cycle, s.ah, s.end_reason FROM step_result s JOIN run r ON r.id = s.run_id "
+            "ORDER BY r.cell_id, s.step_index"
+        ).fetchall()
+    results = pd.DataFrame(rows, columns=["cell_id", "step_id", "cycle", "ah", "end_reason"])
+    for cell, mine in results.groupby("cell_id"):
+        assert mine["step_id"].tolist() == [step.id for step in recipe.steps], cell
+        assert mine["cycle"].tolist() == list(recipe.cycles) == [0, 0, 0, *[c for c in (1, 2, 3) for _ in range(4)], 0]
+        assert mine[mine["step_id"] == "relax"]["end_reason"].tolist() == ["dvdt"] * 3, cell
+        discharges = mine[mine["step_id"] == "discharge"]
+        assert discharges["end_reason"].tolist() == ["voltage"] * 3
+        # The grade reads the last cycle's discharge (rules: cycle = "last").
+        last = -float(discharges[discharges["cycle"] == 3]["ah"].iloc[0])
+        assert float(run.grades[str(cell)]["capacity_ah"]) == pytest.approx(last, abs=1e-4)
+    for cell in run.good():
+        assert abs(float(run.grades[cell]["capacity_ah"]) / 5.0 - 1.0) <= 0.03, run.grades[cell]
+
+    assert main(["run", "show", "1", "--db", f"sqlite:///{out / 'formation.db'}"]) == 0
+    shown = capsys.readouterr().out
+    cycle_rows = [line for line in shown.split("Per-cycle capacity")[1].splitlines() if "DEMO-0001" in line]
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in cycle_rows if line.count("│") == 7]
+    assert [row[2] for row in cells] == ["1", "2", "3"]
+    # Formed by the first cycle, the cell gives back nearly all it takes in the later ones.
+    assert all(97.0 <= float(row[5]) <= 100.5 for row in cells[1:]), cells
+
+    bdf_csv = out / "cell-DEMO-0001.csv"
+    cycle = pd.read_csv(bdf_csv)["Cycle Count / 1"].to_numpy()
+    assert (np.diff(cycle) >= 0).all() and set(cycle) == {0, 1, 2, 3}
+    bdf = shutil.which("bdf") or str(Path(sys.executable).with_name("bdf"))
+    report = subprocess.run([bdf, "validate", str(bdf_csv), "--json"], capture_output=True, text=True, timeout=60)
+    verdict = json.loads(report.stdout)
+    assert report.returncode == 0 and verdict["ok"], report.stdout

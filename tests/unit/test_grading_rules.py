@@ -55,8 +55,14 @@ def grades(*tables: str) -> str:
     return HEAD + "".join(f"[[grades]]\n{t}\n" for t in tables)
 
 
-#: Built-in recipes that measure one thing (no formation route): their rules grade what they measure.
-MEASUREMENT_RULES = {"ncm21700-capacity": ("capacity_ah",), "ncm21700-dcir-soc": ("dcir_mohm",)}
+#: Built-in recipes that give one metric: their rules grade what they measure (a capacity check, a DCIR map, the
+#: three-cycle formation with no DCIR or ageing, the pre-check's OCV).
+MEASUREMENT_RULES = {
+    "ncm21700-capacity": ("capacity_ah",),
+    "ncm21700-dcir-soc": ("dcir_mohm",),
+    "ncm21700-formation-3cycles": ("capacity_ah",),
+    "ncm21700-precheck": ("ocv_v",),
+}
 
 
 def test_builtin_rules_cover_every_builtin_recipe_and_parse() -> None:
