@@ -4,9 +4,11 @@ Pure (no I/O): :class:`FeedView` takes each received message with the display's 
 which parts of the page changed; the server turns those parts into JSON for the browsers. Everything here comes
 from the feed; the display never reads the database.
 
-A cabinet's channels come from two topics: the whole-cabinet state every feed interval and one channel's state on
-a change of run state or step. The newer of the two (by its ``ts``) wins per channel, so a channel that changes
-between two cabinet states shows the change at once and a late retained channel message never hides a newer
+On one topic the message received last wins: MQTT keeps one publisher's messages on a topic in order (the
+retained one first), and a ``ts`` may step back when an orchestrator restarts on a host whose clock did. A cabinet's
+channels come from two topics, though: the whole-cabinet state every feed interval and one channel's state on a
+change of run state or step. Between those two the newer (by ``ts``) wins per channel, so a channel that changes
+between two cabinet states shows the change at once and an old retained channel message never hides a newer
 cabinet state.
 """
 
@@ -35,8 +37,10 @@ from formation.feed.topics import TopicKind, Topics, parse_topic
 
 #: The feed interval assumed until the status payload names one (seconds).
 DEFAULT_INTERVAL_S = 15.0
-#: The feed is stale after this many feed intervals without any message.
+#: The feed is stale after this many feed intervals without any message, and never sooner than MIN_STALE_S (a very
+#: short interval would make the verdict flicker with the network's jitter).
 STALE_INTERVALS = 3.0
+MIN_STALE_S = 2.0
 #: How much chamber history the trend keeps (seconds of payload time) and its finest spacing.
 TREND_WINDOW_S = 30 * 60.0
 TREND_MIN_STEP_S = 2.0
@@ -114,7 +118,7 @@ class _Chamber:
     def add(self, state: ChamberState) -> None:
         t_s = state.ts.timestamp()
         if self.trend and t_s < self.trend[-1][0]:
-            return  # an older message (a retained one after a live one) adds nothing to the trend
+            self.trend.clear()  # time went back (a restarted publisher): a trend across it would mean nothing
         self.state = state
         if self.trend and t_s - self.trend[-1][0] < TREND_MIN_STEP_S:
             self.trend[-1] = (self.trend[-1][0], state.temperature_c, state.setpoint_c)
@@ -194,17 +198,12 @@ class FeedView:
                 return {("status", ""), ("health", "")}
             case CabinetState():
                 cab = self.cabinets.setdefault(msg.cabinet, _Cabinet(msg.cabinet))
-                if cab.state is not None and msg.ts < cab.state.ts:
-                    return set()
                 cab.state = msg
                 # Channel messages older than the cabinet state are contained in it.
                 cab.channels = {n: c for n, c in cab.channels.items() if c.ts > msg.ts}
                 return {("cabinets", msg.cabinet)}
             case ChannelState():
                 cab = self.cabinets.setdefault(msg.cabinet, _Cabinet(msg.cabinet))
-                held = cab.channels.get(msg.channel)
-                if held is not None and msg.ts < held.ts:
-                    return set()
                 cab.channels[msg.channel] = msg
                 return {("cabinets", msg.cabinet)}
             case ChamberState():
@@ -266,7 +265,7 @@ class FeedView:
     def health(self, now_s: float) -> Health:
         """Stale when the display lost the broker, the orchestrator is offline, or nothing arrived for
         STALE_INTERVALS feed intervals (counted from the display's start when nothing ever arrived)."""
-        threshold_s = STALE_INTERVALS * self.interval_s
+        threshold_s = max(MIN_STALE_S, STALE_INTERVALS * self.interval_s)
         since = self.last_message_s if self.last_message_s is not None else self.started_s
         silence_s = None if since is None else max(0.0, now_s - since)
         online = None if self.status is None else self.status.state == "online"

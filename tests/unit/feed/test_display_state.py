@@ -20,7 +20,7 @@ from formation.feed import (
     state_counts,
 )
 from formation.feed.display import STALE_INTERVALS, DisplayServer, FeedView
-from formation.feed.display.state import ALARMS_KEPT, TREND_WINDOW_S
+from formation.feed.display.state import ALARMS_KEPT, MIN_STALE_S, TREND_WINDOW_S
 
 T0 = datetime(2025, 3, 14, 9, 0, 0, tzinfo=UTC)
 TOPICS = Topics("site-a", "line-1")
@@ -76,15 +76,18 @@ def test_a_channel_message_newer_than_the_cabinet_state_wins_and_an_older_one_do
     assert view.cabinets["cab1"].channels == {}
 
 
-def test_channels_alone_make_a_cabinet_and_an_older_cabinet_state_is_ignored() -> None:
+def test_channels_alone_make_a_cabinet_and_on_one_topic_the_last_message_wins_whatever_its_ts() -> None:
     view = _view()
-    view.apply(
-        TOPICS.channel("cab9", 7), _channel(7, "running", T0).model_copy(update={"cabinet": "cab9"}).to_json(), 1
-    )
+    alone = _channel(7, "running", T0).model_copy(update={"cabinet": "cab9"})
+    view.apply(TOPICS.channel("cab9", 7), alone.to_json(), 1)
     assert view.part(("cabinets", "cab9"), 1)["channels"] == [7]
+    # A restarted orchestrator whose clock is behind: its states still replace the old ones.
     view.apply(TOPICS.cabinet("cab1"), _cabinet(["running"], T0 + timedelta(seconds=9)).to_json(), 1)
-    assert view.apply(TOPICS.cabinet("cab1"), _cabinet(["done"], T0).to_json(), 2) == set()
-    assert view.part(("cabinets", "cab1"), 2)["state"] == ["running"]
+    assert view.apply(TOPICS.cabinet("cab1"), _cabinet(["done"], T0).to_json(), 2) == {("cabinets", "cab1")}
+    assert view.part(("cabinets", "cab1"), 2)["state"] == ["done"]
+    behind = _channel(7, "faulted", T0 - timedelta(hours=1)).model_copy(update={"cabinet": "cab9"})
+    view.apply(TOPICS.channel("cab9", 7), behind.to_json(), 3)
+    assert view.part(("cabinets", "cab9"), 3)["state"] == ["faulted"]
 
 
 def test_an_empty_retained_payload_removes_what_the_topic_held() -> None:
@@ -148,7 +151,7 @@ def test_alarms_and_other_events_are_kept_newest_first_and_bounded() -> None:
     assert [e["code"] for e in view.part(("events", ""), 99)] == ["step"]
 
 
-def test_the_chamber_trend_keeps_the_last_window_and_skips_older_messages() -> None:
+def test_the_chamber_trend_keeps_the_last_window_and_restarts_when_time_goes_back() -> None:
     view = _view()
     base = example_payloads()[TopicKind.CHAMBER]
     assert isinstance(base, ChamberState)
@@ -165,7 +168,7 @@ def test_the_chamber_trend_keeps_the_last_window_and_skips_older_messages() -> N
     older = base.model_copy(update={"ts": T0, "temperature_c": 10.0})
     view.apply(TOPICS.chamber("ageing-1"), older.to_json(), 99)
     after = view.part(("chambers", "ageing-1"), 99)
-    assert after["trend"] == trend and after["temperature_c"] != 10.0
+    assert after["temperature_c"] == 10.0 and after["trend"] == [[T0.timestamp(), 10.0, 45.0]]
 
 
 def test_health_waits_then_goes_stale_on_silence_offline_status_or_a_lost_broker() -> None:
@@ -246,3 +249,10 @@ def test_the_servers_patch_is_the_views_patch_and_follows_every_change() -> None
     server.notify(changed)
     after = json.loads(server.patch_json({("cabinets", "cab1")}))
     assert after["cabinets"]["cab1"]["state"] == ["running", "running", "done", "faulted"]
+
+
+def test_a_very_short_feed_interval_still_allows_the_least_silence() -> None:
+    view = _view()
+    view.apply(TOPICS.status(), _status("online", interval_s=0.1).to_json(), 10.0)
+    assert view.health(10.0 + MIN_STALE_S - 0.1).stale is False
+    assert view.health(10.0 + MIN_STALE_S + 0.1).stale is True
