@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from formation.feed import Topics
+from formation.feed import FeedEvent, Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 PUBLISHER = Path(__file__).with_name("display_publisher.py")
@@ -92,6 +92,13 @@ def _clear_retained(host: str, port: int, topics: list[str]) -> None:
                 await client.publish(topic, b"", qos=1, retain=True)
 
     asyncio.run(clear())
+
+
+async def _publish(host: str, port: int, topic: str, payload: bytes) -> None:
+    import aiomqtt
+
+    async with aiomqtt.Client(host, port) as client:
+        await client.publish(topic, payload, qos=1)
 
 
 async def _publish_retained(host: str, port: int, topics: Topics) -> None:
@@ -220,6 +227,14 @@ def test_the_page_loads_from_retained_state_changes_colour_and_goes_stale_when_t
             "return getComputedStyle(document.querySelector('.ch[data-channel=\"6\"]')).backgroundColor"
         )
         assert neighbour == before and after != before
+
+        # An alarm (an event: never retained) shows among the latest alarms as it happens.
+        alarm = FeedEvent(event="alarm", severity="critical", code="over_temperature", message="cell T0005 at 61 °C",
+                          cabinet="cab1", channel=5)  # fmt: skip
+        asyncio.run(_publish(host, port, topics.events(), alarm.to_json()))
+        alarms = browser.find_element("id", "alarms")
+        _wait("the alarm on the page", lambda: "over_temperature" in alarms.text)
+        assert "over_temperature · cab1 ch 5" in alarms.text and "cell T0005 at 61 °C" in alarms.text
 
         # 4. The publisher dies: the broker publishes its will and the page says so.
         assert not browser.find_element("id", "stale").is_displayed()
