@@ -244,6 +244,12 @@ def test_the_page_loads_from_retained_state_changes_colour_and_goes_stale_when_t
         _wait("the stale banner", banner.is_displayed)
         assert "orchestrator offline since" in banner.text
         assert browser.find_element("id", "orch").text == "ORCHESTRATOR OFFLINE"
+
+        # Ctrl-C stops the display cleanly, and the page says it lost its server.
+        display.send_signal(signal.SIGINT)
+        assert display.wait(timeout=10) == 0
+        assert display.stdout.read().strip() == "display stopped"
+        _wait("the lost server", lambda: "display server unreachable" in banner.text)
     finally:
         for proc in procs:
             _stop(proc)
