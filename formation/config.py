@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from formation.bounds import CABINET_BOUNDS, MAX_CLOCK_SCALE, SITE_BOUNDS, check_document, read_input_text
 from formation.errors import ConfigError
+from formation.site_ageing import RackSite, TesterSite, parse_racks, parse_testers
 
 if TYPE_CHECKING:
     from formation.chamber import ChamberConfig, PidTuning
@@ -152,6 +153,21 @@ class SiteConfig:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     source: str = "<defaults>"
     chambers: tuple[ChamberSite, ...] = ()
+    #: The ageing room: racks and the OCV/ACIR testers reaching them (``formation/site_ageing.py``).
+    racks: tuple[RackSite, ...] = ()
+    testers: tuple[TesterSite, ...] = ()
+
+    def rack(self, name: str) -> RackSite:
+        """The rack called ``name``; ConfigError listing the known ones otherwise."""
+        for rack in self.racks:
+            if rack.name == name:
+                return rack
+        known = ", ".join(r.name for r in self.racks) or "none"
+        raise ConfigError("--rack", f"no rack named {name!r} in the site (known: {known})", source=self.source)
+
+    def tester_of(self, rack: str) -> TesterSite | None:
+        """The tester whose scanner reaches ``rack``, or None."""
+        return next((t for t in self.testers if rack in t.racks), None)
 
     def cabinet(self, name: str) -> CabinetConfig:
         """The cabinet called ``name``; ConfigError listing the known ones otherwise."""
@@ -170,7 +186,7 @@ class SiteConfig:
         raise ConfigError("chamber", f"no chamber named {name!r} (known: {known})", source=self.source)
 
 
-_TOP_KEYS = {"site", "line", "database", "clock", "cabinets", "chambers", "mqtt"}
+_TOP_KEYS = {"site", "line", "database", "clock", "cabinets", "chambers", "mqtt", "racks", "testers"}
 #: How a yes/no setting may be written: the words, or TOML's booleans (``true`` / ``false``).
 _YES_NO: dict[str, bool] = {"yes": True, "no": False}
 _MQTT_ENABLED = ("auto", "yes", "no")
@@ -385,6 +401,8 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
     _check_keys(clock, {"scale"}, "clock", source)
     scale = float(_number(clock.get("scale", 1.0), "clock.scale", source, bounds=(0.0, MAX_CLOCK_SCALE)))
     chambers = _parse_chambers(data.get("chambers", []), source)
+    racks = parse_racks(data.get("racks", []), [c.name for c in chambers], source)
+    testers = parse_testers(data.get("testers", []), racks, source)
     cabinets: list[CabinetConfig] = []
     names: set[str] = set()
     listed = data.get("cabinets", [])
@@ -438,6 +456,8 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
         mqtt=mqtt,
         source=source,
         chambers=chambers,
+        racks=racks,
+        testers=testers,
     )
     return apply_env(config)
 

@@ -6,6 +6,7 @@
     │   ├── ConfigError
     │   ├── CellsFileError
     │   ├── RulesError
+    │   ├── PlanError              an ageing plan (stages, checkpoints, K window) that cannot run
     │   └── SchemaError            a database at a schema revision this code cannot work in (`formation db upgrade`)
     ├── InstrumentError            anything between the host and an instrument (context as attributes)
     │   ├── TransportError
@@ -55,6 +56,10 @@ class CellsFileError(InputError):
 
 class RulesError(InputError):
     """A grading rules file that cannot be used."""
+
+
+class PlanError(InputError):
+    """An ageing plan that cannot run: unknown key, a checkpoint outside its stage, a duration out of bounds."""
 
 
 class SchemaError(InputError):

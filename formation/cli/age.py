@@ -142,3 +142,123 @@ async def _move_simulated(resource: str, rack: str, runs: list[LatestRun], posit
                     "--rack", f"the simulator refused cell {printable(r.cell_id)!r} at position {position}: {exc}"
                 ) from None
         return float(await session.query("SIM:TIME?"))
+
+
+@app.command("start")
+def start(
+    lot: Annotated[str, typer.Argument(help="The lot whose cells sit on the rack")],
+    plan: Annotated[str, typer.Option(help="Ageing plan: a TOML file or the name of a built-in plan")],
+    rack: Annotated[str, typer.Option(help="The rack the lot sits on (a [[racks]] name of the site)")],
+    site: Annotated[Path | None, typer.Option(help="Site configuration (TOML) with the rack and its tester")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL (overrides the site's)")] = None,
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Run the plan here until its last checkpoint (else `formation serve`)")
+    ] = False,
+) -> None:
+    """Start an ageing PLAN on the cells of LOT sitting on RACK: checkpoints become persistent timers."""
+    from formation.ageing import check_setpoints, resolve_plan
+    from formation.cli.run import open_store
+    from formation.clock import make_clock
+    from formation.orchestrator.lease import process_owner
+    from formation.orchestrator.timers import store_ageing_timers
+
+    lot = _name(lot, "LOT")
+    rack = _name(rack, "--rack")
+    if not plan.strip():
+        raise InputError("--plan", "is empty")
+    the_plan = resolve_plan(plan)
+    if site is None:
+        raise InputError("--site", "required: the site file names the rack, its tester and its chamber")
+    cfg, store = open_store(site, db)
+    with store:
+        rack_site = cfg.rack(rack)
+        tester = cfg.tester_of(rack)
+        if tester is None:
+            raise InputError("--rack", f"no tester of the site reaches rack {printable(rack)!r}")
+        chamber = cfg.chamber(rack_site.chamber) if rack_site.chamber is not None else None
+        check_setpoints(
+            the_plan,
+            None if chamber is None else chamber.name,
+            None if chamber is None else chamber.setpoint_min_c,
+            None if chamber is None else chamber.setpoint_max_c,
+        )
+        runs = _formed_runs(store, lot)
+        _check_on_rack(store, lot, rack, [r.cell_id for r in runs])
+        clock = make_clock(cfg.clock_scale)
+        owner = process_owner("age") if foreground else None
+        job_id = store.create_ageing_job(
+            lot_id=lot,
+            rack=rack,
+            plan_name=the_plan.name,
+            plan_sha256=the_plan.sha256,
+            plan_json=the_plan.canonical_json(),
+            state="running" if foreground else "queued",
+            started_s=clock.now(),
+            tester=tester.name,
+            chamber=None if chamber is None else chamber.name,
+            owner=owner,
+        )
+        job = store.ageing_jobs(job_id=job_id)[0]
+        due = [(c.stage, c.k, job.started_s + c.at_s) for c in the_plan.checkpoints()]
+        store_ageing_timers(store.engine, clock, rack, job_id, due)
+        days = the_plan.duration_s / 86400.0
+        console.print(
+            f"ageing job {job_id}: lot {escape(lot)} on rack {escape(rack)}, plan {escape(the_plan.name)} "
+            f"({len(the_plan.stages)} stages, {len(due)} checkpoints, {days:g} days)"
+            + ("" if foreground else ", queued for `formation serve`")
+        )
+        if foreground:
+            import asyncio
+
+            asyncio.run(_run_foreground(cfg, store, clock, job_id))
+
+
+def _check_on_rack(store: Store, lot: str, rack: str, cells: list[str]) -> None:
+    """Every cell of the lot sits on ``rack`` (`age load`), and no open ageing job of the lot runs there."""
+    places = {p.cell_id: p for p in store.rack_places(cells=cells)}
+    if not places:
+        raise InputError("LOT", f"no cell of lot {printable(lot)!r} sits on a rack: `formation age load` it first")
+    for cell in cells:
+        p = places.get(cell)
+        if p is None or p.rack != rack:
+            where = "no rack" if p is None else f"rack {printable(p.rack)!r}"
+            raise InputError("--rack", f"cell {printable(cell)!r} of lot {printable(lot)!r} sits on {where}")
+    for job in store.ageing_jobs(rack=rack, states=("queued", "running", "interrupted")):
+        if job.lot_id == lot:
+            raise InputError("LOT", f"lot {printable(lot)!r} already ages on rack {printable(rack)!r} (job {job.id})")
+
+
+async def _run_foreground(cfg: object, store: Store, clock: object, job_id: int) -> None:
+    """Run the job here until its last checkpoint; Ctrl-C leaves it interrupted (`formation serve` takes it up)."""
+    from formation.clock import Clock
+    from formation.config import SiteConfig
+    from formation.orchestrator.ageing import open_ageing_runner
+    from formation.orchestrator.timers import LineTimers
+
+    assert isinstance(cfg, SiteConfig)
+    assert isinstance(clock, Clock)
+    job = store.ageing_jobs(job_id=job_id)[0]
+    async with (
+        LineTimers(store, clock) as timers,
+        open_ageing_runner(cfg, store, clock, job, timers, on_event=lambda t: console.print(escape(t))) as runner,
+    ):
+        done = await runner.run_until_done()
+    if done:
+        _print_results(store, job_id)
+
+
+def _print_results(store: Store, job_id: int) -> None:
+    """K per cell of a finished job, in one table."""
+    results = store.ageing_results(job_id=job_id)
+    table = Table("cell", "K mV/day", "± SE", "points", "OCV V", "ACIR mΩ", "reason", title=f"ageing job {job_id}")
+    for row in results.itertuples(index=False):
+        k = "" if row.k_mv_per_day is None or row.k_mv_per_day != row.k_mv_per_day else f"{row.k_mv_per_day:.4f}"
+        se = (
+            ""
+            if row.k_se_mv_per_day is None or row.k_se_mv_per_day != row.k_se_mv_per_day
+            else f"{row.k_se_mv_per_day:.4f}"
+        )
+        ocv = "" if row.ocv_v is None or row.ocv_v != row.ocv_v else f"{row.ocv_v:.5f}"
+        acir = "" if row.acir_mohm is None or row.acir_mohm != row.acir_mohm else f"{row.acir_mohm:.3f}"
+        table.add_row(escape(str(row.cell_id)), k, se, str(row.n_points), ocv, acir, escape(str(row.reason)))
+    console.print(table)

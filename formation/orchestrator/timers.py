@@ -33,9 +33,11 @@ log = logging.getLogger(__name__)
 #: A checkpoint that fires this late (wall seconds, e.g. the host was down) still fires once, not never.
 MISFIRE_GRACE_S = 7 * 24 * 3600
 TIMER_TABLE = "line_timers"
-#: The one kind of timer so far: an age step's OCV checkpoint.
+#: The kinds of timer: an age step's OCV checkpoint (a cabinet's run), and an ageing plan's checkpoint (a rack:
+#: ``cabinet`` holds the rack, ``job_id`` the ageing job, ``step_index`` the stage, ``k`` the checkpoint).
 OCV_CHECKPOINT = "ocv_checkpoint"
-KINDS = frozenset({OCV_CHECKPOINT})
+AGEING_CHECKPOINT = "ageing_checkpoint"
+KINDS = frozenset({OCV_CHECKPOINT, AGEING_CHECKPOINT})
 
 #: What is due, as plain data: the store's ``line_timers`` table, made and migrated with the rest of the schema.
 TIMERS: Table = LineTimer.__table__  # type: ignore[attr-defined]
@@ -47,9 +49,17 @@ class CheckpointTarget(Protocol):
     def on_checkpoint(self, job_id: int, run_id: int, step_index: int, k: int) -> None: ...
 
 
+class AgeingTarget(Protocol):
+    """What a fired ageing checkpoint calls: the runner of the rack's ageing job."""
+
+    def on_ageing_checkpoint(self, job_id: int, stage: int, k: int) -> None: ...
+
+
 _TARGETS: dict[str, CheckpointTarget] = {}
 #: Checkpoints that fired with no live target yet (a restarted host before it re-attached), delivered on register.
 _UNDELIVERED: dict[str, list[tuple[int, int, int, int]]] = {}
+_AGEING_TARGETS: dict[str, AgeingTarget] = {}
+_AGEING_UNDELIVERED: dict[str, list[tuple[int, int, int]]] = {}
 
 
 def deliver_checkpoint(cabinet: str, job_id: int, run_id: int, step_index: int, k: int) -> None:
@@ -62,9 +72,30 @@ def deliver_checkpoint(cabinet: str, job_id: int, run_id: int, step_index: int, 
     target.on_checkpoint(job_id, run_id, step_index, k)
 
 
+def deliver_ageing_checkpoint(rack: str, job_id: int, stage: int, k: int) -> None:
+    """Hand a fired ageing checkpoint to the rack's live runner, or keep it for the next one that registers."""
+    target = _AGEING_TARGETS.get(rack)
+    if target is None:
+        log.warning("ageing checkpoint %s/job %s/k %s fired with no runner attached; kept for it", rack, job_id, k)
+        _AGEING_UNDELIVERED.setdefault(rack, []).append((job_id, stage, k))
+        return
+    target.on_ageing_checkpoint(job_id, stage, k)
+
+
 def checkpoint_job_id(cabinet: str, run_id: int, step_index: int, k: int) -> str:
     """The explicit id of one checkpoint timer (scheduling it again replaces it)."""
     return f"ocv:{cabinet}:{run_id}:{step_index}:{k}"
+
+
+def ageing_timer_id(rack: str, job_id: int, k: int) -> str:
+    """The explicit id of one ageing checkpoint timer."""
+    return f"age:{rack}:{job_id}:{k}"
+
+
+def _timer_id(kind: str, cabinet: str, job_id: int, run_id: int, step_index: int, k: int) -> str:
+    if kind == AGEING_CHECKPOINT:
+        return ageing_timer_id(cabinet, job_id, k)
+    return checkpoint_job_id(cabinet, run_id, step_index, k)
 
 
 def _row_problem(row: Any) -> str | None:
@@ -76,7 +107,7 @@ def _row_problem(row: Any) -> str | None:
         return "keys of the wrong type"
     if not isinstance(row.due_unix_s, float | int) or row.due_unix_s != row.due_unix_s:
         return "no due time"
-    if row.id != checkpoint_job_id(row.cabinet, row.run_id, row.step_index, row.k):
+    if row.id != _timer_id(row.kind, row.cabinet, row.job_id, row.run_id, row.step_index, row.k):
         return "an id that does not match its keys"
     return None
 
@@ -101,7 +132,10 @@ class LineTimers:
             if problem is not None:
                 log.warning("timer row %.80r skipped: %s", row.id, problem)
                 continue
-            self._add(row.id, row.cabinet, row.job_id, row.run_id, row.step_index, row.k, row.due_unix_s)
+            if row.kind == AGEING_CHECKPOINT:
+                self._add_ageing(row.id, row.cabinet, row.job_id, row.step_index, row.k, row.due_unix_s)
+            else:
+                self._add(row.id, row.cabinet, row.job_id, row.run_id, row.step_index, row.k, row.due_unix_s)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -114,6 +148,37 @@ class LineTimers:
         _TARGETS[cabinet] = target
         for args in _UNDELIVERED.pop(cabinet, []):
             target.on_checkpoint(*args)
+
+    def register_ageing(self, rack: str, target: AgeingTarget) -> None:
+        """Route this rack's ageing checkpoints to ``target``, delivering any that fired while none was attached."""
+        _AGEING_TARGETS[rack] = target
+        for args in _AGEING_UNDELIVERED.pop(rack, []):
+            target.on_ageing_checkpoint(*args)
+
+    def unregister_ageing(self, rack: str, target: AgeingTarget) -> None:
+        """Stop routing the rack's ageing checkpoints to ``target`` (only if it is still the registered one)."""
+        if _AGEING_TARGETS.get(rack) is target:
+            del _AGEING_TARGETS[rack]
+
+    def schedule_ageing_checkpoints(self, rack: str, job_id: int, due: list[tuple[int, int, float]]) -> list[str]:
+        """Schedule an ageing job's checkpoints ((stage, k, clock seconds) each): rows first, then timers."""
+        rows = store_ageing_timers(self.engine, self.clock, rack, job_id, due)
+        for row in rows:
+            self._add_ageing(row["id"], rack, job_id, row["step_index"], row["k"], row["due_unix_s"])
+        return [row["id"] for row in rows]
+
+    def cancel_ageing(self, rack: str, job_id: int) -> None:
+        """Drop every pending timer of an ageing job (rows and in-memory timers): it was aborted."""
+        prefix = ageing_timer_id(rack, job_id, 0)[:-1]
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(TIMERS).where(
+                    TIMERS.c.kind == AGEING_CHECKPOINT, TIMERS.c.id.startswith(prefix, autoescape=True)
+                )
+            )
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith(prefix):
+                job.remove()
 
     def unregister(self, cabinet: str, target: CheckpointTarget) -> None:
         """Stop routing to ``target`` (only if it is still the registered one)."""
@@ -154,6 +219,25 @@ class LineTimers:
             replace_existing=True,
         )
 
+    def _add_ageing(self, timer_id: str, rack: str, job_id: int, stage: int, k: int, due: float) -> None:
+        self.scheduler.add_job(
+            self._fire_ageing,
+            "date",
+            run_date=datetime.fromtimestamp(due, UTC),
+            args=[timer_id, rack, job_id, stage, k],
+            id=timer_id,
+            name=f"ageing checkpoint {k} of job {job_id}",
+            replace_existing=True,
+        )
+
+    async def _fire_ageing(self, timer_id: str, rack: str, job_id: int, stage: int, k: int) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(TIMERS).where(TIMERS.c.id == timer_id))
+        except Exception:  # as for OCV checkpoints: it fires anyway (and may fire again after a restart)
+            log.exception("timer %s: its row could not be deleted", timer_id)
+        deliver_ageing_checkpoint(rack, job_id, stage, k)
+
     async def _fire(self, timer_id: str, cabinet: str, job_id: int, run_id: int, step_index: int, k: int) -> None:
         try:
             with self.engine.begin() as conn:
@@ -161,3 +245,29 @@ class LineTimers:
         except Exception:  # a database that refuses the delete fires the checkpoint anyway (it may fire again)
             log.exception("timer %s: its row could not be deleted", timer_id)
         deliver_checkpoint(cabinet, job_id, run_id, step_index, k)
+
+
+def store_ageing_timers(
+    engine: Any, clock: Clock, rack: str, job_id: int, due: list[tuple[int, int, float]]
+) -> list[dict[str, Any]]:
+    """Write the rows of an ageing job's checkpoints ((stage, k, clock seconds) each) in one transaction, without a
+    scheduler (``formation age start`` queueing a job for the daemon); the rows written."""
+    now_clock_s, now_wall = clock.now(), datetime.now(UTC)
+    rows = [
+        {
+            "id": ageing_timer_id(rack, job_id, k),
+            "kind": AGEING_CHECKPOINT,
+            "cabinet": rack,
+            "job_id": job_id,
+            "run_id": 0,
+            "step_index": stage,
+            "k": k,
+            "due_unix_s": (now_wall + timedelta(seconds=(at_s - now_clock_s) / clock.scale)).timestamp(),
+        }
+        for stage, k, at_s in due
+    ]
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(delete(TIMERS).where(TIMERS.c.id.in_([r["id"] for r in rows])))
+            conn.execute(insert(TIMERS), rows)
+    return rows

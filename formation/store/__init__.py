@@ -1,11 +1,15 @@
 """The store: SQLModel tables, engines (SQLite default, PostgreSQL), batch sample writes, queries, exports."""
 
+from formation.store.ageing import AgeingJobRow
 from formation.store.chamber import CHAMBER_SAMPLE_COLUMNS, ValveWear
 from formation.store.engine import create_schema, make_engine, sqlite_url
 from formation.store.export import export_cell_bdf
 from formation.store.models import (
     SAMPLE_COLUMNS,
     SEVERITIES,
+    AgeingJob,
+    AgeingReading,
+    AgeingResult,
     Alarm,
     CabinetLease,
     Cell,
@@ -28,6 +32,10 @@ __all__ = [
     "CHAMBER_SAMPLE_COLUMNS",
     "SAMPLE_COLUMNS",
     "SEVERITIES",
+    "AgeingJob",
+    "AgeingJobRow",
+    "AgeingReading",
+    "AgeingResult",
     "Alarm",
     "CabinetLease",
     "Cell",

@@ -167,6 +167,83 @@ class RackPosition(SQLModel, table=True):
     loaded_s: float
 
 
+class AgeingJob(SQLModel, table=True):
+    """One ageing plan run on the cells of a lot on one rack (``formation age start``; orchestrator/ageing.py)."""
+
+    __tablename__ = "ageing_job"
+    __table_args__ = (Index("ix_ageing_job_rack_state", "rack", "state"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    lot_id: str = Field(foreign_key="lot.id", index=True)
+    rack: str = Field(max_length=200)
+    tester: str | None = Field(default=None, max_length=200)
+    chamber: str | None = Field(default=None, max_length=200)
+    plan_name: str
+    plan_sha256: str = Field(max_length=64)
+    #: The plan's canonical JSON (durations in seconds): what the runner follows, re-validated when read.
+    plan_json: str
+    #: queued (for `formation serve`), running, interrupted, done, aborted.
+    state: str = Field(max_length=20)
+    #: The plan's time zero (clock seconds): checkpoints and stages count from here.
+    started_s: float
+    ended_s: float | None = None
+    owner: str | None = None
+
+
+class AgeingReading(SQLModel, table=True):
+    """One cell's OCV/ACIR reading at one checkpoint, with the time, temperatures and chamber state it was taken in.
+
+    ``reason`` is set (``no contact``, ``over range``, ``timeout``) when the tester gave no number.
+    """
+
+    __tablename__ = "ageing_reading"
+    __table_args__ = (
+        UniqueConstraint("ageing_job_id", "k", "cell_id", name="uq_ageing_reading_job_k_cell"),
+        Index("ix_ageing_reading_cell", "cell_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=_bigint_pk())
+    ageing_job_id: int = Field(foreign_key="ageing_job.id")
+    cell_id: str = Field(foreign_key="cell.id")
+    position: int
+    #: Checkpoint index in the plan (0, 1, …) and the stage it belongs to.
+    k: int
+    stage: int
+    ts_s: float
+    ocv_v: float | None = None
+    acir_mohm: float | None = None
+    #: The cell's temperature: the chamber air it has sat in (the tester has no probe), NULL without a chamber.
+    cell_temperature_c: float | None = None
+    chamber_setpoint_c: float | None = None
+    chamber_temperature_c: float | None = None
+    chamber_in_band: bool | None = None
+    chamber_stable: bool | None = None
+    reason: str | None = None
+
+
+class AgeingResult(SQLModel, table=True):
+    """K by regression of one cell in one ageing job, with its standard error, window and last readings."""
+
+    __tablename__ = "ageing_result"
+
+    ageing_job_id: int = Field(foreign_key="ageing_job.id", primary_key=True)
+    cell_id: str = Field(foreign_key="cell.id", primary_key=True, index=True)
+    k_mv_per_day: float | None = None
+    k_se_mv_per_day: float | None = None
+    n_points: int = 0
+    window_start_s: float | None = None
+    window_end_s: float | None = None
+    #: Mean cell temperature over the fit window, and the temperature K was corrected to.
+    temperature_c: float | None = None
+    reference_c: float
+    #: The last valid OCV and ACIR of the job (NULL when none).
+    ocv_v: float | None = None
+    acir_mohm: float | None = None
+    #: Empty when K was fit; else why not (too few valid readings, tester faults).
+    reason: str = ""
+    computed_s: float
+
+
 class StepResult(SQLModel, table=True):
     """Accounting of one finished recipe step of one run."""
 
@@ -295,6 +372,8 @@ class Grade(SQLModel, table=True):
     rules_sha256: str = Field(max_length=64)
     rules_name: str
     graded_s: float
+    #: The ACIR the grade was given with (added by migration 0003, hence last).
+    acir_mohm: float | None = None
 
 
 #: Every table of the store, parents first.
@@ -312,4 +391,7 @@ TABLES: tuple[type[SQLModel], ...] = (
     ValveSwitches,
     CabinetLease,
     LineTimer,
+    AgeingJob,
+    AgeingReading,
+    AgeingResult,
 )

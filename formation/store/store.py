@@ -22,6 +22,7 @@ from sqlmodel import Session, SQLModel
 from formation.clock import Clock, WallClock
 from formation.errors import StoreError
 from formation.states import JobState, job_states_leading_to
+from formation.store import ageing as _ageing
 from formation.store import chamber as _chamber
 from formation.store import holds as _holds
 from formation.store import queue as _queue
@@ -486,6 +487,7 @@ class Store:
     claim_job = _queue.claim_job
     queue_job_start = _queue.queue_job_start
     jobs_in_states = _queue.jobs_in_states
+    job_state = _queue.job_state
 
     # -- operator holds (formation/store/holds.py) ------------------------------------------------------------
     request_continue = _holds.request_continue
@@ -501,6 +503,16 @@ class Store:
     latest_runs = _racks.latest_runs
     rack_places = _racks.rack_places
     place_cells = _racks.place_cells
+
+    # -- ageing jobs: readings and K per cell (formation/store/ageing.py) ---------------------------------------
+    create_ageing_job = _ageing.create_ageing_job
+    ageing_jobs = _ageing.ageing_jobs
+    set_ageing_job_state = _ageing.set_ageing_job_state
+    add_ageing_readings = _ageing.add_ageing_readings
+    ageing_readings = _ageing.ageing_readings
+    taken_checkpoints = _ageing.taken_checkpoints
+    save_ageing_results = _ageing.save_ageing_results
+    ageing_results = _ageing.ageing_results
 
     # -- grades --------------------------------------------------------------------------------------------
 
