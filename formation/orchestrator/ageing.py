@@ -379,3 +379,62 @@ async def open_ageing_runner(
         if chamber is not None:
             runner._follow_stage()  # the first stage's set point before the first reading
         yield await stack.enter_async_context(runner)
+
+
+#: States a line takes an ageing job up from (a ``running`` one only when its owner is gone or is this line).
+TAKEN_UP = ("queued", "interrupted", "running")
+
+
+def _next_ageing_job(store: Store, rack: str, owner: str) -> AgeingJobRow | None:
+    """The rack's oldest open ageing job this line may run, claimed for ``owner``; None when there is none."""
+    from formation.orchestrator.lease import owner_is_dead_here
+
+    for job in store.ageing_jobs(rack=rack, states=TAKEN_UP):
+        if job.state == "running" and job.owner not in (None, owner) and not owner_is_dead_here(job.owner):
+            continue  # a live process (a foreground `age start`, another daemon) runs it
+        if store.set_ageing_job_state(job.id, "running", owner=owner, expect=(job.state,)):
+            return job._replace(state="running", owner=owner)
+    return None
+
+
+async def drive_rack(
+    site: SiteConfig,
+    store: Store,
+    clock: Clock,
+    rack: str,
+    timers: LineTimers,
+    stop: asyncio.Event,
+    owner: str,
+    *,
+    feed: FeedSink | None = None,
+    on_event: Callable[[str], None] | None = None,
+    idle_wall_s: float = 1.0,
+    retry_wall_s: float = 10.0,
+) -> None:
+    """The daemon's loop for one rack: take up its open ageing jobs one at a time and run each until done or stop."""
+    while not stop.is_set():
+        job = await asyncio.to_thread(_next_ageing_job, store, rack, owner)
+        wait_s = idle_wall_s
+        if job is not None:
+            try:
+                async with open_ageing_runner(site, store, clock, job, timers, feed=feed, on_event=on_event) as runner:
+                    if on_event is not None:
+                        on_event(f"rack {rack}: ageing job {job.id} taken up")
+                    watcher = asyncio.create_task(stop.wait(), name=f"ageing-watch-{rack}")
+                    work = asyncio.create_task(runner.run_until_done(), name=f"ageing-job-{rack}")
+                    await asyncio.wait({watcher, work}, return_when=asyncio.FIRST_COMPLETED)
+                    runner.stop()
+                    for task in (watcher, work):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                wait_s = 0.0
+            except FormationError as exc:
+                log.error("rack %s: ageing job %s: %s", rack, job.id, exc)
+                if on_event is not None:
+                    on_event(f"rack {rack}: ageing job {job.id}: {exc}")
+                with contextlib.suppress(StoreError):
+                    await asyncio.to_thread(store.set_ageing_job_state, job.id, "interrupted", expect=("running",))
+                wait_s = retry_wall_s
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=max(wait_s, 0.001))

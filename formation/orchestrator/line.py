@@ -27,6 +27,7 @@ from formation.config import CabinetConfig, SiteConfig
 from formation.errors import FormationError
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.scpi import ScpiSession
+from formation.orchestrator.ageing import drive_rack
 from formation.orchestrator.cabinet import CabinetSupervisor
 from formation.orchestrator.chamber_loop import open_chamber_loop
 from formation.orchestrator.job import abort_and_drain, job_recipe
@@ -92,6 +93,25 @@ class Line:
     async def __aenter__(self) -> Line:
         self._timers = await self._stack.enter_async_context(LineTimers(self.store, self.clock))
         self._tasks = [asyncio.create_task(self._drive(c), name=f"line-{c.name}") for c in self.site.cabinets]
+        # The ageing room: each rack a tester reaches runs its ageing jobs (orchestrator/ageing.py).
+        for tester in self.site.testers:
+            self._tasks += [
+                asyncio.create_task(
+                    drive_rack(
+                        self.site,
+                        self.store,
+                        self.clock,
+                        rack,
+                        self._timers,
+                        self._stop,
+                        self.owner,
+                        feed=self.feed,
+                        on_event=self._event,
+                    ),
+                    name=f"line-rack-{rack}",
+                )
+                for rack in tester.racks
+            ]
         # Periodic, so nothing to persist: the scheduler's in-memory store (timers keep no code in the database).
         for cabinet in self.site.cabinets:
             self._timers.scheduler.add_job(
