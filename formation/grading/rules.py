@@ -27,7 +27,7 @@ from formation.errors import RulesError
 from formation.recipes.units import parse_duration_s
 
 #: The metrics a rules file can grade on, in report order.
-METRICS: tuple[str, ...] = ("capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v")
+METRICS: tuple[str, ...] = ("capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v", "acir_mohm")
 
 #: The grade of every cell that matches no grade, lacks a metric or whose run did not finish well.
 NG = "NG"
@@ -46,9 +46,13 @@ BOUND_KEYS: tuple[str, ...] = (
 _SOURCE_KEYS: dict[str, frozenset[str]] = {
     "capacity_ah": frozenset({"step", "cycle"}),
     "dcir_mohm": frozenset({"step", "at", "cycle"}),
-    "k_mv_per_day": frozenset({"step", "cycle"}),
-    "ocv_v": frozenset({"step", "cycle"}),
+    "k_mv_per_day": frozenset({"step", "cycle", "from"}),
+    "ocv_v": frozenset({"step", "cycle", "from"}),
+    "acir_mohm": frozenset({"from"}),
 }
+#: Where a metric comes from: a cabinet run's step result (the default), or the cell's ageing on a rack (K by
+#: regression, the last OCV and ACIR of the latest ageing job that has a valid value: ``from = "ageing"``).
+FROM_CABINET, FROM_AGEING = "cabinet", "ageing"
 #: Which of a step's results a metric reads when the step runs in several cycles of a repeat block: the last
 #: (the default, and the only one a step outside any block has), the first, or the one of a given cycle number.
 CYCLE_LAST, CYCLE_FIRST = "last", "first"
@@ -66,9 +70,12 @@ class MetricSource:
     step: str
     at: str | None = None
     cycle: str | int = CYCLE_LAST
+    origin: str = FROM_CABINET
 
     def to_canonical(self) -> dict[str, str | int]:
-        """The canonical JSON form (``cycle`` only when not the default, so older rules keep their hash)."""
+        """The canonical JSON form (``cycle`` and ``from`` only when not the default: older rules keep their hash)."""
+        if self.origin == FROM_AGEING:
+            return {"from": FROM_AGEING}
         out: dict[str, str | int] = {"step": self.step}
         if self.at is not None:
             out["at"] = self.at
@@ -238,6 +245,16 @@ def _parse_metrics(data: object, source: str) -> dict[str, MetricSource]:
             if key not in _SOURCE_KEYS[metric]:
                 allowed = ", ".join(sorted(_SOURCE_KEYS[metric]))
                 raise _fail(f"{where}.{key}", f"unknown key (allowed: {allowed})", source)
+        origin = table.get("from", FROM_CABINET)
+        if origin not in (FROM_CABINET, FROM_AGEING):
+            raise _fail(f"{where}.from", f"expected 'cabinet' or 'ageing', got {origin!r}", source)
+        if metric == "acir_mohm" and origin != FROM_AGEING:
+            raise _fail(f"{where}.from", "required: 'ageing' (the tester on the rack reads ACIR)", source)
+        if origin == FROM_AGEING:
+            if set(table) != {"from"}:
+                raise _fail(f"{where}.from", "an ageing metric takes no step, cycle or at", source)
+            out[metric] = MetricSource(metric, "", None, CYCLE_LAST, FROM_AGEING)
+            continue
         step = table.get("step")
         if not isinstance(step, str) or not step.strip():
             raise _fail(f"{where}.step", "required: the id of the recipe step that gives this metric", source)

@@ -17,11 +17,11 @@ from sqlalchemy import Select, and_, func, select
 
 from formation.errors import InputError, RecipeError
 from formation.grading.cycles import check_rules_cycles
-from formation.grading.rules import CYCLE_FIRST, METRICS, Rules
+from formation.grading.rules import CYCLE_FIRST, FROM_AGEING, METRICS, Rules
 from formation.recipes import parse_recipe
 from formation.states import RunState
 from formation.store import Store
-from formation.store.models import Cell, Job, Recipe, Run, StepResult
+from formation.store.models import AgeingJob, AgeingResult, Cell, Job, Recipe, Run, StepResult
 from formation.store.records import StepDetails
 
 #: Columns of :func:`load_lot_metrics` besides the metrics.
@@ -135,8 +135,8 @@ def metrics_frame(rows: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     parsed: dict[tuple[str, str | int], list[StepDetails]] = {}  # details parsed once even if two metrics use them
     for metric in METRICS:
         source = rules.metrics.get(metric)
-        if source is None:
-            cells[metric] = np.nan
+        if source is None or source.origin == FROM_AGEING:
+            cells[metric] = np.nan  # ageing metrics join later (:func:`join_ageing`)
             continue
         steps = _source_rows(rows, source.step, source.cycle)
         if metric == "capacity_ah":
@@ -154,8 +154,70 @@ def load_lot_metrics(store: Store, lot: str, rules: Rules) -> pd.DataFrame:
     """Grading inputs of every cell of ``lot``; an unknown lot raises InputError."""
     if store.lot(lot) is None:
         raise InputError("lot", f"no lot {lot!r} in the store")
-    step_ids = sorted({s.step for s in rules.metrics.values()})
-    return metrics_frame(store.query_frame(lot_query(lot, step_ids)), rules)
+    step_ids = sorted({s.step for s in rules.metrics.values() if s.origin != FROM_AGEING})
+    cells = metrics_frame(store.query_frame(lot_query(lot, step_ids)), rules)
+    return join_ageing(cells, store.query_frame(ageing_query(lot)), rules)
+
+
+#: Columns :func:`join_ageing` adds besides the ageing metrics: the K standard error, the fit window, its
+#: temperature and the ageing job the K came from.
+AGEING_COLUMNS: tuple[str, ...] = (
+    "k_se_mv_per_day",
+    "ageing_job_id",
+    "ageing_start_s",
+    "ageing_end_s",
+    "ageing_temperature_c",
+)
+
+
+def ageing_query(lot: str) -> Select[Any]:
+    """Every ageing result of the lot's cells, oldest job first."""
+    res, job = _t(AgeingResult), _t(AgeingJob)
+    return (
+        select(
+            res.c.cell_id,
+            res.c.ageing_job_id,
+            res.c.k_mv_per_day,
+            res.c.k_se_mv_per_day,
+            res.c.ocv_v,
+            res.c.acir_mohm,
+            res.c.window_start_s,
+            res.c.window_end_s,
+            res.c.temperature_c,
+            res.c.reason,
+        )
+        .join(job, job.c.id == res.c.ageing_job_id)
+        .join(_t(Cell), _t(Cell).c.id == res.c.cell_id)
+        .where(_t(Cell).c.lot_id == lot, job.c.state == "done")
+        .order_by(res.c.ageing_job_id)
+    )
+
+
+def join_ageing(cells: pd.DataFrame, results: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """Per cell, each ageing metric from its latest ageing job with a valid value (a re-aged cell uses its re-ageing);
+    the K's standard error, window and temperature with it. A cell whose K could not be fit keeps the reason in
+    ``ageing_reason`` and no K (graded ``missing k_mv_per_day`` when a grade needs it)."""
+    out = cells.copy()
+    for column in AGEING_COLUMNS:
+        out[column] = np.nan
+    out["ageing_reason"] = ""
+    wanted = [m for m, s in rules.metrics.items() if s.origin == FROM_AGEING]
+    if results.empty or not wanted:
+        return out
+    by_cell = out["cell_id"].astype(str)
+    for metric in wanted:
+        valid = results[pd.to_numeric(results[metric], errors="coerce").notna()]
+        latest = valid.drop_duplicates("cell_id", keep="last").set_index("cell_id")
+        out[metric] = by_cell.map(pd.to_numeric(latest[metric])).astype(np.float64).to_numpy()
+        if metric == "k_mv_per_day":
+            out["k_se_mv_per_day"] = by_cell.map(latest["k_se_mv_per_day"]).astype(np.float64).to_numpy()
+            out["ageing_job_id"] = by_cell.map(latest["ageing_job_id"]).astype(np.float64).to_numpy()
+            out["ageing_start_s"] = by_cell.map(latest["window_start_s"]).astype(np.float64).to_numpy()
+            out["ageing_end_s"] = by_cell.map(latest["window_end_s"]).astype(np.float64).to_numpy()
+            out["ageing_temperature_c"] = by_cell.map(latest["temperature_c"]).astype(np.float64).to_numpy()
+    last = results.drop_duplicates("cell_id", keep="last").set_index("cell_id")["reason"]
+    out["ageing_reason"] = by_cell.map(last).fillna("").astype(str).to_numpy()
+    return out
 
 
 def check_lot_cycles(store: Store, cells: pd.DataFrame, rules: Rules) -> None:

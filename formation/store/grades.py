@@ -15,7 +15,7 @@ from formation.store.models import Grade
 # Stay well below SQLite's bound-parameter limit in IN (...) lists.
 _IN_CHUNK = 5_000
 
-_GRADE_METRICS = ("capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v")
+_GRADE_METRICS = ("capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v", "acir_mohm")
 _GRADE_VALUE_COLUMNS = ("lot_id", "grade", "reason", *_GRADE_METRICS, "recipe_sha256", "rules_name", "graded_s")
 
 
