@@ -38,6 +38,8 @@ class SampleWriter:
         self.rows_written = 0
         self.write_wall_s: list[float] = []
         self.failures = 0
+        #: Why the database refused the block being written (None once a write succeeds again).
+        self.last_error: str | None = None
         self._queue: asyncio.Queue[tuple[np.ndarray, int]] = asyncio.Queue(QUEUE_BLOCKS)
         self._task: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -109,10 +111,12 @@ class SampleWriter:
                         # Keep the block and retry: the records stay unacknowledged on the instrument meanwhile.
                         # Any exception, not only StoreError: a writer that died would leave flush() waiting.
                         self.failures += 1
+                        self.last_error = str(exc)
                         log.warning("sample write failed, retrying: %s", exc, exc_info=not isinstance(exc, StoreError))
                         await asyncio.sleep(RETRY_S)
                         continue
                     break
+                self.last_error = None
                 self.write_wall_s.append(time.perf_counter() - t0)
                 if len(self.write_wall_s) > 10_000:
                     del self.write_wall_s[:5_000]

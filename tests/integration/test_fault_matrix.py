@@ -1,21 +1,31 @@
-"""Rows of the README's fault matrix not covered elsewhere, through the simulator over real TCP and a real SQLite
-database: one cabinet powered off while another runs; the database locked by another process for a while. Each
-asserts the affected channels' state, the alarm, what the other channels do, and that no sample is lost (the
-stored records of every run that finished are contiguous)."""
+"""Rows of the README's fault matrix not covered elsewhere, through the simulator over real TCP and real databases:
+one cabinet powered off while another runs; an internal short during a step; the database locked by another
+process for a while; PostgreSQL unreachable for a minute (a TCP relay stopped and started); a full disk under the
+SQLite file (a 4 MiB tmpfs filled up). Each asserts the affected channels' state, the alarm, what the other
+channels do, what comes back afterwards, and that no sample is lost (the stored records are one unbroken run of
+numbers, none doubled)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import socket
 import sqlite3
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from formation.clock import ScaledClock
 from formation.config import CabinetConfig
+from formation.instruments.bt2200 import Bt2200Cycler
+from formation.instruments.program import CellState
+from formation.instruments.scpi import ScpiSession
 from formation.orchestrator.cabinet import CabinetSupervisor
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.job import assign_cells, run_job
@@ -43,6 +53,9 @@ id = "r1"
 kind = "rest"
 until = {{ duration = "{rest}" }}
 """
+
+#: How long (wall seconds) the PostgreSQL row keeps the database away.
+OUTAGE_S = 60.0
 
 
 def _recipe(charge: str = "2h", rest: str = "30min") -> Recipe:
@@ -174,3 +187,246 @@ async def test_a_database_locked_for_a_while_loses_no_sample_and_supervision_goe
     assert store.get_job(sup.job_id).state == "done"
     assert len(store.step_results(job_id=sup.job_id)) == 2 * len(sup.runs)
     _no_sample_lost(store, sup)
+
+
+async def test_an_internal_short_during_a_step_switches_that_channel_off_and_the_others_go_on(store: Store) -> None:
+    """Cell 1 shorts during its charge (10 A against a 2.5 A charge), cell 2 during its rest (2 A): the host sees
+    the voltage fall, switches each off with an ``internal_short`` alarm; cells 3 and 4 finish their recipe."""
+    clock = ScaledClock(2000.0)
+    recipe = _recipe("40min", "20min")
+    async with SimulatedPlant([CabinetSpec(name="cab", channels=4, seed=3)], clock) as plant:
+        cab = CabinetConfig(name="cab", resource=plant.cabinets["cab"].resource, channels=4, poll_interval_s=20.0)
+        injected: dict[int, str] = {}
+        tasks: list[asyncio.Task[None]] = []
+
+        async def inject(command: str) -> None:
+            async with ScpiSession(cab.resource, name="injector") as injector:
+                await injector.write(command)
+
+        def watch(sup: CabinetSupervisor, _stats: object) -> None:
+            one, two = sup.runs[0], sup.runs[1]
+            if 1 not in injected and one.state is RunState.RUNNING and one.last_voltage_v > 3.4:
+                injected[1] = "charge"
+                tasks.append(asyncio.create_task(inject("SIM:FAULT:SHORT 1001,10"), name="short-1"))
+            if 2 not in injected and two.step_index == 1 and one.terminal:
+                injected[2] = "rest"
+                tasks.append(asyncio.create_task(inject("SIM:FAULT:SHORT 1002,2"), name="short-2"))
+
+        sup = await run_job(
+            cab, recipe, assign_cells(range(1, 5), _entries("sh", 4), recipe), store, clock, on_cycle=watch
+        )
+        await asyncio.gather(*tasks)
+        async with ScpiSession(cab.resource) as s:
+            status = await Bt2200Cycler(s).status([1, 2, 3, 4])
+    assert injected == {1: "charge", 2: "rest"}
+    one, two, *others = sup.runs
+    # The shorted channels: switched off on the instrument, faulted, one critical alarm each, in the step shorted.
+    assert one.state is RunState.FAULTED and one.end_reason == "internal_short"
+    assert two.state is RunState.FAULTED and two.end_reason == "internal_short"
+    assert list(status[:2]) == [CellState.ABORTED] * 2
+    shorts = [a for a in store.alarms(job_id=sup.job_id) if a.code == "internal_short"]
+    assert sorted(a.severity for a in shorts) == ["critical", "critical"]
+    assert [s.step_index for s in (one, two)] == [0, 1]
+    # Caught by the host while the voltage was still inside the recipe window: no instrument limit tripped.
+    assert all(recipe.limits.min_voltage_v < r.last_voltage_v < recipe.limits.max_voltage_v for r in (one, two))
+    # The other channels carried on to the end of the recipe, with no alarm of their own.
+    assert all(r.state is RunState.DONE for r in others), [(r.state, r.end_reason) for r in others]
+    assert (
+        len(
+            store.step_results(job_id=sup.job_id).query(
+                "run_id in @ids", local_dict={"ids": [r.run_id for r in others]}
+            )
+        )
+        == 4
+    )
+    assert store.get_job(sup.job_id).state == "faulted"
+    _no_sample_lost(store, sup)
+
+
+class TcpProxy:
+    """A TCP relay to ``target`` on a port of its own, in threads (the event loop's blocking callers cannot stall
+    it); ``stop`` closes the port and every relayed connection, as a database host dropping off the network."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Listen (on the same port as before, after a stop) and relay every connection."""
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), name="proxy-accept", daemon=True).start()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5.0)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), name="proxy-pump", daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.e2e  # the database is away for a whole minute of wall time
+async def test_postgresql_unreachable_for_a_minute_loses_no_sample_and_supervision_goes_on(postgres_url: str) -> None:
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy.start()
+    url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    assert url != postgres_url
+    store = Store(url)
+    store.create_schema()
+    clock = ScaledClock(100.0)  # the recipe takes ~90 s of wall time: the outage falls in its middle
+    polls = {"during": 0}
+    outage: dict[str, float] = {}
+    try:
+        async with SimulatedPlant([CabinetSpec(name="cab", channels=4, seed=3)], clock) as plant:
+            cab = CabinetConfig(name="cab", resource=plant.cabinets["cab"].resource, channels=4, poll_interval_s=20.0)
+            recipe = _recipe("2h", "30min")
+            tasks: list[asyncio.Task[None]] = []
+
+            async def away_for_a_minute() -> None:
+                await asyncio.sleep(5.0)
+                await asyncio.to_thread(proxy.stop)
+                outage["from"] = clock.now()
+                await asyncio.sleep(OUTAGE_S)
+                outage["to"] = clock.now()
+                await asyncio.to_thread(proxy.start)
+
+            def count(sup: CabinetSupervisor, _stats: object) -> None:
+                if "from" in outage and "to" not in outage:
+                    polls["during"] += 1
+
+            sup = await run_job(
+                cab, recipe, assign_cells(range(1, 5), _entries("pg", 4), recipe), store, clock,
+                on_start=lambda s: tasks.append(asyncio.create_task(away_for_a_minute(), name="pg-outage")),
+                on_cycle=count,
+            )  # fmt: skip
+            await asyncio.gather(*tasks)
+        # Supervision went on while the database was away (a poll every 0.2 s of wall time).
+        assert polls["during"] > 100, polls
+        assert all(r.state is RunState.DONE for r in sup.runs), [(r.state, r.end_reason) for r in sup.runs]
+        assert store.get_job(sup.job_id).state == "done"
+        assert len(store.step_results(job_id=sup.job_id)) == 2 * len(sup.runs)
+        # The alarms raised while the database was away (writes refused, then the queue full) were stored once it
+        # came back, with their own times.
+        alarms = {a.code: a for a in store.alarms(job_id=sup.job_id)}
+        for code in ("store_refused", "store_backlog"):
+            assert code in alarms and outage["from"] < alarms[code].ts_s < outage["to"], (code, alarms, outage)
+        # Records timed inside the outage were stored afterwards: none lost, none doubled.
+        stored = pd.concat([store.samples(r.run_id) for r in sup.runs])
+        assert ((stored["ts_s"] > outage["from"]) & (stored["ts_s"] < outage["to"])).sum() > 0
+        _no_sample_lost(store, sup)
+    finally:
+        store.close()
+        proxy.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of the test's own (mounting needs root; skipped with the reason where it is refused)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a 4 MiB tmpfs for the disk-full row (needs root): {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> int:
+    """Write ``path`` until the file system is full; the bytes written."""
+    chunk = b"\0" * 65536
+    written = 0
+    with path.open("wb", buffering=0) as f:
+        while True:
+            try:
+                written += f.write(chunk) or 0
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return written
+
+
+async def test_a_full_disk_under_the_sqlite_file_loses_no_sample_and_supervision_goes_on(small_disk: Path) -> None:
+    db = small_disk / "line.db"
+    filler = small_disk / "filler"
+    clock = ScaledClock(2000.0)
+    with Store(f"sqlite:///{db}") as store:
+        store.create_schema()
+        async with SimulatedPlant([CabinetSpec(name="cab", channels=4, seed=3)], clock) as plant:
+            cab = CabinetConfig(name="cab", resource=plant.cabinets["cab"].resource, channels=4, poll_interval_s=20.0)
+            recipe = _recipe("1h", "20min")
+            full: dict[str, float] = {}
+            polls = {"during": 0}
+            tasks: list[asyncio.Task[None]] = []
+
+            async def fill_then_free() -> None:
+                await clock.sleep(1200.0)
+                assert _fill(filler) > 0  # 4 MiB into memory: quick, and no worker thread to queue behind
+                full["from"] = clock.now()
+                await asyncio.sleep(1.0)  # about 33 clock minutes with nowhere to write
+                full["to"] = clock.now()
+                filler.unlink()
+
+            def count(sup: CabinetSupervisor, _stats: object) -> None:
+                if "from" in full and "to" not in full:
+                    polls["during"] += 1
+
+            sup = await run_job(
+                cab, recipe, assign_cells(range(1, 5), _entries("full", 4), recipe), store, clock,
+                on_start=lambda s: tasks.append(asyncio.create_task(fill_then_free(), name="disk-full")),
+                on_cycle=count,
+            )  # fmt: skip
+            await asyncio.gather(*tasks)
+        # The disk really refused the writes, and supervision went on meanwhile.
+        assert sup.drain.writer is not None and sup.drain.writer.failures > 0
+        assert polls["during"] >= 3, polls
+        # Every channel finished; the alarm raised when the disk refused writes was stored afterwards, with its time.
+        assert all(r.state is RunState.DONE for r in sup.runs), [(r.state, r.end_reason) for r in sup.runs]
+        assert store.get_job(sup.job_id).state == "done"
+        assert len(store.step_results(job_id=sup.job_id)) == 2 * len(sup.runs)
+        refused = [a for a in store.alarms(job_id=sup.job_id) if a.code == "store_refused"]
+        assert len(refused) == 1 and full["from"] < refused[0].ts_s < full["to"], (refused, full)
+        assert "full" in refused[0].message
+        stored = pd.concat([store.samples(r.run_id) for r in sup.runs])
+        assert ((stored["ts_s"] > full["from"]) & (stored["ts_s"] < full["to"])).sum() > 0
+        _no_sample_lost(store, sup)

@@ -33,6 +33,7 @@ class LogDrain:
         #: Whether the last read went to the end of the instrument's log (False while the database is behind).
         self.read_to_end = False
         self._backlog_alarmed = False
+        self._refused_alarmed = False
 
     def open(self, read_rec: int) -> None:
         """Start draining after record ``read_rec`` (idempotent for the writer)."""
@@ -53,6 +54,7 @@ class LogDrain:
         """
         assert self.writer is not None
         last_read = self.read_rec
+        await self._alarm_if_refused(self.writer.last_error)
         if self.writer.pending >= QUEUE_BLOCKS - 1:
             if not self._backlog_alarmed:
                 self._backlog_alarmed = True
@@ -79,6 +81,16 @@ class LogDrain:
         records = np.concatenate(blocks) if blocks else empty_log_block()
         self.records_total += len(records)
         return records, last_read
+
+    async def _alarm_if_refused(self, error: str | None) -> None:
+        """One alarm per spell of refused sample writes (a full disk, a database away), not one per retry."""
+        if error is None:
+            self._refused_alarmed = False
+        elif not self._refused_alarmed:
+            self._refused_alarmed = True
+            await self.ledger.alarm(
+                "warning", "store_refused", f"sample writes refused, retrying; records wait on the instrument: {error}"
+            )
 
     async def hand_off(self, samples: np.ndarray, last_read: int) -> None:
         """Queue a sample block whose records end at ``last_read``; the cursor moves past them."""

@@ -1,7 +1,7 @@
 """JobLedger: what a supervisor writes to the store besides samples — run journal, step results, alarms.
 
 A database that is locked or down must not stop supervision: whatever it refuses is kept and retried on the
-next poll, and an alarm that cannot be stored is still logged.
+next poll, and an alarm that cannot be stored is logged at once and stored later with the time it was raised.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from formation.clock import Clock
 from formation.errors import StoreError
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Alarms kept for a database that is away; past this many the oldest are dropped (they are in the log).
+MAX_UNSTORED_ALARMS = 10_000
+
 
 class JobLedger:
     """The store bookkeeping of one job on one cabinet, tolerant of a database that refuses writes."""
@@ -39,20 +42,27 @@ class JobLedger:
         self._committed_rec = committed_rec
         self._unsaved_results: list[StepResultRecord] = []
         self._unjournalled: dict[int, ChannelRun] = {}
+        self._unstored_alarms: list[dict[str, Any]] = []
         #: Where alarms are published besides the store (None: nowhere).
         self.feed: CabinetFeed | None = None
 
     @property
     def pending(self) -> int:
-        """Step results and journal entries waiting for the database."""
-        return len(self._unsaved_results) + len(self._unjournalled)
+        """Step results, journal entries and alarms waiting for the database."""
+        return len(self._unsaved_results) + len(self._unjournalled) + len(self._unstored_alarms)
 
     async def retry(self) -> None:
-        """Write step results and journal entries that the database refused earlier."""
+        """Write step results, journal entries and alarms that the database refused earlier."""
         if self._unsaved_results:
             await self.save_results([])
         if self._unjournalled:
             await self.journal(list(self._unjournalled.values()))
+        while self._unstored_alarms:
+            try:
+                await asyncio.to_thread(self._store_alarm, self._unstored_alarms[0])
+            except StoreError:
+                return
+            self._unstored_alarms.pop(0)
 
     async def save_results(self, results: list[StepResultRecord]) -> None:
         """Store step results (insert-or-ignore per run and step), keeping them for a retry if refused."""
@@ -114,20 +124,25 @@ class JobLedger:
         log.log(logging.WARNING if severity != "info" else logging.INFO, "%s: %s", code, message)
         if self.feed is not None:  # first: a database that hangs must not hold the alarm back from the displays
             self.feed.alarm(severity, code, message, run, self.job_id)
+        row: dict[str, Any] = {
+            "ts_s": self.clock.now(),
+            "severity": severity,
+            "code": code,
+            "message": message,
+            "cabinet": self.cabinet,
+            "channel": run.channel if run else None,
+            "run_id": run.run_id if run else None,
+            "job_id": self.job_id,
+        }
         try:
-            await asyncio.to_thread(
-                self.store.add_alarm,
-                ts_s=self.clock.now(),
-                severity=severity,
-                code=code,
-                message=message,
-                cabinet=self.cabinet,
-                channel=run.channel if run else None,
-                run_id=run.run_id if run else None,
-                job_id=self.job_id,
-            )
+            await asyncio.to_thread(self._store_alarm, row)
         except StoreError as exc:
-            log.error("alarm not stored: %s", exc)
+            log.error("alarm not stored yet (%d waiting): %s", len(self._unstored_alarms) + 1, exc)
+            self._unstored_alarms.append(row)
+            del self._unstored_alarms[:-MAX_UNSTORED_ALARMS]
+
+    def _store_alarm(self, row: dict[str, Any]) -> None:
+        self.store.add_alarm(**row)
 
     def record_launch(
         self,

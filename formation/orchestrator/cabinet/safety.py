@@ -4,7 +4,9 @@ The policy (README "Faults and safety"): transport faults pause the runs and rai
 once the link has been down for three watchdog periods; SCPI errors and garbage replies raise alarms, and after
 MAX_BAD_POLLS in a row the job's channels are switched off; an abort the instrument does not confirm is re-sent
 every poll; a run whose cell the instrument no longer knows is faulted; a cell outside the recipe's voltage or
-temperature limits in any logged record is switched off, whatever the instrument's own FAIL tests did.
+temperature limits in any logged record is switched off, whatever the instrument's own FAIL tests did; a cell whose
+records show an internal short (its voltage falling during a charge or a settled rest, see ``shorts``) is switched
+off and faulted with an ``internal_short`` alarm while the others go on.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from formation.errors import InstrumentError, StoreError
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.program import LOG_COL, CellState
 from formation.orchestrator.cabinet.ledger import JobLedger
+from formation.orchestrator.cabinet.shorts import ShortWatch
 from formation.orchestrator.compile import LIMIT_MARGIN_V
 from formation.orchestrator.run import ChannelRun
 from formation.orchestrator.timebase import wall_s
@@ -44,6 +47,7 @@ class SafetyGuard:
         self.lost_fault_s = 3.0 * watchdog_s if watchdog_s > 0 else 120.0
         self.abort_requested = False
         self._comm_lost_since: float | None = None
+        self.shorts = ShortWatch()
 
     async def fault_runs(self, runs: list[ChannelRun], reason: str, *, switch_off: bool) -> None:
         """Fault runs for ``reason`` (switching their channels off first if asked) and journal them."""
@@ -81,16 +85,31 @@ class SafetyGuard:
         bad_v = (v > lim.max_voltage_v + LIMIT_MARGIN_V) | (v < lim.min_voltage_v - LIMIT_MARGIN_V)
         offenders = np.unique(idx[too_hot | bad_v])
         trip = [runs[i] for i in offenders if runs[i].state in (RunState.RUNNING, RunState.PAUSED)]
-        if not trip:
-            return
-        await self.fault_runs(trip, "host_check", switch_off=True)
-        for run in trip:
-            await self.ledger.alarm(
-                "critical",
-                "host_check",
-                f"{run.cell_id}: {run.last_voltage_v:.4f} V / {run.last_temperature_c:.1f} °C outside recipe limits",
-                run=run,
-            )
+        if trip:
+            await self.fault_runs(trip, "host_check", switch_off=True)
+            for run in trip:
+                await self.ledger.alarm(
+                    "critical",
+                    "host_check",
+                    f"{run.cell_id}: {run.last_voltage_v:.4f} V / {run.last_temperature_c:.1f} °C outside recipe "
+                    "limits",
+                    run=run,
+                )
+        shorted = [
+            runs[i]
+            for i in self.shorts.check(records, idx, len(runs))
+            if runs[i].state in (RunState.RUNNING, RunState.PAUSED)
+        ]
+        if shorted:
+            await self.fault_runs(shorted, "internal_short", switch_off=True)
+            for run in shorted:
+                await self.ledger.alarm(
+                    "critical",
+                    "internal_short",
+                    f"{run.cell_id}: voltage falling at {run.last_voltage_v:.4f} V (internal short?); channel "
+                    f"{run.channel} switched off",
+                    run=run,
+                )
 
     async def settle_aborting(self, active: list[ChannelRun], status: np.ndarray) -> None:
         """A run aborted between steps gets no end record: settle it from the instrument status."""
@@ -176,17 +195,19 @@ class SafetyGuard:
 
     async def check_status(self, active: list[ChannelRun], status: np.ndarray) -> None:
         """A run on a cell the instrument no longer knows (reset, power loss) or that went idle under it."""
-        codes = status.tolist()
+        undefined = status == CellState.UNDEFINED
+        # Only the few channels idle or undefined need a look at their run: no Python loop over every channel.
+        suspects = np.nonzero(undefined | (status == CellState.IDLE))[0]
         lost = [
             run
-            for run, code in zip(active, codes, strict=True)
+            for run, code in ((active[i], int(status[i])) for i in suspects.tolist())
             if run.state in (RunState.RUNNING, RunState.PAUSED)
             and (
                 code == CellState.UNDEFINED  # cells are defined at launch: undefined means the instrument forgot
-                or (code == CellState.IDLE and run.start is StartState.STARTED and not _host_step(run))
+                or (run.start is StartState.STARTED and not _host_step(run))
             )
         ]
-        if any(code == CellState.UNDEFINED for code in codes):
+        if undefined.any():
             # A reset also cleared the sequences: download programs again when they are next needed.
             self.cycler.forget_programs()
         await self.fault_runs(lost, "instrument_lost_cell", switch_off=False)
@@ -207,10 +228,10 @@ class SafetyGuard:
         if job_id is None or self.abort_requested:
             return False
         try:
-            job = await asyncio.to_thread(store.get_job, job_id)
+            state = await asyncio.to_thread(store.job_state, job_id)
         except StoreError:
             return False
-        if job is None or job.state != JobState.ABORTING:
+        if state != JobState.ABORTING:
             return False
         self.abort_requested = True
         await self.ledger.alarm("warning", "abort_requested", f"job {job_id}: abort requested from outside")

@@ -63,15 +63,24 @@ async def test_refused_results_and_journal_are_kept_and_written_later(store: Sto
     assert ledger.pending == 2
     await ledger.retry()  # still refused: nothing lost, nothing raised
     assert ledger.pending == 2
+    _rename(store, "alarm", "alarm_away")
+    await ledger.alarm("warning", "refused", "raised while the database refuses alarms too")
+    raised_s = ledger.clock.now()
+    assert ledger.pending == 3
+    await ledger.retry()
+    assert ledger.pending == 3
     _rename(store, "step_result_away", "step_result")
     _rename(store, "run_away", "run")
+    _rename(store, "alarm_away", "alarm")
     await ledger.retry()
     assert ledger.pending == 0
     results = store.step_results(job_id=job_id)
     assert results["ah"].tolist() == [2.5] and results["end_reason"].tolist() == ["voltage"]
     stored = store.get_run(run.run_id)
     assert stored is not None and stored.state == RunState.RUNNING
-    assert [a.code for a in store.alarms(job_id=job_id)] == ["test"]
+    alarms = store.alarms(job_id=job_id)
+    assert [a.code for a in alarms] == ["test", "refused"]
+    assert alarms[1].ts_s <= raised_s  # stored later with the time it was raised
 
 
 async def test_finish_job_writes_the_end_state(store: Store, ledger: JobLedger) -> None:

@@ -1,0 +1,106 @@
+"""ShortWatch: the host's check for an internal short, from the data-log records of each run.
+
+A healthy cell's terminal voltage does not fall while it is charged, and after the first minutes of a rest it
+relaxes by well under a millivolt a minute. An internal short drains the cell through itself: the voltage falls
+during the charge (once the short takes more than the charger gives) or keeps falling during the rest. The
+instrument's limits do not see it (the voltage stays inside the window for a long time), so the host does. The
+check is vectorised over one poll's records; per run it keeps the step it watches and a reference point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from formation.instruments.program import LOG_COL
+
+#: A charge whose voltage falls this far below its highest value in the step (V) is shorted.
+CHARGE_DROP_V = 0.030
+#: A rest is judged only after this much step time (s): relaxation is fast at first.
+REST_SETTLE_S = 600.0
+#: A settled rest falling faster than this (V/s, 3 mV/min) is shorted; healthy relaxation stays below 1 mV/min.
+REST_FALL_V_PER_S = 0.003 / 60.0
+#: The fall of a rest is measured over at least this much step time (s), so that noise does not count.
+REST_WINDOW_S = 120.0
+#: Current (A) below which a record is open circuit, above which (positive) it is a charge.
+OPEN_CIRCUIT_A = 1e-4
+
+
+def _last_group(runs_of: np.ndarray, key: np.ndarray, n_runs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run present in ``runs_of``: its last record's position and step key, and a mask of that step's records."""
+    last_pos = len(runs_of) - 1 - np.unique(runs_of[::-1], return_index=True)[1]
+    last_key = np.full(n_runs, np.nan)
+    last_key[runs_of[last_pos]] = key[last_pos]
+    return last_pos, last_key, key == last_key[runs_of]
+
+
+class ShortWatch:
+    """Flags runs whose records show an internal short (a falling charge, a rest that keeps falling)."""
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._charge_key = np.empty(0)
+        self._charge_peak_v = np.empty(0)
+        self._rest_key = np.empty(0)
+        self._rest_t_s = np.empty(0)
+        self._rest_v = np.empty(0)
+
+    def _grow(self, n_runs: int) -> None:
+        if n_runs <= self._size:
+            return
+        extra = n_runs - self._size
+        self._charge_key = np.concatenate([self._charge_key, np.full(extra, np.nan)])
+        self._charge_peak_v = np.concatenate([self._charge_peak_v, np.full(extra, -np.inf)])
+        self._rest_key = np.concatenate([self._rest_key, np.full(extra, np.nan)])
+        self._rest_t_s = np.concatenate([self._rest_t_s, np.zeros(extra)])
+        self._rest_v = np.concatenate([self._rest_v, np.zeros(extra)])
+        self._size = n_runs
+
+    def check(self, records: np.ndarray, idx: np.ndarray, n_runs: int) -> np.ndarray:
+        """Indices of the runs (into the supervisor's list) whose records in this poll show a short."""
+        self._grow(n_runs)
+        if not len(records):
+            return np.empty(0, dtype=np.int64)
+        key = records[:, LOG_COL["seq"]] * 65536.0 + records[:, LOG_COL["step"]]
+        current_a = records[:, LOG_COL["current_a"]]
+        charging = current_a > OPEN_CIRCUIT_A
+        resting = (np.abs(current_a) <= OPEN_CIRCUIT_A) & (records[:, LOG_COL["step_time_s"]] >= REST_SETTLE_S)
+        shorted = [
+            self._charge(idx[charging], key[charging], records[charging], n_runs),
+            self._rest(idx[resting], key[resting], records[resting], n_runs),
+        ]
+        return np.unique(np.concatenate(shorted)).astype(np.int64)
+
+    def _charge(self, runs_of: np.ndarray, key: np.ndarray, rows: np.ndarray, n_runs: int) -> np.ndarray:
+        if not len(rows):
+            return np.empty(0, dtype=np.int64)
+        v = rows[:, LOG_COL["voltage_v"]]
+        last_pos, last_key, same = _last_group(runs_of, key, n_runs)
+        present = runs_of[last_pos]
+        # The peak carries over from earlier polls only within the same step.
+        peak = np.where(self._charge_key[:n_runs] == last_key, self._charge_peak_v[:n_runs], -np.inf)
+        np.maximum.at(peak, runs_of[same], v[same])
+        self._charge_key[present] = last_key[present]
+        self._charge_peak_v[present] = peak[present]
+        # The last record comes after (or is) the peak: a drop below it is a fall during the charge.
+        return present[v[last_pos] < peak[present] - CHARGE_DROP_V]
+
+    def _rest(self, runs_of: np.ndarray, key: np.ndarray, rows: np.ndarray, n_runs: int) -> np.ndarray:
+        if not len(rows):
+            return np.empty(0, dtype=np.int64)
+        t_s, v = rows[:, LOG_COL["step_time_s"]], rows[:, LOG_COL["voltage_v"]]
+        last_pos, last_key, same = _last_group(runs_of, key, n_runs)
+        present = runs_of[last_pos]
+        # A new step starts from its first settled record in this poll.
+        first_pos = np.flatnonzero(same)[np.unique(runs_of[same], return_index=True)[1]]
+        fresh = self._rest_key[present] != last_key[present]
+        self._rest_key[present] = last_key[present]
+        self._rest_t_s[present] = np.where(fresh, t_s[first_pos], self._rest_t_s[present])
+        self._rest_v[present] = np.where(fresh, v[first_pos], self._rest_v[present])
+        span_s = t_s[last_pos] - self._rest_t_s[present]
+        judged = span_s >= REST_WINDOW_S
+        fall_v_per_s = (self._rest_v[present] - v[last_pos]) / np.maximum(span_s, REST_WINDOW_S)
+        # The window slides once judged, so a short that starts late in a long rest is still seen.
+        moved = present[judged]
+        self._rest_t_s[moved] = t_s[last_pos][judged]
+        self._rest_v[moved] = v[last_pos][judged]
+        return present[judged & (fall_v_per_s > REST_FALL_V_PER_S)]
