@@ -1,9 +1,9 @@
 """Rows of the README's fault matrix not covered elsewhere, through the simulator over real TCP and real databases:
 one cabinet powered off while another runs; an internal short during a step; the database locked by another
 process for a while; PostgreSQL unreachable for a minute (a TCP relay stopped and started); a full disk under the
-SQLite file (a 4 MiB tmpfs filled up). Each asserts the affected channels' state, the alarm, what the other
-channels do, what comes back afterwards, and that no sample is lost (the stored records are one unbroken run of
-numbers, none doubled)."""
+SQLite file (a 4 MiB tmpfs filled up); the ageing room's tester losing contact on one position. Each asserts the
+affected channels' state, the alarm, what the other channels do, what comes back afterwards, and that no sample is
+lost (the stored records are one unbroken run of numbers, none doubled)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from formation.cli.app import main
 from formation.clock import ScaledClock
 from formation.config import CabinetConfig
 from formation.instruments.bt2200 import Bt2200Cycler
+from formation.instruments.bt3562 import scanner_channel
 from formation.instruments.program import CellState
 from formation.instruments.scpi import ScpiSession
 from formation.orchestrator.cabinet import CabinetSupervisor
@@ -33,6 +35,8 @@ from formation.recipes import Recipe, loads_recipe
 from formation.sim.plant import CabinetSpec, SimulatedPlant
 from formation.states import RunState
 from formation.store import Store
+from tests.integration.ageing_support import FAST_PLAN, formed_lot, site_file
+from tests.integration.ageing_support import plant as ageing_plant
 
 RECIPE = """
 name = "short"
@@ -430,3 +434,57 @@ async def test_a_full_disk_under_the_sqlite_file_loses_no_sample_and_supervision
         stored = pd.concat([store.samples(r.run_id) for r in sup.runs])
         assert ((stored["ts_s"] > full["from"]) & (stored["ts_s"] < full["to"])).sum() > 0
         _no_sample_lost(store, sup)
+
+
+async def test_tester_no_contact_gives_the_reading_a_reason_and_an_alarm_and_contact_comes_back(tmp_path: Path) -> None:
+    """``SIM:FAULT:CONT`` on position 2's scanner channel from the first checkpoint; cleared once two checkpoints
+    have read it without contact: those readings carry the reason and no numbers, each raises an alarm, the other
+    positions read normally throughout, and position 2 reads again from the next checkpoint on."""
+    url = f"sqlite:///{tmp_path / 'age.db'}"
+    cells = formed_lot(url, n=4)
+    plan = tmp_path / "plan.toml"
+    plan.write_text(FAST_PLAN)
+    scale = 5000.0
+    async with ageing_plant(ScaledClock(scale), cells=4) as sim:
+        site = site_file(tmp_path / "site.toml", url, sim, scale)
+        tester = sim.tester_resources["t1"]
+        assert (
+            await asyncio.to_thread(main, ["age", "load", "L1", "--rack", "rack1", "--db", url, "--tester", tester])
+            == 0
+        )
+        async with ScpiSession(tester, name="injector") as injector:
+            await injector.write(f"SIM:FAULT:CONT {scanner_channel(1, 2)}")
+        args = ["age", "start", "L1", "--plan", str(plan), "--rack", "rack1", "--site", str(site), "--foreground"]
+        ageing = asyncio.create_task(asyncio.to_thread(main, args), name="age-start")
+
+        def bad_so_far() -> int:
+            with Store(url) as store:
+                readings = store.ageing_readings(job_id=1) if store.ageing_jobs() else None
+            return 0 if readings is None else int((readings["reason"] == "no contact").sum())
+
+        while await asyncio.to_thread(bad_so_far) < 2 and not ageing.done():
+            await asyncio.sleep(0.02)
+        async with ScpiSession(tester, name="injector") as injector:
+            await injector.write("SIM:FAULT:CLE")
+        assert await ageing == 0
+    with Store(url) as store:
+        readings = store.ageing_readings(job_id=1)
+        job = store.ageing_jobs(job_id=1)[0]
+        alarms = [a for a in store.alarms() if a.code.startswith("tester_")]
+    checkpoints = 6
+    assert job.state == "done"
+    # Every checkpoint read every position exactly once: nothing lost, nothing doubled.
+    assert len(readings) == checkpoints * 4
+    assert not readings.duplicated(["k", "position"]).any()
+    bad = readings[readings["reason"].notna()]
+    assert set(bad["position"]) == {2} and set(bad["reason"]) == {"no contact"} and bad["ocv_v"].isna().all()
+    assert 2 <= len(bad) < checkpoints  # at least the two it waited for, cleared before the end
+    # One alarm per checkpoint that read no contact, naming the position.
+    assert [a.code for a in alarms] == ["tester_no_contact"] * len(bad)
+    assert all(a.severity == "warning" and "2" in a.message for a in alarms)
+    # The other positions read normally throughout; position 2 reads again once contact is back.
+    good = readings[readings["reason"].isna()]
+    assert good["ocv_v"].between(3.3, 3.7).all() and good["acir_mohm"].between(5.0, 60.0).all()
+    after = readings[(readings["position"] == 2) & (readings["k"] > bad["k"].max())]
+    assert len(after) == checkpoints - 1 - int(bad["k"].max()) and after["reason"].isna().all()
+    assert cells[1] in set(readings.loc[readings["position"] == 2, "cell_id"])
