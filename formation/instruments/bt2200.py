@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -245,6 +246,23 @@ class Bt2200Cycler(ScpiInstrument):
         if rec[0] < from_rec or np.any(np.diff(rec) <= 0):
             raise self._garbage("log records are not increasing from the requested rec", cmd)
         return block
+
+    async def instrument_time_s(self) -> float:
+        """``SYST:DATE?;SYST:TIME?`` (SCPI standard, one line so both read one instant) -> the instrument clock in
+        unix seconds, read as UTC: the clock its data log's ``time_s`` comes from (yyyy,mm,dd;hh,mm,ss[.fff])."""
+        cmd = "SYST:DATE?;SYST:TIME?"
+        reply = await self.session.query(cmd)
+        try:
+            date, clock = reply.split(";")
+            year, month, day = (int(float(x)) for x in date.split(","))
+            hour, minute, second = clock.split(",")
+            seconds = float(second)
+            if not 0.0 <= seconds < 61.0:
+                raise ValueError(f"seconds {seconds!r}")
+            stamp = datetime(year, month, day, int(float(hour)), int(float(minute)), tzinfo=UTC)
+        except ValueError as exc:
+            raise self._garbage(f"date and time {reply!r} do not parse: {exc}", cmd) from None
+        return stamp.timestamp() + seconds
 
     async def log_next_rec(self) -> int:
         """``DATA:LOG:NEXT?`` (EXT) -> the rec number the next log record will get."""

@@ -7,7 +7,7 @@ dies can never push a cell past its recipe limit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from formation.instruments.program import (
@@ -45,6 +45,8 @@ TAPER_HOLDOFF_S = 5.0
 #: Backstop duration for a step whose recipe gives no duration: this many times its nominal charge time.
 BACKSTOP_FACTOR = 2.0
 BACKSTOP_MIN_S = 3600.0
+#: A step cut short with less time than this left is not restarted (the instrument takes durations > 0 s).
+MIN_REMAINDER_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,3 +216,31 @@ def _compile_dcir(step: DcirStep, recipe: Recipe, nominal_capacity_ah: float) ->
     current_a = step.current.resolve_a(nominal_capacity_ah)
     steps.append(_instrument_step(mode, step.duration_s, current_a, clamp_v, safety, step.record))
     return CompiledStep(StepProgram(tuple(steps)), _numbered(safety), True)
+
+
+def remaining_step(compiled: CompiledStep, done_s: float, done_ah: float) -> CompiledStep | None:
+    """What is left of a step the instrument stopped early (its watchdog), after ``done_s`` of step time and
+    ``done_ah`` moved: the same program with its duration and its charge end reduced by what was done, and the same
+    clamp, FAIL tests and other ends (the recipe's limits stay on the instrument). None when nothing is left.
+
+    A program of several instrument steps (a dcir: rest, then pulse) is returned whole: a pulse cut in two yields
+    no resistance, so the sequence runs again from its baseline rest.
+    """
+    steps = compiled.program.steps
+    if compiled.host_step or not steps:
+        return None
+    if len(steps) > 1:
+        return compiled
+    (inst,) = steps
+    left_s = inst.duration_s - done_s
+    if left_s < MIN_REMAINDER_S:
+        return None
+    tests: list[StepTest] = []
+    for test in inst.tests:
+        if test.type is TestType.AMPH_GE and test.action is TestAction.NEXT:
+            left_ah = test.value - abs(done_ah)
+            if left_ah <= 0.0:
+                return None
+            test = replace(test, value=left_ah)
+        tests.append(test)
+    return replace(compiled, program=StepProgram((replace(inst, duration_s=left_s, tests=tuple(tests)),)))

@@ -12,7 +12,7 @@ import numpy as np
 from formation.errors import StateError
 from formation.instruments.program import LOG_COL, EndCode
 from formation.orchestrator import metrics
-from formation.orchestrator.compile import CompiledStep
+from formation.orchestrator.compile import CompiledStep, compile_step, remaining_step
 from formation.orchestrator.records import EndRecord
 from formation.recipes import Recipe
 from formation.states import (
@@ -91,6 +91,14 @@ class ChannelRun:
     rejected: str | None = None
     #: The job's continue count when the current hold step started: a larger count releases it.
     hold_seen: int | None = None
+    #: Instrument time of the start record of the program now running the step (None: not seen yet). Differs from
+    #: ``account.started_s`` once a step cut by the watchdog was restarted with what was left of it.
+    program_t0_s: float | None = None
+    #: Instrument time of the watchdog end record after which the current step was last restarted, and how often.
+    restart_s: float | None = None
+    restarts: int = 0
+    #: (Ah, Wh, s) the step had done when it was last restarted (journalled: a re-attached host counts from it).
+    carried: tuple[float, float, float] | None = None
 
     # -- state machine -------------------------------------------------------------------------------------
     def transition(self, new: RunState) -> None:
@@ -158,12 +166,53 @@ class ChannelRun:
         self.k_paused_s = 0.0
         self.host_end = None
         self.hold_seen = None
+        self.program_t0_s = None
+        self.restart_s = None
+        self.restarts = 0
+        self.carried = None
 
-    def note_start(self, time_s: float, voltage_v: float) -> None:
-        """The instrument's start record of the current step (step time 0 on its first instrument step)."""
+    def note_start(self, time_s: float, voltage_v: float) -> bool:
+        """The instrument's start record of the current step's program (step time 0 on its first instrument step).
+        True when it starts the step itself, False when it starts what was left of it after a restart."""
+        self.program_t0_s = time_s
         if self.account.started_s is None:
             self.account.started_s = time_s
             self.account.start_voltage_v = voltage_v
+            return True
+        return False
+
+    def restart_after_watchdog(self, end: EndRecord) -> bool:
+        """The instrument's watchdog stopped this step (no host was there): account what it did and point the run
+        at what is left of it (``remaining_step``), not yet started. False when nothing is left to run.
+
+        The same end record read twice (a host that died before it was stored) is applied once.
+        """
+        if self.restart_s is not None and end.time_s <= self.restart_s:
+            return True
+        acc = self.account
+        done = (acc.ah + end.step_ah, acc.wh + end.step_wh, acc.duration_s + end.step_time_s)
+        if self.remainder(*done) is None:
+            return False
+        self.apply_restart(end.time_s, self.restarts + 1, done)
+        if self.start is StartState.STARTED:
+            self.start_transition(StartState.AWAITING)
+        else:
+            self.start = StartState.AWAITING  # a start in doubt: the watchdog end proves the program ran and stopped
+        return True
+
+    def remainder(self, ah: float, wh: float, duration_s: float) -> CompiledStep | None:
+        """What is left of the current step after ``duration_s`` and ``ah`` (None: nothing)."""
+        return remaining_step(compile_step(self.step, self.recipe, self.nominal_capacity_ah), duration_s, ah)
+
+    def apply_restart(self, restart_s: float, restarts: int, done: tuple[float, float, float]) -> None:
+        """Point the step at what is left of it after ``done`` = (Ah, Wh, s), cut at instrument time ``restart_s``."""
+        self.account.ah, self.account.wh, self.account.duration_s = done
+        self.compiled = self.remainder(*done)
+        self.restart_s, self.restarts, self.carried = restart_s, restarts, done
+        self.seq_id = None
+        self.program_t0_s = None
+        if self.step.kind == "dcir":
+            self.captured = []  # the sequence runs again whole: its resistance comes from the new pulse
 
     def note_end(self, end: EndRecord) -> StepResultRecord | None:
         """Account an instrument step's end record; return the step result when the recipe step is over."""
@@ -334,6 +383,9 @@ class ChannelRun:
                 "capacity_ref_ah": self.capacity_ref_ah,
                 "host_end": self.host_end,
                 "hold_seen": self.hold_seen,
+                "restart_s": self.restart_s,
+                "restarts": self.restarts,
+                "carried": list(self.carried) if self.carried is not None else None,
             },
             sort_keys=True,
         )

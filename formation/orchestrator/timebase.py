@@ -10,8 +10,10 @@
   scale as the host's, possibly offset from it (another process, another machine). Stored samples keep it, so
   curves keep their resolution at any scale.
 - **Host anchor of a step** (``ChannelRun.step_t0_host_s``): the host clock reading at which the instrument
-  started the step, :func:`host_anchor_s`. Age checkpoints are scheduled on it and converted back to step time
-  with it, on the live path and after a resume alike, so a clock offset between host and instrument cancels.
+  started the step: :func:`anchor_s` from the instrument–host clock offset measured at connect
+  (``cabinet/clocksync.py``), else :func:`host_anchor_s` from the newest drained record. Age checkpoints are
+  scheduled on it and converted back to step time with it, on the live path and after a resume alike, so a clock
+  offset between host and instrument cancels.
 """
 
 from __future__ import annotations
@@ -31,3 +33,17 @@ def host_anchor_s(host_now_s: float, instrument_latest_s: float, instrument_even
     ``instrument_latest_s - instrument_event_s`` is how long ago, in clock seconds, the event happened.
     """
     return host_now_s - (instrument_latest_s - instrument_event_s)
+
+
+def anchor_s(instrument_event_s: float, offset_s: float) -> float:
+    """The host clock reading at which an instrument event happened, from the measured clock offset
+    (``instrument − host``): exact however old the newest record is (an age step logging once an hour)."""
+    return instrument_event_s - offset_s
+
+
+def event_anchor_s(offset_s: float | None, host_now_s: float, instrument_latest_s: float, event_s: float) -> float:
+    """The host clock reading of an instrument event: :func:`anchor_s` with a measured offset, else
+    :func:`host_anchor_s` from the newest drained record."""
+    if offset_s is not None:
+        return anchor_s(event_s, offset_s)
+    return host_anchor_s(host_now_s, instrument_latest_s, event_s)

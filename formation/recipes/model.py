@@ -491,6 +491,9 @@ class Recipe:
     #: The steps as written, with their ``tag`` / ``loop`` marks; ``steps`` is this unrolled, so a step of a
     #: three-cycle block is in ``steps`` three times. Empty: ``steps`` as written (no repeat block).
     layout: tuple[Step | FlowMark, ...] = ()
+    #: ``[resume] after_watchdog``: a cell the instrument's watchdog stopped while no host was there is ``fault``ed
+    #: (the default) or its step ``resume``d with what is left of its time and charge.
+    after_watchdog: str = "fault"
 
     def cycle_of(self, index: int) -> int:
         """The cycle number of ``steps[index]`` (0 outside any repeat block)."""
@@ -510,6 +513,8 @@ class Recipe:
             out["chemistry"] = self.chemistry
         if self.description:
             out["description"] = self.description
+        if self.after_watchdog != "fault":  # the default is left out, so recipes without it keep their hash
+            out["resume"] = {"after_watchdog": self.after_watchdog}
         return out
 
     def canonical_json(self) -> str:

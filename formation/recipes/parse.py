@@ -58,8 +58,11 @@ _TOP_KEYS = (
     "nominal_capacity_ah",
     "limits",
     "record",
+    "resume",
     "steps",
 )
+#: What a re-attached host does with a cell its instrument's watchdog stopped while no host was there.
+AFTER_WATCHDOG = ("fault", "resume")
 _LIMIT_KEYS = ("max_voltage_v", "min_voltage_v", "max_cell_temperature_c", "max_current_a")
 _CURRENT_STEP_KEYS = ("id", "kind", "current", "cv_voltage_v", "until", "record", "chamber_c")
 _CURRENT_STEP_ENDS = ("duration", "voltage_v", "current", "charge", "soc")
@@ -339,6 +342,7 @@ def parse_recipe(data: object, source: str = "<recipe>", *, source_text: str | N
     limits = _limits(table.get("limits", {}), ctx)
     record = record_rule(table.get("record", {}), "record", RecordRule(), ctx)
     ctx.record = record or RecordRule()
+    after_watchdog = _after_watchdog(table.get("resume", {}), ctx)
     layout = _steps(table["steps"], ctx) if "steps" in table else ()
     if ctx.errors:
         _raise(ctx, source)
@@ -359,8 +363,22 @@ def parse_recipe(data: object, source: str = "<recipe>", *, source_text: str | N
         source=source,
         cycles=cycles if has_marks else (),
         layout=layout if has_marks else (),
+        after_watchdog=after_watchdog,
     )
     return replace(recipe, source_text=recipe.canonical_json() if source_text is None else source_text)
+
+
+def _after_watchdog(value: object, ctx: Context) -> str:
+    """``[resume] after_watchdog``: ``fault`` (the default) or ``resume`` (the step goes on with what is left)."""
+    table = read_table(value, "resume", ("after_watchdog",), ctx)
+    if table is None:
+        return AFTER_WATCHDOG[0]
+    choice = table.get("after_watchdog", AFTER_WATCHDOG[0])
+    if not isinstance(choice, str) or choice not in AFTER_WATCHDOG:
+        shown = repr(choice) if isinstance(choice, str) else type_name(choice)
+        ctx.error("resume.after_watchdog", f"{shown} is not one of: {', '.join(AFTER_WATCHDOG)}")
+        return AFTER_WATCHDOG[0]
+    return choice
 
 
 def _raise(ctx: Context, source: str) -> NoReturn:

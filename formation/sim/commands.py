@@ -20,6 +20,7 @@ present current.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Protocol
 
 import numpy as np
@@ -75,6 +76,8 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
     _C("SYSTem:COMMunicate:WATCHdog|WDOG", False, "c_wdog", True,
        "SYST:COMM:WDOG <s>: abort running cells after <s> wall seconds without any command (0 disarms)"),
     _C("SYSTem:COMMunicate:WATCHdog|WDOG", True, "q_wdog", True, "SYST:COMM:WDOG?: the watchdog setting, s"),
+    _C("SYSTem:DATE", True, "q_syst_date", False, "SYST:DATE?: the instrument clock's date (UTC), yyyy,mm,dd"),
+    _C("SYSTem:TIME", True, "q_syst_time", False, "SYST:TIME?: the instrument clock's time (UTC), hh,mm,ss.sss"),
     _C("SIM:FAULT:DROP", False, "c_fault_drop", True, "SIM:FAULT:DROP: close every other connection"),
     _C("SIM:FAULT:STALL", False, "c_fault_stall", True,
        "SIM:FAULT:STALL <s>: stop reading and answering all connections for <s> wall seconds"),
@@ -305,6 +308,17 @@ class CabinetCommands(Ieee488Instrument):
     def q_wdog(self, args: list[str], client: object) -> str:
         expect_count(args, 0)
         return f"{self.model.watchdog_s:g}"
+
+    def q_syst_date(self, args: list[str], client: object) -> str:
+        expect_count(args, 0)
+        now = datetime.fromtimestamp(self.model.time_s, UTC)
+        return f"{now.year:04d},{now.month:02d},{now.day:02d}"
+
+    def q_syst_time(self, args: list[str], client: object) -> str:
+        expect_count(args, 0)
+        # The clock the data log's time_s comes from, to the millisecond (SCPI's seconds field takes a fraction).
+        now = datetime.fromtimestamp(self.model.time_s, UTC)
+        return f"{now.hour:02d},{now.minute:02d},{now.second:02d}.{now.microsecond // 1000:03d}"
 
     def c_fault_drop(self, args: list[str], client: object) -> None:
         expect_count(args, 0)

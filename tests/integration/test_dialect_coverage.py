@@ -106,6 +106,8 @@ async def test_every_driver_command_is_a_table_command_accepted_without_error() 
             await run("measure", lambda: cycler.measure(CHANNELS))
             await run("last_end", lambda: cycler.last_end(CHANNELS[0]))
             await run("log_next_rec", cycler.log_next_rec)
+            # The instrument's clock is the plant's: within a few ms of wall time (x1000) of the shared clock.
+            assert abs(float(str(await run("instrument_time_s", cycler.instrument_time_s))) - clock.now()) < 20.0
             await run("read_log", lambda: cycler.read_log(1, 1000))
             await run("abort", lambda: cycler.abort(CHANNELS))
             await run("set_watchdog", lambda: cycler.set_watchdog(0.0))

@@ -7,9 +7,13 @@ may not have reached the instrument is UNSURE, and the step starter asks the ins
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -19,9 +23,11 @@ from formation.instruments.program import LOG_COL, LOG_COLUMNS, CellState
 from formation.orchestrator.compile import compile_step
 from formation.orchestrator.records import EndRecord
 from formation.orchestrator.run import ChannelRun
+from formation.orchestrator.timebase import anchor_s
 from formation.recipes import Recipe, parse_recipe
 from formation.states import RESUMABLE_JOB_STATES, RunState, StartState
 from formation.store import Store
+from formation.store.records import StepResultRecord
 
 
 @dataclass
@@ -78,6 +84,13 @@ def restore_job(store: Store, job_id: int) -> RestoredJob:
         run.begin_step(index, compile_step(recipe.steps[index], recipe, run.nominal_capacity_ah))
         run.seq_id = journal.get("seq_id")
         run.host_end = journal.get("host_end")
+        carried = journal.get("carried")
+        if journal.get("restart_s") is not None and carried is not None and len(carried) == 3:
+            # The watchdog cut this step and a host restarted what was left of it: the same remainder again.
+            done = (float(carried[0]), float(carried[1]), float(carried[2]))
+            run.apply_restart(float(journal["restart_s"]), int(journal.get("restarts", 1)), done)
+            run.account.started_s = journal.get("started_s")
+            run.account.start_voltage_v = journal.get("start_voltage_v")
         if run.compiled is not None and run.compiled.host_step:
             # A chamber step starts over host-side (setting a set point twice is harmless); a hold keeps its start
             # and the continue count it saw, so a continue sent while no host ran still releases it.
@@ -85,7 +98,9 @@ def restore_job(store: Store, job_id: int) -> RestoredJob:
             run.hold_seen = journal.get("hold_seen")
             runs.append(run)
             continue
-        step_samples = _step_samples(store, run)
+        all_samples = _step_samples(store, run)
+        # The records of the program running now (after a restart: those after the watchdog's end record).
+        step_samples = all_samples if run.restart_s is None else all_samples[all_samples["ts_s"] > run.restart_s]
         if step_samples.empty:
             if _journalled_started(journal):
                 # The start's reply came back before the journal was written; its records are still on the
@@ -95,7 +110,7 @@ def restore_job(store: Store, job_id: int) -> RestoredJob:
                 # The old host may have sent the start after writing the journal: ask the instrument first.
                 run.start_transition(StartState.UNSURE)
         else:
-            _restore_step_start(run, step_samples)
+            _restore_step_start(run, all_samples, step_samples)
             last_s = float(step_samples["ts_s"].iloc[-1])
             latest_s = last_s if math.isnan(latest_s) else max(latest_s, last_s)
         runs.append(run)
@@ -111,26 +126,49 @@ def _journalled_started(journal: dict[str, object]) -> bool:
 
 
 def _step_samples(store: Store, run: ChannelRun) -> pd.DataFrame:
-    samples = store.samples(run.run_id)
+    samples = store.samples(run.run_id, with_sub_step=True)
     return samples[samples["step_index"] == run.step_index]
 
 
-def _restore_step_start(run: ChannelRun, step: pd.DataFrame) -> None:
-    """Records of the current step exist: it was started; restore its start and its records (age OCV)."""
+def _restore_step_start(run: ChannelRun, step: pd.DataFrame, program: pd.DataFrame) -> None:
+    """Records of the current step's program exist: it was started; restore its start, what its finished
+    instrument steps did (a dcir's rest before its pulse), and the records its result needs (dcir pulse, age OCV).
+
+    ``step`` holds every stored record of the step, ``program`` those of the program running now (the same unless
+    the step was restarted after the instrument's watchdog cut it).
+    """
     run.start = StartState.STARTED  # restored, not a transition: the stored records prove the start
     if run.state is RunState.PENDING:
         run.transition(RunState.RUNNING)  # the old host died before journalling its first start
     first = step.iloc[0]
-    run.account.started_s = float(first["ts_s"])
-    run.account.start_voltage_v = float(first["voltage_v"])
+    if run.account.started_s is None:
+        run.account.started_s = float(first["ts_s"])
+        run.account.start_voltage_v = float(first["voltage_v"])
+    run.program_t0_s = float(program["ts_s"].iloc[0])
+    for done in finished_segments(program):
+        end = end_record_from_samples(done, 0, 0)
+        run.account.ah += end.step_ah
+        run.account.wh += end.step_wh
+        run.account.duration_s += end.step_time_s
     if run.needs_records:
-        # The instrument sub-step of a dcir sequence is not stored with samples: a dcir step interrupted by a
-        # host restart reports an error in its details rather than a wrong resistance.
-        run.captured = [log_rows_from_samples(step, sub_step=0 if run.step.kind == "dcir" else 1)]
+        # A dcir is measured from its own sequence's records (sub-steps stored with them: rest 1, pulse 2); an age
+        # step or a judged rest from every record of the step.
+        rows = program if run.step.kind == "dcir" else step
+        run.captured = [log_rows_from_samples(rows)]
 
 
-def log_rows_from_samples(samples: pd.DataFrame, *, sub_step: int) -> np.ndarray:
-    """Stored samples as data-log rows (the columns samples keep; ``sub_step`` for all), for step measurements."""
+def finished_segments(program: pd.DataFrame) -> list[pd.DataFrame]:
+    """The stored records of each instrument step of a program that is over: every one but the last (which may
+    still run). An instrument step starts with its step-time-0 record."""
+    starts = np.flatnonzero(program["step_time_s"].to_numpy() == 0.0).tolist()
+    bounds = sorted({0, *starts, len(program)})
+    segments = [program.iloc[a:b] for a, b in itertools.pairwise(bounds)]
+    return segments[:-1]
+
+
+def log_rows_from_samples(samples: pd.DataFrame, *, sub_step: int | None = None) -> np.ndarray:
+    """Stored samples as data-log rows (the columns samples keep) for step measurements; the instrument sub-step
+    from the stored ``sub_step`` column, else ``sub_step`` (0 when neither)."""
     rows = np.zeros((len(samples), len(LOG_COLUMNS)))
     rows[:, LOG_COL["rec"]] = samples["rec"].to_numpy()
     rows[:, LOG_COL["time_s"]] = samples["ts_s"].to_numpy()
@@ -138,15 +176,22 @@ def log_rows_from_samples(samples: pd.DataFrame, *, sub_step: int) -> np.ndarray
     rows[:, LOG_COL["voltage_v"]] = samples["voltage_v"].to_numpy()
     rows[:, LOG_COL["current_a"]] = samples["current_a"].to_numpy()
     rows[:, LOG_COL["temp_c"]] = samples["temperature_c"].to_numpy()
-    rows[:, LOG_COL["step"]] = sub_step
+    if sub_step is None and "sub_step" in samples:
+        rows[:, LOG_COL["step"]] = samples["sub_step"].to_numpy()
+    else:
+        rows[:, LOG_COL["step"]] = sub_step or 0
     return rows
 
 
 def end_record_from_samples(samples: pd.DataFrame, end_code: int, n_sub_steps: int) -> EndRecord:
-    """The end record of a step the old host stored but never processed, from its stored samples.
+    """The end record of a step the old host stored but never processed, from its stored samples (those of its
+    last instrument step count: Ah and step time are per instrument step).
 
     Wh is not in the samples: V·I is integrated over them (exact for the logged curve).
     """
+    starts = np.flatnonzero(samples["step_time_s"].to_numpy() == 0.0)
+    if len(starts):
+        samples = samples.iloc[int(starts[-1]) :]
     last = samples.iloc[-1]
     t, v, i = samples["ts_s"].to_numpy(), samples["voltage_v"].to_numpy(), samples["current_a"].to_numpy()
     p = v * i
@@ -169,6 +214,47 @@ def ended_unprocessed(runs: list[ChannelRun], status: np.ndarray) -> list[Channe
         if not run.terminal
         and run.start is StartState.STARTED
         and not (run.compiled is not None and run.compiled.host_step)
-        and run.account.started_s is not None
+        and run.program_t0_s is not None
         and code in (CellState.DONE, CellState.FAIL, CellState.ABORTED)
     ]
+
+
+class EndPort(Protocol):
+    """What settling ends needs of a cycler driver (``Bt2200Cycler`` provides it)."""
+
+    async def last_end(self, channel: int) -> int: ...
+
+
+async def settle_unprocessed_ends(
+    runs: list[ChannelRun],
+    status: np.ndarray,
+    store: Store,
+    cycler: EndPort,
+    apply_end: Callable[[ChannelRun, EndRecord], Awaitable[StepResultRecord | None]],
+) -> tuple[list[ChannelRun], list[StepResultRecord]]:
+    """Steps that ended while no host processed their end: the old host may have stored the end record and died
+    before writing the step result, so it will never be drained again. Finish them from the stored samples and the
+    instrument's last end code; returns the runs settled and their step results."""
+    ended = ended_unprocessed(runs, status)
+    results: list[StepResultRecord] = []
+    for run in ended:
+        samples = await asyncio.to_thread(store.samples, run.run_id)
+        step = samples[samples["step_index"] == run.step_index]
+        if step.empty:
+            continue
+        code = await cycler.last_end(run.channel)
+        n_sub = len(run.compiled.program.steps) if run.compiled is not None else 1
+        result = await apply_end(run, end_record_from_samples(step, code, n_sub))
+        if result is not None:
+            results.append(result)
+    return ended, results
+
+
+def anchor_started_steps(runs: list[ChannelRun], offset_s: float | None) -> None:
+    """Anchor every started step on the host clock from the measured clock offset (without one, the first drained
+    records anchor them): a checkpoint that fell due while no host was there is read against the right start."""
+    if offset_s is None:
+        return
+    for run in runs:
+        if not run.terminal and run.account.started_s is not None and not (run.compiled and run.compiled.host_step):
+            run.step_t0_host_s = anchor_s(run.account.started_s, offset_s)

@@ -125,7 +125,7 @@ class StepStarter:
         for run, seq, code in zip(doubt, seqs.tolist(), codes.tolist(), strict=True):
             if run.start is StartState.SENT:
                 run.start_transition(StartState.UNSURE)
-            if run.account.started_s is not None or code == CellState.RUNNING:
+            if run.program_t0_s is not None or code == CellState.RUNNING:
                 # The previous step ended before this one is started, so a running cell runs this step, whatever
                 # its sequence id (a re-attached host does not know the ids the old process allocated).
                 _started(run, int(seq) or seq_id)

@@ -28,6 +28,7 @@ from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.program import LOG_COL, CellState, EndCode
 from formation.orchestrator.cabinet import resume
 from formation.orchestrator.cabinet.checkpoints import CheckpointBook
+from formation.orchestrator.cabinet.clocksync import measure_offset_s
 from formation.orchestrator.cabinet.drain import LogDrain
 from formation.orchestrator.cabinet.hostends import HoldDesk, host_ends_due, judged_stop
 from formation.orchestrator.cabinet.index import RunIndex
@@ -35,12 +36,13 @@ from formation.orchestrator.cabinet.ledger import JobLedger
 from formation.orchestrator.cabinet.safety import SafetyGuard, runs_on
 from formation.orchestrator.cabinet.starts import StepStarter
 from formation.orchestrator.cabinet.temperature import ChamberGate, ChamberPort
+from formation.orchestrator.cabinet.watchdog import resume_after_watchdog
 from formation.orchestrator.compile import compile_step
 from formation.orchestrator.feed_hooks import CabinetFeed
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.records import EndRecord
 from formation.orchestrator.run import ChannelRun
-from formation.orchestrator.timebase import host_anchor_s
+from formation.orchestrator.timebase import event_anchor_s
 from formation.orchestrator.timers import LineTimers
 from formation.orchestrator.writer import SampleWriter
 from formation.recipes import Recipe
@@ -104,6 +106,8 @@ class CabinetSupervisor:
         #: The status feed of this cabinet (None: no feed, every hook a no-op).
         self.feed = CabinetFeed(feed, name, n_channels) if feed is not None else None
         self.ledger.feed = self.feed
+        #: Instrument clock − host clock, measured at connect (None: the instrument does not tell its time).
+        self.clock_offset_s: float | None = None
         self._stop = asyncio.Event()
 
     # -- what displays and callers read ------------------------------------------------------------------
@@ -169,6 +173,7 @@ class CabinetSupervisor:
         self.job_id = self.ledger.job_id = job_id
         self.index.set_runs(runs)
         self.checkpoints.attach(job_id)
+        self.clock_offset_s = await measure_offset_s(self.cycler, self.clock, self.name)
         await self.cycler.clear_status()
         await self.cycler.set_watchdog(self.watchdog_s)
         await self.cycler.define_cells(channels)
@@ -196,6 +201,8 @@ class CabinetSupervisor:
         self.recipe = restored.recipe
         self.index.set_runs(restored.runs)
         self.checkpoints.attach(job_id)  # checkpoints that fired meanwhile are delivered now
+        self.clock_offset_s = await measure_offset_s(self.cycler, self.clock, self.name)
+        resume.anchor_started_steps(self.runs, self.clock_offset_s)  # before any late checkpoint is read
         channels = [r.channel for r in self.runs]
         seqs, _ = await self.cycler.step_positions(channels)
         self.cycler.reserve_sequences(sorted({int(s) for s in seqs.tolist()}))
@@ -215,33 +222,19 @@ class CabinetSupervisor:
         records, last_read = await self.drain.read()
         await self._ingest(records, last_read)
         unchanged = np.array([before[r.run_id] == (r.step_index, r.start) for r in self.runs])
-        await self._settle_unprocessed_ends(np.where(unchanged, status, CellState.RUNNING))
+        # Steps that ended while no host processed their end (the old host stored the end record, then died).
+        ended, results = await resume.settle_unprocessed_ends(
+            self.runs, np.where(unchanged, status, CellState.RUNNING), self.store, self.cycler, self._apply_end
+        )
+        if results:
+            await self.ledger.save_results(results)
+            await self.ledger.journal(ended)
         await asyncio.to_thread(self.store.set_job_state, job_id, JobState.RUNNING)
         await self.ledger.alarm("info", "reattached", f"job {job_id} re-attached on cabinet {self.name}")
         await self.ledger.journal([r for r in self.runs if not r.terminal])
         if self.feed is not None:
             self.feed.observe(self.runs, job_id, force=True)
         return job_id
-
-    async def _settle_unprocessed_ends(self, status: np.ndarray) -> None:
-        """Steps that ended while no host processed their end: the old host may have stored the end record and
-        died before writing the step result, so it will never be drained again. Finish them from the stored
-        samples and the instrument's last end code."""
-        ended = resume.ended_unprocessed(self.runs, status)
-        results: list[StepResultRecord] = []
-        for run in ended:
-            samples = await asyncio.to_thread(self.store.samples, run.run_id)
-            step = samples[samples["step_index"] == run.step_index]
-            if step.empty:
-                continue
-            code = await self.cycler.last_end(run.channel)
-            n_sub = len(run.compiled.program.steps) if run.compiled is not None else 1
-            result = await self._apply_end(run, resume.end_record_from_samples(step, code, n_sub))
-            if result is not None:
-                results.append(result)
-        if results:
-            await self.ledger.save_results(results)
-            await self.ledger.journal(ended)
 
     # -- poll cycle ----------------------------------------------------------------------------------------
     async def poll_once(self) -> PollStats:
@@ -380,18 +373,22 @@ class CabinetSupervisor:
         for pos in starts:
             run = self.runs[idx[pos]]
             event_s = float(records[pos, LOG_COL["time_s"]])
-            run.note_start(event_s, float(records[pos, LOG_COL["voltage_v"]]))
+            first = run.note_start(event_s, float(records[pos, LOG_COL["voltage_v"]]))
             self.starter.start_record(run, int(records[pos, LOG_COL["seq"]]))
-            run.step_t0_host_s = host_anchor_s(now, latest_s, event_s)
+            if not first:
+                continue  # what is left of a step restarted after the watchdog: anchored at the step's start
+            run.step_t0_host_s = event_anchor_s(self.clock_offset_s, now, latest_s, event_s)
             if run.step is not None and run.step.kind == "age":
                 self.checkpoints.schedule(run)
         for i in np.unique(idx):
             run = self.runs[i]
             if run.step_t0_host_s is None and run.account.started_s is not None and not run.terminal:
-                run.step_t0_host_s = host_anchor_s(now, latest_s, run.account.started_s)
+                run.step_t0_host_s = event_anchor_s(self.clock_offset_s, now, latest_s, run.account.started_s)
 
     async def _apply_end(self, run: ChannelRun, end: EndRecord) -> StepResultRecord | None:
         """Account an end record; when the recipe step is over, move the run on. Returns its step result."""
+        if await resume_after_watchdog(run, end, self.ledger, self.drain.flush):
+            return None  # the recipe asks for the rest of the step after a watchdog stop: started next poll
         result = run.note_end(end)
         if result is not None:
             await self._advance(run, end.end_code)
