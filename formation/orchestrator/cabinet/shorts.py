@@ -25,12 +25,31 @@ REST_WINDOW_S = 120.0
 OPEN_CIRCUIT_A = 1e-4
 
 
-def _last_group(runs_of: np.ndarray, key: np.ndarray, n_runs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per run present in ``runs_of``: its last record's position and step key, and a mask of that step's records."""
-    last_pos = len(runs_of) - 1 - np.unique(runs_of[::-1], return_index=True)[1]
+def _last_group(
+    runs_of: np.ndarray, key: np.ndarray, t_s: np.ndarray, n_runs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per run present in ``runs_of``: its last record's position and step key, a mask of the records of that
+    step *instance* (the trailing run of records with its key and a rising step time), and the position of the
+    instance's first record in this poll.
+
+    A key (sequence, step) comes back when the instrument reuses a sequence: the same program in every cycle of
+    a repeat block, or a recycled sequence number. Its step time starting again from zero tells the instances
+    apart, so a later charge never inherits an earlier one's peak, within one poll as across polls.
+    """
+    order = np.argsort(runs_of, kind="stable")  # records of each run, in the instrument's order
+    r, k, t = runs_of[order], key[order], t_s[order]
+    boundary = np.ones(len(r), dtype=bool)
+    boundary[1:] = (r[1:] != r[:-1]) | (k[1:] != k[:-1]) | (t[1:] < t[:-1])
+    segment = np.cumsum(boundary)
+    last_sorted = np.flatnonzero(np.r_[r[1:] != r[:-1], True])
+    in_last = segment == segment[last_sorted][np.searchsorted(r[last_sorted], r)]
+    first_sorted = np.flatnonzero(boundary & in_last)
+    same = np.empty(len(r), dtype=bool)
+    same[order] = in_last
+    last_pos, first_pos = order[last_sorted], order[first_sorted]
     last_key = np.full(n_runs, np.nan)
     last_key[runs_of[last_pos]] = key[last_pos]
-    return last_pos, last_key, key == last_key[runs_of]
+    return last_pos, last_key, same, first_pos
 
 
 class ShortWatch:
@@ -39,6 +58,7 @@ class ShortWatch:
     def __init__(self) -> None:
         self._size = 0
         self._charge_key = np.empty(0)
+        self._charge_t_s = np.empty(0)  # step time of the last charge record seen: a smaller one is a new step
         self._charge_peak_v = np.empty(0)
         self._rest_key = np.empty(0)
         self._rest_t_s = np.empty(0)
@@ -49,6 +69,7 @@ class ShortWatch:
             return
         extra = n_runs - self._size
         self._charge_key = np.concatenate([self._charge_key, np.full(extra, np.nan)])
+        self._charge_t_s = np.concatenate([self._charge_t_s, np.full(extra, np.inf)])
         self._charge_peak_v = np.concatenate([self._charge_peak_v, np.full(extra, -np.inf)])
         self._rest_key = np.concatenate([self._rest_key, np.full(extra, np.nan)])
         self._rest_t_s = np.concatenate([self._rest_t_s, np.zeros(extra)])
@@ -73,13 +94,21 @@ class ShortWatch:
     def _charge(self, runs_of: np.ndarray, key: np.ndarray, rows: np.ndarray, n_runs: int) -> np.ndarray:
         if not len(rows):
             return np.empty(0, dtype=np.int64)
-        v = rows[:, LOG_COL["voltage_v"]]
-        last_pos, last_key, same = _last_group(runs_of, key, n_runs)
+        v, t_s = rows[:, LOG_COL["voltage_v"]], rows[:, LOG_COL["step_time_s"]]
+        last_pos, last_key, same, first_pos = _last_group(runs_of, key, t_s, n_runs)
         present = runs_of[last_pos]
-        # The peak carries over from earlier polls only within the same step.
-        peak = np.where(self._charge_key[:n_runs] == last_key, self._charge_peak_v[:n_runs], -np.inf)
+        # The peak carries over from earlier polls only within the same step instance: same key, the instance's
+        # first record here is its first in this poll, and its step time goes on from the last one seen.
+        continues = np.zeros(n_runs, dtype=bool)
+        first_t = np.full(n_runs, -np.inf)
+        first_t[runs_of[first_pos]] = t_s[first_pos]
+        continues[present] = (self._charge_key[present] == last_key[present]) & (
+            first_t[present] >= self._charge_t_s[present]
+        )
+        peak = np.where(continues, self._charge_peak_v[:n_runs], -np.inf)
         np.maximum.at(peak, runs_of[same], v[same])
         self._charge_key[present] = last_key[present]
+        self._charge_t_s[present] = t_s[last_pos]
         self._charge_peak_v[present] = peak[present]
         # The last record comes after (or is) the peak: a drop below it is a fall during the charge.
         return present[v[last_pos] < peak[present] - CHARGE_DROP_V]
@@ -88,11 +117,15 @@ class ShortWatch:
         if not len(rows):
             return np.empty(0, dtype=np.int64)
         t_s, v = rows[:, LOG_COL["step_time_s"]], rows[:, LOG_COL["voltage_v"]]
-        last_pos, last_key, same = _last_group(runs_of, key, n_runs)
+        last_pos, last_key, _, first_pos = _last_group(runs_of, key, t_s, n_runs)
         present = runs_of[last_pos]
-        # A new step starts from its first settled record in this poll.
-        first_pos = np.flatnonzero(same)[np.unique(runs_of[same], return_index=True)[1]]
-        fresh = self._rest_key[present] != last_key[present]
+        # A new step (another key, or the same key started again) starts from its first settled record here.
+        first_t = np.full(n_runs, -np.inf)
+        first_t[runs_of[first_pos]] = t_s[first_pos]
+        first_pos_of = np.zeros(n_runs, dtype=np.int64)
+        first_pos_of[runs_of[first_pos]] = first_pos
+        first_pos = first_pos_of[present]
+        fresh = (self._rest_key[present] != last_key[present]) | (first_t[present] < self._rest_t_s[present])
         self._rest_key[present] = last_key[present]
         self._rest_t_s[present] = np.where(fresh, t_s[first_pos], self._rest_t_s[present])
         self._rest_v[present] = np.where(fresh, v[first_pos], self._rest_v[present])

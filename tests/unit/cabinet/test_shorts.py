@@ -70,3 +70,30 @@ def test_a_rest_fall_is_judged_over_a_window_spanning_polls() -> None:
         )
         flagged += watch.check(records, idx, 1).tolist()
     assert flagged and set(flagged) == {0}
+
+
+def test_the_same_sequence_in_a_later_cycle_is_a_new_charge_across_polls_and_within_one() -> None:
+    """A repeat block runs the same program (same sequence and step) every cycle: its step time starts again."""
+    watch = ShortWatch()
+    first, idx = _block({0: [4.00, 4.10, 4.20]}, step=1, t0_s=0.0, every_s=600.0, current_a=2.5)
+    assert watch.check(first, idx, 1).tolist() == []
+    later, idx = _block({0: [3.55, 3.60]}, step=1, t0_s=0.0, every_s=30.0, current_a=2.5)
+    assert watch.check(later, idx, 1).tolist() == []  # cycle 2 starts below cycle 1's peak: no fall
+    # One poll holding the end of one instance and the start of the next (a fast clock, a slow poll).
+    watch = ShortWatch()
+    end, i1 = _block({0: [4.18, 4.20]}, step=1, t0_s=3000.0, every_s=30.0, current_a=2.5)
+    start, i2 = _block({0: [3.55, 3.56]}, step=1, t0_s=0.0, every_s=30.0, current_a=2.5)
+    assert watch.check(np.vstack([end, start]), np.r_[i1, i2], 1).tolist() == []
+    # ... while a real fall inside the later instance is still caught.
+    fall, idx = _block({0: [3.56 - CHARGE_DROP_V - 0.002]}, step=1, t0_s=90.0, every_s=30.0, current_a=2.5)
+    assert watch.check(fall, idx, 1).tolist() == [0]
+
+
+def test_the_same_rest_again_starts_a_new_window() -> None:
+    watch = ShortWatch()
+    slow = REST_FALL_V_PER_S * 30.0 * 0.3
+    rest, idx = _block({0: [4.00 - slow * k for k in range(20)]}, step=2, t0_s=REST_SETTLE_S, every_s=30.0, current_a=0)
+    assert watch.check(rest, idx, 1).tolist() == []
+    # The next cycle's rest after a discharge sits 0.5 V lower: not a fall of the earlier rest.
+    again, idx = _block({0: [3.50, 3.50]}, step=2, t0_s=REST_SETTLE_S, every_s=120.0, current_a=0)
+    assert watch.check(again, idx, 1).tolist() == []
