@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.markup import escape
@@ -12,6 +14,9 @@ from formation.cli.app import console
 from formation.cli.feed import MqttOpt
 from formation.config import CabinetConfig, SiteConfig, load_site_config
 from formation.errors import InputError, StoreError
+
+if TYPE_CHECKING:
+    from formation.orchestrator.cabinet import PollStats
 
 #: Bounds of --lease-s: long enough to renew over a slow database, short enough to hand a dead daemon's cabinets on.
 LEASE_RANGE_S = (3.0, 3600.0)
@@ -30,6 +35,13 @@ def serve(
             max=LEASE_RANGE_S[1],
         ),
     ] = 30.0,
+    poll_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--poll-log",
+            help="Append one CSV line per cabinet poll (cabinet, end time, wall s, late s, records, step ends)",
+        ),
+    ] = None,
 ) -> None:
     """Run the line: re-attach unfinished jobs, start queued ones (`formation run launch`), until SIGTERM.
 
@@ -39,13 +51,15 @@ def serve(
     import asyncio
 
     from formation.cli.feed import feed_config, with_feed
-    from formation.cli.run import open_store
+    from formation.cli.run import open_store, output_file
     from formation.clock import make_clock
     from formation.orchestrator.line import Line
 
     cfg = load_site_config(site)
     if not cfg.cabinets:
         raise InputError("--site", f"{site} lists no cabinet: nothing to serve")
+    if poll_log is not None:
+        output_file(poll_log, "--poll-log")
     broker = feed_config(cfg.mqtt, mqtt)
     try:
         _, store = open_store(site, db)
@@ -63,7 +77,15 @@ def serve(
         def say(text: str) -> None:
             console.print(escape(text), highlight=False)
 
-        async with Line(cfg, store, clock, feed=feed, lease_s=lease_s, on_event=say) as line:  # type: ignore[arg-type]
+        async with Line(
+            cfg,
+            store,
+            clock,
+            feed=feed,  # type: ignore[arg-type]
+            lease_s=lease_s,
+            on_event=say,
+            on_poll=polls.write if polls is not None else None,
+        ) as line:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, line.stop)
@@ -76,7 +98,8 @@ def serve(
                     loop.remove_signal_handler(sig)
                 say("stopping: jobs are left to their instruments and re-attach at the next start")
 
-    with store:
+    with store, contextlib.ExitStack() as stack:
+        polls = stack.enter_context(PollLog(poll_log)) if poll_log is not None else None
         asyncio.run(with_feed(broker, cfg, run))
     console.print("stopped")
 
@@ -99,3 +122,40 @@ async def _silent_cabinets(cfg: SiteConfig) -> list[str]:
 
     answers = await asyncio.gather(*(probe(c) for c in cfg.cabinets))
     return [a for a in answers if a is not None]
+
+
+class PollLog:
+    """``--poll-log``: one CSV line per cabinet poll, for benchmarks and for finding slow or late polls."""
+
+    HEADER = "cabinet,end_unix_s,wall_s,late_s,records,step_ends\n"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: TextIO | None = None
+        self._flushed_s = 0.0
+
+    def __enter__(self) -> PollLog:
+        try:
+            self._file = self.path.open("a", encoding="utf-8")
+            if self._file.tell() == 0:
+                self._file.write(self.HEADER)
+        except OSError as exc:
+            raise InputError("--poll-log", f"cannot write {self.path}: {exc.strerror or type(exc).__name__}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def write(self, cabinet: str, stats: PollStats) -> None:
+        """Append one poll (flushed at most once a second: a reader sees it a second later at most)."""
+        if self._file is None:
+            return
+        now_s = time.time()
+        self._file.write(
+            f"{cabinet},{now_s:.3f},{stats.wall_s:.6f},{stats.late_s:.6f},{stats.records},{stats.step_ends}\n"
+        )
+        if now_s - self._flushed_s >= 1.0:
+            self._file.flush()
+            self._flushed_s = now_s

@@ -28,7 +28,7 @@ from formation.errors import FormationError
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.scpi import ScpiSession
 from formation.orchestrator.ageing import drive_rack
-from formation.orchestrator.cabinet import CabinetSupervisor
+from formation.orchestrator.cabinet import CabinetSupervisor, PollStats
 from formation.orchestrator.chamber_loop import open_chamber_loop
 from formation.orchestrator.job import abort_and_drain, job_recipe
 from formation.orchestrator.lease import LEASE_S, CabinetLeaseKeeper, process_owner
@@ -75,6 +75,7 @@ class Line:
         lease_s: float = LEASE_S,
         on_event: Callable[[str], None] | None = None,
         health_every_s: float = HEALTH_EVERY_S,
+        on_poll: Callable[[str, PollStats], None] | None = None,
     ) -> None:
         self.site = site
         self.store = store
@@ -84,6 +85,7 @@ class Line:
         self.lease_s = lease_s
         self.slots = {c.name: CabinetSlot(c.name) for c in site.cabinets}
         self._on_event = on_event
+        self._on_poll = on_poll
         self.health_every_s = health_every_s
         self._stop = asyncio.Event()
         self._timers: LineTimers | None = None
@@ -223,7 +225,11 @@ class Line:
                 self._event(f"cabinet {cabinet.name}: job {job_id} {'re-attached' if resume else 'started'}")
                 watcher = asyncio.create_task(self._stop_when_asked(supervisor, keeper), name=f"stop-{cabinet.name}")
                 try:
-                    await supervisor.run_until_done()
+                    on_poll = self._on_poll
+                    await supervisor.run_until_done(
+                        (lambda stats: on_poll(cabinet.name, stats)) if on_poll is not None else None,
+                        phase=self._phase(cabinet.name),
+                    )
                 finally:
                     watcher.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -276,6 +282,12 @@ class Line:
                     cabinet=cabinet.name,
                 )
         return problem
+
+    def _phase(self, cabinet: str) -> float:
+        """Where in the poll interval this cabinet polls: the site's cabinets spread evenly, so 16 cabinets in one
+        process take turns on the event loop instead of all polling at once (bench/bench_scale.py)."""
+        names = [c.name for c in self.site.cabinets]
+        return names.index(cabinet) / len(names)
 
     async def _keep_lease(self, keeper: CabinetLeaseKeeper) -> None:
         """Renew the lease every third of its length while a job runs; set ``lost`` when it is gone."""

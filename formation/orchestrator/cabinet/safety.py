@@ -195,17 +195,19 @@ class SafetyGuard:
 
     async def check_status(self, active: list[ChannelRun], status: np.ndarray) -> None:
         """A run on a cell the instrument no longer knows (reset, power loss) or that went idle under it."""
-        codes = status.tolist()
+        undefined = status == CellState.UNDEFINED
+        # Only the few channels idle or undefined need a look at their run: no Python loop over every channel.
+        suspects = np.nonzero(undefined | (status == CellState.IDLE))[0]
         lost = [
             run
-            for run, code in zip(active, codes, strict=True)
+            for run, code in ((active[i], int(status[i])) for i in suspects.tolist())
             if run.state in (RunState.RUNNING, RunState.PAUSED)
             and (
                 code == CellState.UNDEFINED  # cells are defined at launch: undefined means the instrument forgot
-                or (code == CellState.IDLE and run.start is StartState.STARTED and not _host_step(run))
+                or (run.start is StartState.STARTED and not _host_step(run))
             )
         ]
-        if any(code == CellState.UNDEFINED for code in codes):
+        if undefined.any():
             # A reset also cleared the sequences: download programs again when they are next needed.
             self.cycler.forget_programs()
         await self.fault_runs(lost, "instrument_lost_cell", switch_off=False)
@@ -226,10 +228,10 @@ class SafetyGuard:
         if job_id is None or self.abort_requested:
             return False
         try:
-            job = await asyncio.to_thread(store.get_job, job_id)
+            state = await asyncio.to_thread(store.job_state, job_id)
         except StoreError:
             return False
-        if job is None or job.state != JobState.ABORTING:
+        if state != JobState.ABORTING:
             return False
         self.abort_requested = True
         await self.ledger.alarm("warning", "abort_requested", f"job {job_id}: abort requested from outside")

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -33,11 +33,12 @@ from formation.orchestrator.cabinet.drain import LogDrain
 from formation.orchestrator.cabinet.hostends import HoldDesk, host_ends_due, judged_stop
 from formation.orchestrator.cabinet.index import RunIndex
 from formation.orchestrator.cabinet.ledger import JobLedger
+from formation.orchestrator.cabinet.pacing import PollPacer
 from formation.orchestrator.cabinet.safety import SafetyGuard, runs_on
 from formation.orchestrator.cabinet.starts import StepStarter
 from formation.orchestrator.cabinet.temperature import ChamberGate, ChamberPort
 from formation.orchestrator.cabinet.watchdog import resume_after_watchdog
-from formation.orchestrator.compile import compile_step
+from formation.orchestrator.compile import CompiledStep, compile_step
 from formation.orchestrator.feed_hooks import CabinetFeed
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.records import EndRecord
@@ -68,6 +69,8 @@ class PollStats:
     records: int
     step_ends: int
     wall_s: float
+    #: Wall seconds the poll started after its due time in ``run_until_done`` (0 for a poll called directly).
+    late_s: float = 0.0
 
 
 class CabinetSupervisor:
@@ -108,6 +111,9 @@ class CabinetSupervisor:
         self.ledger.feed = self.feed
         #: Instrument clock − host clock, measured at connect (None: the instrument does not tell its time).
         self.clock_offset_s: float | None = None
+        #: The pace of ``run_until_done`` (its ``missed`` polls started more than one interval late); None before.
+        self.pacer: PollPacer | None = None
+        self._compiled: dict[tuple[int, float], CompiledStep] = {}  # of self.recipe, emptied when it is set
         self._stop = asyncio.Event()
 
     # -- what displays and callers read ------------------------------------------------------------------
@@ -170,6 +176,7 @@ class CabinetSupervisor:
     async def _start(self, job_id: int, recipe: Recipe, runs: list[ChannelRun]) -> int:
         channels = [run.channel for run in runs]
         self.recipe = recipe
+        self._compiled.clear()
         self.job_id = self.ledger.job_id = job_id
         self.index.set_runs(runs)
         self.checkpoints.attach(job_id)
@@ -199,6 +206,7 @@ class CabinetSupervisor:
             raise InputError("job", f"job {job_id} ran on cabinet {restored.cabinet}, not {self.name}")
         self.job_id = self.ledger.job_id = job_id
         self.recipe = restored.recipe
+        self._compiled.clear()
         self.index.set_runs(restored.runs)
         self.checkpoints.attach(job_id)  # checkpoints that fired meanwhile are delivered now
         self.clock_offset_s = await measure_offset_s(self.cycler, self.clock, self.name)
@@ -397,7 +405,15 @@ class CabinetSupervisor:
     def _begin_step(self, run: ChannelRun, index: int) -> None:
         """Point a run at step ``index`` and keep the per-run arrays the hot path reads in step."""
         assert self.recipe is not None
-        run.begin_step(index, compile_step(self.recipe.steps[index], self.recipe, run.nominal_capacity_ah))
+        # A compiled step depends only on the step and the cell's nominal capacity: compiled once per job for the
+        # channels that end a step together (256 at a time on a cabinet), not once per channel.
+        key = (index, run.nominal_capacity_ah)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = compile_step(
+                self.recipe.steps[index], self.recipe, run.nominal_capacity_ah
+            )
+        run.begin_step(index, compiled)
         self.index.step_changed(run)
 
     async def _advance(self, run: ChannelRun, code: int) -> None:
@@ -441,22 +457,37 @@ class CabinetSupervisor:
         """Abort the given channels (all of the job's by default): output off on the instrument at once."""
         await self.safety.abort_runs(runs_on(self.runs, channels))
 
-    async def run_until_done(self, on_cycle: Callable[[PollStats], None] | None = None) -> None:
-        """Poll until every run is terminal (or ``stop()``), then close the job in the store."""
+    async def run_until_done(
+        self, on_cycle: Callable[[PollStats], None] | None = None, *, phase: float | None = None
+    ) -> None:
+        """Poll until every run is terminal (or ``stop()``), then close the job in the store.
+
+        ``phase`` (0-1) puts the polls at that fraction of the interval on a grid shared by every supervisor of the
+        event loop, so the cabinets of one process take turns instead of polling together; None polls at once.
+        """
         loop_wall = max(self.poll_interval_s / self.clock.scale, MIN_POLL_WALL_S)
+        # A fixed rate: a 1 s poll stays 1 s however long a poll takes (wall time, the event loop's clock).
+        loop = asyncio.get_running_loop()
+        self.pacer = pacer = PollPacer.starting(loop.time(), loop_wall, phase)
         while not self.finished and not self._stop.is_set():
+            wait_s = pacer.wait_s(loop.time())
+            if wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=wait_s)
+                if self._stop.is_set():
+                    break
+            late_s = pacer.begin(loop.time())
             if await self.safety.abort_requested_from_outside(self.store, self.job_id):
                 try:
                     await self.abort()
                 except InstrumentError as exc:
                     await self.ledger.alarm("critical", "abort_failed", f"requested abort failed: {exc}")
-            stats = await self.poll_once()
+            stats = replace(await self.poll_once(), late_s=late_s)
             if on_cycle is not None:
                 on_cycle(stats)
             if self.finished:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=loop_wall)
+            pacer.done()
         await self._final_drain()
         await self.close_job()
 
