@@ -118,6 +118,7 @@ async def _move_simulated(resource: str, rack: str, runs: list[LatestRun], posit
     import json
 
     from formation.errors import FormationError
+    from formation.instruments.program import channel_to_instrument
     from formation.instruments.scpi import ScpiSession
 
     async with ScpiSession(resource, timeout_s=5.0, name="tester") as session:
@@ -133,7 +134,8 @@ async def _move_simulated(resource: str, rack: str, runs: list[LatestRun], posit
                 "--rack", f"rack {printable(rack)!r} has {racks[rack]['positions']} positions, not {positions[-1]}"
             )
         for r, position in zip(runs, positions, strict=True):
-            line = f'SIM:RACK:LOAD "{rack}",{position},"{r.cabinet}",{r.channel}'
+            # Runs store the logical channel (1, 2, …); the simulator names it as the instrument does (101, …).
+            line = f'SIM:RACK:LOAD "{rack}",{position},"{r.cabinet}",{channel_to_instrument(int(r.channel or 0))}'
             await session.write(line)
             try:
                 await session.raise_on_errors(line)

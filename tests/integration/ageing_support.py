@@ -119,7 +119,7 @@ def formed_lot(url: str, lot: str = "L1", n: int = 8) -> list[str]:
                 {
                     "cell_id": c,
                     "cabinet": "cab1",
-                    "channel": (k // 32 + 1) * 100 + k % 32 + 1,  # BT2200 numbering: 32 per slot
+                    "channel": k + 1,  # logical channels, as a launch stores them
                     "instrument_cell": 1001 + k,
                     "state": "running",
                     "started_s": T0_S,

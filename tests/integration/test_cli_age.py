@@ -34,7 +34,7 @@ def populate(url: str, lot: str = "L1", n: int = 4, *, first_channel: int = 1, r
                 {
                     "cell_id": c,
                     "cabinet": "cab1",
-                    "channel": 100 + first_channel + k,
+                    "channel": first_channel + k,  # logical channels, as a launch stores them
                     "instrument_cell": 1001 + k,
                     "state": "running",
                     "started_s": T0_S,
