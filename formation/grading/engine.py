@@ -144,6 +144,7 @@ def grade_cells(frame: pd.DataFrame, rules: Rules) -> Grading:
     cells = frame.copy()
     cells["grade"] = grade
     cells["reason"] = reason
+    cells["downgraded_by"] = _explain_downgrade(grade_idx, codes, values, rules, resolved)
     stats_frame = pd.concat(
         [
             pd.DataFrame({"lot": lots, "metric": m, "median": s[:, 0], "sigma": s[:, 1], "n": s[:, 2].astype(np.int64)})
@@ -181,3 +182,44 @@ def _explain_no_match(
             sub_reason = _join(sub_reason, part)
     reason[rows] = "no grade: " + sub_reason + f" (bounds of {last})"
     return reason
+
+
+def _broken_bounds(
+    rows: np.ndarray, codes: np.ndarray, values: dict[str, np.ndarray], bands: dict[str, dict[str, np.ndarray]]
+) -> np.ndarray:
+    """For the cells in ``rows``, the bounds of one grade they break (``k_mv_per_day > 1.2``, or ``missing
+    acir_mohm``), joined with ``"; "``; one string per lot and bound, picked per cell by lot code."""
+    sub_codes = codes[rows]
+    out = np.full(int(rows.sum()), "", dtype=object)
+    for metric, band in bands.items():
+        x = values[metric][rows]
+        lacks = np.isnan(x)
+        if lacks.any():
+            out = _join(out, np.where(lacks, f"missing {metric}", "").astype(object))
+        # Negated comparisons: a lot without a band (NaN edge) breaks it too, so the text is never empty.
+        for side, op, fail in (
+            ("lo", "<", ~lacks & ~(x >= band["lo"][sub_codes])),
+            ("hi", ">", ~lacks & ~(x <= band["hi"][sub_codes])),
+        ):
+            if fail.any():
+                texts = np.array([f"{metric} {op} {edge:.6g}" for edge in band[side]], dtype=object)
+                out = _join(out, np.where(fail, texts[sub_codes], "").astype(object))
+    return out
+
+
+def _explain_downgrade(
+    grade_idx: np.ndarray,
+    codes: np.ndarray,
+    values: dict[str, np.ndarray],
+    rules: Rules,
+    resolved: list[dict[str, dict[str, np.ndarray]]],
+) -> np.ndarray:
+    """Why a cell took a grade below the best: the bounds of the grade just above its own that it breaks
+    (``k_mv_per_day > 1.2 (bounds of A)`` for a B cell); empty for the best grade and for NG (see ``reason``)."""
+    out = np.full(grade_idx.shape[0], "", dtype=object)
+    for gi in range(1, len(rules.grades)):
+        rows = grade_idx == gi
+        if rows.any():
+            broken = _broken_bounds(rows, codes, values, resolved[gi - 1])
+            out[rows] = broken + f" (bounds of {rules.grades[gi - 1].name})"
+    return out

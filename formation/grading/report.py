@@ -35,6 +35,15 @@ REPORT_COLUMNS: tuple[str, ...] = (
     "recipe_sha256",
     "rules_sha256",
     "graded_at",
+    # What logistics and quality ask for since the ageing room (issue 8): appended, so the columns above keep
+    # their places.
+    "downgraded_by",
+    "acir_mohm",
+    "k_se_mv_per_day",
+    "ageing_job_id",
+    "ageing_start",
+    "ageing_end",
+    "ageing_temperature_c",
 )
 
 #: Fixed decimals of the metric columns, as ``f"{x:.{d}f}"`` (an empty field when the metric is missing).
@@ -43,6 +52,9 @@ FLOAT_DECIMALS: dict[str, int] = {
     "dcir_mohm": 3,
     "k_mv_per_day": 4,
     "ocv_v": 5,
+    "acir_mohm": 3,
+    "k_se_mv_per_day": 4,
+    "ageing_temperature_c": 2,
 }
 
 #: Summary columns: one row per lot and grade (grades in rules order, then NG).
@@ -135,6 +147,9 @@ def report_columns(cells: pd.DataFrame, rules_sha256: str) -> dict[str, list[str
         "run_id": lambda: _int_column(col("run_id")),
         "rules_sha256": lambda: [rules_sha256] * n,
         "graded_at": lambda: iso_utc(col("graded_at_s").astype(np.float64)).tolist(),
+        "ageing_job_id": lambda: _int_column(col("ageing_job_id")),
+        "ageing_start": lambda: iso_utc(pd.to_numeric(col("ageing_start_s"), errors="coerce")).tolist(),
+        "ageing_end": lambda: iso_utc(pd.to_numeric(col("ageing_end_s"), errors="coerce")).tolist(),
     }
     out: dict[str, list[str]] = {}
     for name in REPORT_COLUMNS:

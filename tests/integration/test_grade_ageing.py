@@ -3,6 +3,7 @@ retest, a re-aged cell its latest ageing job with a valid K, a cell whose K coul
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from formation.errors import RulesError
-from formation.grading import grade_cells, load_lot_metrics
+from formation.grading import REPORT_COLUMNS, grade_cells, load_lot_metrics, write_report_csv
 from formation.grading.rules import loads_rules
 from formation.store import Store, sqlite_url
 
@@ -114,6 +115,39 @@ def test_a_cell_is_graded_from_its_cabinet_run_and_its_ageing(store: Store) -> N
     assert graded["grade"].to_dict() == {"C0": "NG", "C1": "A", "C2": "NG", "C3": "B", "C4": "B"}
     assert "capacity_ah < 4.6" in graded.loc["C0", "reason"]
     assert graded.loc["C2", "reason"] == "missing k_mv_per_day"
+    # The bound that made a cell B, not only why a cell is NG.
+    assert graded.loc["C3", "downgraded_by"] == "capacity_ah < 4.8 (bounds of A)"
+    assert graded.loc["C4", "downgraded_by"] == "acir_mohm > 20 (bounds of A)"
+    assert graded.loc["C1", "downgraded_by"] == "" and graded.loc["C0", "downgraded_by"] == ""
+
+
+def test_the_report_carries_the_ageing_values_and_the_bound_of_a_lower_grade(store: Store, tmp_path: Path) -> None:
+    with store:
+        cells = ["C0", "C1", "C2"]
+        store.upsert_lot_and_cells((c, "L1", 5.0) for c in cells)
+        store.save_recipe(SHA, "r", "1", "NCM", 5.0, '{"steps":[]}', "")
+        run_with_capacity(store, cells, [4.9, 4.9, 4.9], T0_S)
+        job = ageing(
+            store,
+            "L1",
+            {"C0": (0.5, 15.0, ""), "C1": (1.5, 15.5, ""), "C2": (None, None, "K: no valid reading")},
+            T0_S + 86400.0,
+        )
+        rules = loads_rules(RULES)
+        grading = grade_cells(load_lot_metrics(store, "L1", rules), rules)
+    path = write_report_csv(grading, tmp_path / "report.csv")
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = {r["cell_id"]: r for r in csv.DictReader(fh)}
+    assert list(rows["C0"]) == list(REPORT_COLUMNS)
+    assert [rows[c]["grade"] for c in cells] == ["A", "B", "NG"]
+    assert rows["C1"]["downgraded_by"] == "k_mv_per_day > 1 (bounds of A)" and rows["C0"]["downgraded_by"] == ""
+    assert (rows["C0"]["acir_mohm"], rows["C1"]["acir_mohm"], rows["C2"]["acir_mohm"]) == ("15.000", "15.500", "")
+    assert rows["C0"]["k_se_mv_per_day"] == "0.0200" and rows["C2"]["k_se_mv_per_day"] == ""
+    assert rows["C0"]["ageing_job_id"] == str(job)
+    # The fit window (days 5-11 after T0) and its mean temperature, as the ageing job stored them.
+    assert rows["C0"]["ageing_start"] == "2025-06-20T15:06:40Z" and rows["C0"]["ageing_end"] == "2025-06-26T15:06:40Z"
+    assert rows["C0"]["ageing_temperature_c"] == "25.10"
+    assert rows["C2"]["ageing_start"] == "" and rows["C2"]["reason"] == "missing k_mv_per_day; missing acir_mohm"
 
 
 @pytest.mark.parametrize(

@@ -112,6 +112,34 @@ def test_csv_columns_order_formats_and_sorting(tmp_path: Path) -> None:
     assert text.endswith("\n") and "\r" not in text
 
 
+def test_a_lower_grade_names_the_bounds_of_the_grade_above_that_it_breaks(tmp_path: Path) -> None:
+    frame = cells()
+    graded = grade_cells(frame, RULES)
+    rows = {r["cell_id"]: r for r in read_csv_rows(write_report_csv(graded, tmp_path / "r.csv"))}
+    edges = graded.edges.set_index(["lot", "grade", "metric"])
+    b_cells = graded.cells[graded.cells["grade"] == "B"]
+    assert len(b_cells) > 0
+    for cell in b_cells.itertuples():
+        text = rows[cell.cell_id]["downgraded_by"]
+        assert text.endswith(" (bounds of A)")
+        cap = edges.loc[(cell.lot, "A", "capacity_ah")]
+        dcir = edges.loc[(cell.lot, "A", "dcir_mohm")]
+        # Exactly the bounds of A that the cell's own values break, with the lot's resolved edges.
+        expected = []
+        if cell.capacity_ah < cap["lo"]:
+            expected.append(f"capacity_ah < {cap['lo']:.6g}")
+        if cell.capacity_ah > cap["hi"]:
+            expected.append(f"capacity_ah > {cap['hi']:.6g}")
+        if cell.dcir_mohm < dcir["lo"]:
+            expected.append(f"dcir_mohm < {dcir['lo']:.6g}")
+        if cell.dcir_mohm > dcir["hi"]:
+            expected.append(f"dcir_mohm > {dcir['hi']:.6g}")
+        assert text == "; ".join(expected) + " (bounds of A)"
+    assert all(r["downgraded_by"] == "" for r in rows.values() if r["grade"] in ("A", "NG"))
+    # Metrics the rules do not grade (here the ageing room's) leave their columns empty, not a crash.
+    assert {r["acir_mohm"] + r["k_se_mv_per_day"] + r["ageing_start"] for r in rows.values()} == {""}
+
+
 def test_csv_is_byte_identical_whatever_the_row_order(tmp_path: Path) -> None:
     frame = cells()
     a = write_report_csv(grade_cells(frame, RULES), tmp_path / "a.csv").read_bytes()
