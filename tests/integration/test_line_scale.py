@@ -83,7 +83,8 @@ def test_job_state_reads_the_one_column_a_poll_needs(store: Store) -> None:
     assert store.claim_job("cab1", "me", clock.now()) == job_id
     assert store.job_state(job_id) == JobState.RUNNING
     store.set_job_state(job_id, JobState.ABORTING)
-    assert store.job_state(job_id) == JobState.ABORTING == (store.get_job(job_id) or object()).state  # type: ignore[union-attr]
+    job = store.get_job(job_id)
+    assert job is not None and store.job_state(job_id) == JobState.ABORTING == job.state
     assert store.job_state(job_id + 1000) is None
 
 
