@@ -112,7 +112,7 @@ def test_every_recipe_problem_is_one_literal_line_on_stderr_in_order(cli: Cli, t
     lines = ran.stderr.splitlines()
     assert lines == [
         "error: bad.toml: [red]: unknown key (expected one of: name, version, chemistry, description, "
-        "nominal_capacity_ah, limits, record, steps)",
+        "nominal_capacity_ah, limits, record, resume, steps)",
         f"also: steps[0].{LONG.replace('-', '_')}: unknown key (expected one of: id, kind, current, cv_voltage_v, "
         "until, record, chamber_c)",
         "also: steps[0].until.voltage_v: 4.5 V is above limits.max_voltage_v 4.2 V",

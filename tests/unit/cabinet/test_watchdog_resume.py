@@ -214,3 +214,36 @@ def test_a_reattached_dcir_keeps_its_finished_rest_and_measures_the_pulse_from_s
     dcir = result.details.measurement
     assert dcir.dcir_mohm["1"] == pytest.approx((3.80 - 3.9) / -5.0 * 1000.0)
     assert result.duration_s == pytest.approx(90.0)
+
+
+@pytest.mark.parametrize(
+    ("table", "shown"),
+    [
+        ('[resume]\nafter_watchdog = "later"\n', "resume.after_watchdog: 'later' is not one of: fault, resume"),
+        ("[resume]\nafter_watchdog = 3\n", "resume.after_watchdog: number is not one of: fault, resume"),
+        ("[resume]\nretries = 1\n", "resume.retries: unknown key (expected one of: after_watchdog)"),
+        ('resume = "yes"\n', "resume: expected a table, got string"),
+    ],
+)
+def test_a_bad_resume_policy_is_refused_in_one_line_naming_the_field(
+    tmp_path: object, capsys: pytest.CaptureFixture[str], table: str, shown: str
+) -> None:
+    from pathlib import Path
+
+    from formation.cli.app import main
+
+    body = RECIPE_TEXT.replace('[resume]\nafter_watchdog = "resume"\n', "")
+    path = Path(str(tmp_path)) / "bad.toml"
+    path.write_text(body.replace("[limits]", table + "[limits]", 1))
+    assert main(["recipe", "validate", str(path)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and shown in lines[0], lines
+
+
+def test_the_default_policy_keeps_a_recipes_hash_and_resume_round_trips(recipe: Recipe) -> None:
+    from formation.recipes import parse_recipe
+
+    plain = loads_recipe(RECIPE_TEXT.replace('[resume]\nafter_watchdog = "resume"\n', ""), "toml")
+    assert plain.after_watchdog == "fault" and "resume" not in plain.to_canonical()
+    assert recipe.sha256 != plain.sha256
+    assert parse_recipe(json.loads(recipe.canonical_json())).after_watchdog == "resume"
