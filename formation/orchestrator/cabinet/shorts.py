@@ -13,16 +13,20 @@ import numpy as np
 
 from formation.instruments.program import LOG_COL
 
-#: A charge whose voltage falls this far below its highest value in the step (V) is shorted.
-CHARGE_DROP_V = 0.030
+#: A charge whose voltage falls this far below its highest value in the step (V) is shorted. A healthy cell's
+#: terminal voltage may sag a few tens of mV during a fast charge as it warms and its resistance falls (a formed
+#: 21700 at 1C from low SOC: about 30 mV); a short that takes more than the charger gives drops it much further.
+CHARGE_DROP_V = 0.100
 #: A rest is judged only after this much step time (s): relaxation is fast at first.
 REST_SETTLE_S = 600.0
 #: A settled rest falling faster than this (V/s, 3 mV/min) is shorted; healthy relaxation stays below 1 mV/min.
 REST_FALL_V_PER_S = 0.003 / 60.0
 #: The fall of a rest is measured over at least this much step time (s), so that noise does not count.
 REST_WINDOW_S = 120.0
-#: Current (A) below which a record is open circuit, above which (positive) it is a charge.
+#: Current (A) at or below which a record is open circuit (an output switched off reads 0 A).
 OPEN_CIRCUIT_A = 1e-4
+#: Current (A) above which a record is a charge: well above an offset, so a rest never counts as one.
+CHARGE_MIN_A = 1e-3
 
 
 def _last_group(
@@ -83,7 +87,7 @@ class ShortWatch:
             return np.empty(0, dtype=np.int64)
         key = records[:, LOG_COL["seq"]] * 65536.0 + records[:, LOG_COL["step"]]
         current_a = records[:, LOG_COL["current_a"]]
-        charging = current_a > OPEN_CIRCUIT_A
+        charging = current_a > CHARGE_MIN_A
         resting = (np.abs(current_a) <= OPEN_CIRCUIT_A) & (records[:, LOG_COL["step_time_s"]] >= REST_SETTLE_S)
         shorted = [
             self._charge(idx[charging], key[charging], records[charging], n_runs),
