@@ -129,18 +129,43 @@ async def test_k_value_matches_the_simulators_truth(store: Store) -> None:
     async with SimulatedPlant([spec], clock) as plant:
         resource = plant.cabinets["k"].resource
         cab = CabinetConfig(name="k", resource=resource, channels=N, poll_interval_s=60.0)
-        sup = await run_job(cab, recipe, assign_cells(range(1, N + 1), _cells(), recipe), store, clock)
-        # Leak and OCV slope barely move over two days at rest: the truth after the step is the truth during it.
-        async with ScpiSession(resource) as s:
-            truth = [json.loads(await s.query(f"SIM:CELL:TRUTH? {channel_to_cell_id(ch)}")) for ch in range(1, N + 1)]
+
+        async def k_true_now() -> np.ndarray:
+            async with ScpiSession(resource) as s:
+                replies = [await s.query(f"SIM:CELL:TRUTH? {channel_to_cell_id(ch)}") for ch in range(1, N + 1)]
+            return np.array([json.loads(r)["k_mv_per_day"] for r in replies])
+
+        started: list[CabinetSupervisor] = []
+        early: list[np.ndarray] = []
+
+        async def at_first_checkpoint() -> None:
+            # The self-discharge rate falls over the days (a decaying SEI-growth current on top of the leak):
+            # read the truth at the first checkpoint too, 12 h into the age step.
+            while not started or started[0].runs[0].step_index < 1 or started[0].runs[0].step_t0_host_s is None:
+                await asyncio.sleep(0.01)
+            t0_s = started[0].runs[0].step_t0_host_s
+            assert t0_s is not None
+            await clock.sleep(t0_s + 12 * 3600.0 - clock.now())
+            early.append(await k_true_now())
+
+        probe = asyncio.create_task(at_first_checkpoint(), name="k-truth-12h")
+        try:
+            sup = await run_job(
+                cab, recipe, assign_cells(range(1, N + 1), _cells(), recipe), store, clock, on_start=started.append
+            )
+        finally:
+            await asyncio.wait_for(probe, 10.0)
+        late = await k_true_now()
     results = store.step_results(job_id=sup.job_id)
     ages = results[results["step_id"] == "age"].sort_values("channel")
     assert len(ages) == N
     k_measured = np.array([json.loads(d)["k_mv_per_day"] for d in ages["details"]])
-    k_true = np.array([t["k_mv_per_day"] for t in truth])
-    strong = k_true > 0.2
+    low, high = np.minimum(early[0], late), np.maximum(early[0], late)
+    strong = low > 0.2
     assert strong.any(), "the seeded lot has no cell with K above 0.2 mV/day"
-    np.testing.assert_allclose(k_measured[strong], k_true[strong], rtol=0.10)
+    # K over 12 h to 2 d is the mean rate in between: within the truth's span at its ends, 5 % to spare.
+    assert np.all(k_measured[strong] >= 0.95 * low[strong]), (k_measured, low)
+    assert np.all(k_measured[strong] <= 1.05 * high[strong]), (k_measured, high)
     # The logged OCV falls as the leak predicts, for every cell.
     assert np.all(k_measured > 0)
     samples = store.samples(int(ages.iloc[0]["run_id"]))
