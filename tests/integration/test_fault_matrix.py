@@ -29,6 +29,7 @@ from formation.instruments.bt3562 import scanner_channel
 from formation.instruments.program import CellState
 from formation.instruments.scpi import ScpiSession
 from formation.orchestrator.cabinet import CabinetSupervisor
+from formation.orchestrator.cabinet.shorts import REST_SETTLE_S
 from formation.orchestrator.inputs import CellEntry
 from formation.orchestrator.job import assign_cells, run_job
 from formation.recipes import Recipe, loads_recipe
@@ -194,10 +195,10 @@ async def test_a_database_locked_for_a_while_loses_no_sample_and_supervision_goe
 
 
 async def test_an_internal_short_during_a_step_switches_that_channel_off_and_the_others_go_on(store: Store) -> None:
-    """Cell 1 shorts during its charge (10 A against a 2.5 A charge), cell 2 during its rest (2 A): the host sees
-    the voltage fall, switches each off with an ``internal_short`` alarm; cells 3 and 4 finish their recipe."""
+    """Cell 1 shorts during its charge (5 A against a 2.5 A charge), cell 2 once its rest has settled (2 A): the
+    host sees the voltage fall, switches each off with an ``internal_short`` alarm; cells 3 and 4 finish."""
     clock = ScaledClock(2000.0)
-    recipe = _recipe("40min", "20min")
+    recipe = _recipe("40min", "40min")  # the rest is judged from its 20th minute on
     async with SimulatedPlant([CabinetSpec(name="cab", channels=4, seed=3)], clock) as plant:
         cab = CabinetConfig(name="cab", resource=plant.cabinets["cab"].resource, channels=4, poll_interval_s=20.0)
         injected: dict[int, str] = {}
@@ -211,8 +212,10 @@ async def test_an_internal_short_during_a_step_switches_that_channel_off_and_the
             one, two = sup.runs[0], sup.runs[1]
             if 1 not in injected and one.state is RunState.RUNNING and one.last_voltage_v > 3.4:
                 injected[1] = "charge"
-                tasks.append(asyncio.create_task(inject("SIM:FAULT:SHORT 1001,10"), name="short-1"))
-            if 2 not in injected and two.step_index == 1 and one.terminal:
+                tasks.append(asyncio.create_task(inject("SIM:FAULT:SHORT 1001,5"), name="short-1"))
+            began_s = two.account.started_s
+            settled = two.step_index == 1 and began_s is not None and clock.now() - began_s >= REST_SETTLE_S
+            if 2 not in injected and settled and one.terminal:
                 injected[2] = "rest"
                 tasks.append(asyncio.create_task(inject("SIM:FAULT:SHORT 1002,2"), name="short-2"))
 
