@@ -153,12 +153,17 @@ _SCHEMA_LOCK_KEY = 0x666F726D6174  # "format"
 
 
 def _lock_schema(conn: Connection) -> None:
-    """On PostgreSQL, wait for any other process creating or upgrading the schema (released at commit).
+    """Wait for any other process creating or upgrading the schema; the lock is released at commit.
 
-    Two daemons starting on a new plant database would otherwise both find it empty and race to create it.
+    Two daemons starting on a new plant database would otherwise both find it empty and race to create it. On
+    PostgreSQL an advisory lock; on SQLite the database's write lock, taken now (``BEGIN IMMEDIATE``) so that the
+    tables are created inside one transaction: another process (a `run launch` beside a starting daemon) then sees
+    no table or all of them, never the half of a schema that is still being made.
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})")
+    elif conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def ensure_schema(engine: Engine) -> SchemaState:

@@ -353,6 +353,33 @@ def test_processes_opening_a_new_postgres_database_at_once_all_get_it(postgres_u
             engine.dispose()
 
 
+def _open_at_once(engine: sa.Engine, barrier: threading.Barrier, errors: list[Exception]) -> None:
+    barrier.wait()
+    try:
+        migrate.ensure_schema(engine)
+    except Exception as exc:  # collected: a failure in a thread would otherwise pass unseen
+        errors.append(exc)
+
+
+def test_openers_of_a_new_sqlite_database_at_once_see_no_table_or_all_of_them(tmp_path: Path) -> None:
+    # A `run launch` beside a daemon that is creating the database: the schema is made in one transaction under
+    # SQLite's write lock, so nobody sees half of it ("lacks alarm, cell, …") or creates a table twice.
+    for trial in range(3):
+        engines = [make_engine(sqlite_url(tmp_path / f"new{trial}.db")) for _ in range(4)]
+        barrier, errors = threading.Barrier(len(engines)), []
+        threads = [threading.Thread(target=_open_at_once, args=(e, barrier, errors)) for e in engines]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            assert errors == []
+            assert drift(engines[0]) == []
+        finally:
+            for engine in engines:
+                engine.dispose()
+
+
 # -- refusals ------------------------------------------------------------------------------------------------
 
 
