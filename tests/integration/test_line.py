@@ -107,6 +107,7 @@ async def test_demo_recipe_accounts_every_coulomb(store: Store) -> None:
     assert checked >= 8 * 4
 
 
+@pytest.mark.e2e
 async def test_formed_cell_capacity_is_nominal(store: Store) -> None:
     """A formed NCM 21700: CC-CV to 4.2 V then C/5 to 2.5 V delivers its nominal 5 Ah within ±3 %."""
     recipe = load_builtin("ncm21700-capacity")
@@ -296,6 +297,7 @@ async def test_an_instrument_that_keeps_answering_garbage_gets_its_channels_swit
     _no_sample_lost(store, sup)  # what was read before the garbage began is stored, once
 
 
+@pytest.mark.e2e
 async def test_a_stalled_instrument_pauses_the_runs_and_they_resume_without_loss(store: Store) -> None:
     recipe = _short()
     async with _line(store, cells=4, scale=1000.0) as line:
@@ -380,6 +382,7 @@ async def test_a_link_lost_for_longer_than_the_watchdog_allows_faults_the_runs(s
     _no_sample_lost(store, sup, allow_none=True)
 
 
+@pytest.mark.e2e
 async def test_a_cabinet_gone_for_good_ends_the_job_as_faulted(store: Store) -> None:
     recipe = _short()
     clock = ScaledClock(100.0)
@@ -411,6 +414,7 @@ async def test_a_cabinet_gone_for_good_ends_the_job_as_faulted(store: Store) -> 
     assert "comm_lost_fault" in [a.code for a in store.alarms(job_id=sup.job_id)]
 
 
+@pytest.mark.e2e
 async def test_a_restarted_host_reattaches_without_losing_samples_or_repeating_a_step(store: Store) -> None:
     recipe = _short()
     async with _line(store, cells=4, scale=1000.0) as line:

@@ -119,6 +119,7 @@ record = { every_s = 3600, every_mv = 0.5 }
 """
 
 
+@pytest.mark.e2e
 async def test_k_value_matches_the_simulators_truth(store: Store) -> None:
     recipe = loads_recipe(AGE, "toml")
     clock = ScaledClock(20_000.0)

@@ -74,6 +74,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
+@pytest.mark.e2e
 async def test_three_cycles_store_their_cycle_numbers_and_export_as_bdf(store: Store, tmp_path: Path) -> None:
     recipe = loads_recipe(CYCLES, "toml")
     assert len(recipe.steps) == 1 + 3 * 3 + 1 and recipe.cycles == (0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 0)

@@ -220,6 +220,7 @@ def _assert_cells_aborted(sim_port: int, tmp_path: Path) -> None:
         inst.close()
 
 
+@pytest.mark.e2e
 def test_ctrl_c_on_run_launch_aborts_the_cells(sim_port: int, tmp_path: Path) -> None:
     proc = _launch_in_background(sim_port, tmp_path)
     try:
@@ -233,6 +234,7 @@ def test_ctrl_c_on_run_launch_aborts_the_cells(sim_port: int, tmp_path: Path) ->
     _assert_cells_aborted(sim_port, tmp_path)
 
 
+@pytest.mark.e2e
 def test_run_abort_from_another_process_stops_a_running_job(
     sim_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -253,6 +255,7 @@ def test_run_abort_from_another_process_stops_a_running_job(
     assert "has no unfinished run" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_a_killed_launcher_is_resumed_by_a_new_process(sim_port: int, tmp_path: Path) -> None:
     (tmp_path / "site.toml").write_text(
         f'[database]\npath = "line.db"\n[clock]\nscale = {SCALE / 10}\n'
