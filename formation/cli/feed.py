@@ -106,10 +106,8 @@ def publish_grading(config: MqttConfig | None, site: str, line: str, summary: An
 
 
 def demo_feed_config(option: str | None) -> MqttConfig | None:
-    """The demo publishes only when asked: ``--mqtt URL``, or ``--mqtt auto`` for the default (or
-    FORMATION_MQTT_*) broker whenever it answers."""
-    if option is None:
-        return None
+    """The demo publishes to the default (or FORMATION_MQTT_*) broker whenever one answers, as a site without an
+    [mqtt] table does; ``--mqtt URL`` names another; FORMATION_MQTT_ENABLED=no keeps it quiet."""
     from formation.config import SiteConfig, apply_env
 
     return feed_config(apply_env(SiteConfig()).mqtt, option)
