@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import Connection, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from formation.store.models import Grade
+
+if TYPE_CHECKING:
+    from formation.store.store import Store
 
 # Stay well below SQLite's bound-parameter limit in IN (...) lists.
 _IN_CHUNK = 5_000
@@ -82,3 +85,32 @@ def write_grades(conn: Connection, rows: list[dict[str, Any]], rules_sha256: str
                 )
             )
         conn.execute(insert(grade_t), never_ran)
+
+
+def save_grades(
+    self: Store, grades: pd.DataFrame, *, rules_sha256: str, rules_name: str, graded_s: float | None = None
+) -> int:
+    """Store one grade per row (``cell_id, lot, run_id, grade, reason``, metrics, ``recipe_sha256``).
+
+    Keyed by (cell_id, rules_sha256, run_id): rows already stored under the same key are replaced, other
+    rules versions are kept. Returns the number of rows written.
+    """
+    if grades.empty:
+        return 0
+    rows = grade_rows(grades, rules_sha256, rules_name, self._clock.now() if graded_s is None else graded_s)
+    with self._begin() as conn:
+        write_grades(conn, rows, rules_sha256)
+    return len(rows)
+
+
+def grades(self: Store, lot: str | None = None, rules_sha256: str | None = None) -> pd.DataFrame:
+    """Stored grades (of one lot and/or rules version), by cell then grading time; missing metrics NaN."""
+    grade_t = Grade.__table__  # type: ignore[attr-defined]
+    stmt = select(grade_t)
+    if lot is not None:
+        stmt = stmt.where(grade_t.c.lot_id == lot)
+    if rules_sha256 is not None:
+        stmt = stmt.where(grade_t.c.rules_sha256 == rules_sha256)
+    frame = self.query_frame(stmt.order_by(grade_t.c.cell_id, grade_t.c.graded_s, grade_t.c.id))
+    floats = ["capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v", "graded_s"]
+    return frame.astype({**dict.fromkeys(floats, "float64"), "run_id": "Int64", "id": "int64"})

@@ -23,18 +23,16 @@ from formation.clock import Clock, WallClock
 from formation.errors import StoreError
 from formation.states import JobState, job_states_leading_to
 from formation.store import ageing as _ageing
+from formation.store import alarms as _alarms
 from formation.store import chamber as _chamber
+from formation.store import grades as _grades
 from formation.store import holds as _holds
 from formation.store import queue as _queue
 from formation.store import racks as _racks
 from formation.store.engine import create_schema, make_engine
-from formation.store.grades import grade_rows, write_grades
 from formation.store.models import (
     SAMPLE_COLUMNS,
-    SEVERITIES,
-    Alarm,
     Cell,
-    Grade,
     Job,
     Lot,
     Recipe,
@@ -443,41 +441,9 @@ class Store:
         with self._begin() as conn:
             return int(conn.execute(stmt).scalar_one())
 
-    # -- alarms --------------------------------------------------------------------------------------------
-
-    def add_alarm(
-        self,
-        ts_s: float,
-        severity: str,
-        code: str,
-        message: str,
-        *,
-        cabinet: str | None = None,
-        channel: int | None = None,
-        run_id: int | None = None,
-        job_id: int | None = None,
-    ) -> int:
-        """Record an alarm; returns its id. ``severity`` is one of SEVERITIES."""
-        if severity not in SEVERITIES:
-            raise ValueError(f"alarm severity must be one of {SEVERITIES}, got {severity!r}")
-        row = {
-            "ts_s": ts_s,
-            "severity": severity,
-            "code": code,
-            "message": message,
-            "cabinet": cabinet,
-            "channel": channel,
-            "run_id": run_id,
-            "job_id": job_id,
-        }
-        alarm_t = _table(Alarm)
-        with self._begin() as conn:
-            return int(conn.execute(insert(alarm_t).returning(alarm_t.c.id), row).scalar_one())
-
-    def alarms(self, job_id: int | None = None) -> list[Alarm]:
-        """Alarms (of one job, or all), oldest first."""
-        where = [Alarm.job_id == job_id] if job_id is not None else []
-        return self._all(Alarm, *where, order_by=[Alarm.ts_s, Alarm.id])
+    # -- alarms (formation/store/alarms.py) ---------------------------------------------------------------------
+    add_alarm = _alarms.add_alarm
+    alarms = _alarms.alarms
 
     # -- work queue and cabinet leases (formation/store/queue.py) ------------------------------------------------
     hold_lease = _queue.hold_lease
@@ -525,29 +491,5 @@ class Store:
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(keys)
         return pd.DataFrame({k: pd.Series(list(c), dtype=object) for k, c in zip(keys, columns, strict=True)})
 
-    def save_grades(
-        self, grades: pd.DataFrame, *, rules_sha256: str, rules_name: str, graded_s: float | None = None
-    ) -> int:
-        """Store one grade per row (``cell_id, lot, run_id, grade, reason``, metrics, ``recipe_sha256``).
-
-        Keyed by (cell_id, rules_sha256, run_id): rows already stored under the same key are replaced, other
-        rules versions are kept. Returns the number of rows written.
-        """
-        if grades.empty:
-            return 0
-        rows = grade_rows(grades, rules_sha256, rules_name, self._clock.now() if graded_s is None else graded_s)
-        with self._begin() as conn:
-            write_grades(conn, rows, rules_sha256)
-        return len(rows)
-
-    def grades(self, lot: str | None = None, rules_sha256: str | None = None) -> pd.DataFrame:
-        """Stored grades (of one lot and/or rules version), by cell then grading time; missing metrics NaN."""
-        grade_t = _table(Grade)
-        stmt = select(grade_t)
-        if lot is not None:
-            stmt = stmt.where(grade_t.c.lot_id == lot)
-        if rules_sha256 is not None:
-            stmt = stmt.where(grade_t.c.rules_sha256 == rules_sha256)
-        frame = self.query_frame(stmt.order_by(grade_t.c.cell_id, grade_t.c.graded_s, grade_t.c.id))
-        floats = ["capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v", "graded_s"]
-        return frame.astype({**dict.fromkeys(floats, "float64"), "run_id": "Int64", "id": "int64"})
+    save_grades = _grades.save_grades
+    grades = _grades.grades

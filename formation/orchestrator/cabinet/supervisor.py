@@ -30,9 +30,10 @@ from formation.orchestrator.cabinet import resume
 from formation.orchestrator.cabinet.checkpoints import CheckpointBook
 from formation.orchestrator.cabinet.clocksync import measure_offset_s
 from formation.orchestrator.cabinet.drain import LogDrain
-from formation.orchestrator.cabinet.hostends import HoldDesk, host_ends_due, judged_stop
+from formation.orchestrator.cabinet.hostends import HoldDesk, host_ends_due
 from formation.orchestrator.cabinet.index import RunIndex
 from formation.orchestrator.cabinet.ledger import JobLedger
+from formation.orchestrator.cabinet.outcome import job_end_state, next_step
 from formation.orchestrator.cabinet.pacing import PollPacer
 from formation.orchestrator.cabinet.safety import SafetyGuard, runs_on
 from formation.orchestrator.cabinet.starts import StepStarter
@@ -419,38 +420,9 @@ class CabinetSupervisor:
     async def _advance(self, run: ChannelRun, code: int) -> None:
         """After a recipe step ended: next step, done, or the fault/abort it ended with."""
         assert self.recipe is not None
-        if code == EndCode.ABORT and run.host_end is not None:
-            code = EndCode.TIME  # the host ended a judged step on purpose: the run goes on
-        if code == EndCode.ABORT:
-            if run.state is not RunState.ABORTING:
-                run.transition(RunState.ABORTING)
-            run.transition(RunState.ABORTED)
-            return
-        if code == EndCode.WATCHDOG or code == EndCode.FAULT or EndCode.FAIL_BASE < code < EndCode.ABORT:
-            reason = run.end_reason or EndCode.describe(code)
-            run.transition(RunState.FAULTED)
-            await self.ledger.alarm(
-                "critical",
-                "instrument_stop",
-                f"{run.cell_id}: cell stopped by the instrument ({reason}) in step {run.step.id}",
-                run=run,
-            )
-            return
-        if run.state is RunState.ABORTING:
-            run.transition(RunState.ABORTED)
-            return
-        if await judged_stop(run, self.ledger):
-            return
-        if run.end_reason == "backstop":
-            await self.ledger.alarm(
-                "warning", "backstop", f"{run.cell_id}: step {run.step.id} ended on its time backstop", run=run
-            )
-        nxt = run.step_index + 1
-        if nxt >= len(self.recipe.steps):
-            run.step_index = nxt
-            run.transition(RunState.DONE)
-            return
-        self._begin_step(run, nxt)
+        nxt = await next_step(run, code, len(self.recipe.steps), self.ledger)
+        if nxt is not None:
+            self._begin_step(run, nxt)
 
     # -- control ---------------------------------------------------------------------------------------------
     async def abort(self, channels: Sequence[int] | None = None) -> None:
@@ -523,13 +495,3 @@ class CabinetSupervisor:
         await self.ledger.finish_job(state)
         if self.feed is not None:
             self.feed.job_end(self.job_id, state, self.runs)
-
-
-def job_end_state(runs: Sequence[ChannelRun]) -> JobState:
-    """The state a job ends in, from its runs' states."""
-    states = {r.state for r in runs}
-    if states <= {RunState.DONE}:
-        return JobState.DONE
-    if all(r.terminal for r in runs):
-        return JobState.ABORTED if RunState.ABORTED in states else JobState.FAULTED
-    return JobState.INTERRUPTED
