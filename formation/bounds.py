@@ -12,6 +12,7 @@ are not valid Unicode) before any field is looked at, so no parser below ever me
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,15 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def toml_document(text: str, error: ErrorFactory) -> dict[str, Any]:
+    """Parse TOML text and refuse what :func:`check_document` refuses; ``error(field, reason)`` builds the error."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error("", f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise error("", "not valid TOML: nested too deeply") from None
+    check_document(data, error)
+    return data

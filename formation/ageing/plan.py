@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from formation.bounds import check_document, is_file, printable, read_input_text
+from formation.bounds import is_file, printable, read_input_text, toml_document
 from formation.canonical import canonical_json, content_sha256
 from formation.errors import PlanError
 from formation.recipes.units import parse_duration_s
@@ -327,14 +326,7 @@ def parse_plan(data: object, source: str = "<plan>") -> AgeingPlan:
 
 def loads_plan(text: str, source: str = "<plan>") -> AgeingPlan:
     """Parse a plan from TOML text."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _fail("", f"not valid TOML: {exc}", source) from None
-    except RecursionError:
-        raise _fail("", "not valid TOML: nested too deeply", source) from None
-    check_document(data, lambda field, reason: _fail(field, reason, source))
-    return parse_plan(data, source)
+    return parse_plan(toml_document(text, lambda field, reason: _fail(field, reason, source)), source)
 
 
 def load_plan(path: str | Path) -> AgeingPlan:

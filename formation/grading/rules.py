@@ -15,13 +15,12 @@ Order checks between grades (the first grade whose every bound holds wins, so gr
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from formation.bounds import check_document, is_file, read_input_text
+from formation.bounds import is_file, read_input_text, toml_document
 from formation.canonical import canonical_json, content_sha256
 from formation.errors import RulesError
 from formation.recipes.units import parse_duration_s
@@ -376,14 +375,7 @@ def parse_rules(data: object, source: str = "<rules>") -> Rules:
 
 def loads_rules(text: str, source: str = "<rules>") -> Rules:
     """Parse rules from TOML text."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise _fail("", f"not valid TOML: {exc}", source) from None
-    except RecursionError:
-        raise _fail("", "not valid TOML: nested too deeply", source) from None
-    check_document(data, lambda field, reason: _fail(field, reason, source))
-    return parse_rules(data, source)
+    return parse_rules(toml_document(text, lambda field, reason: _fail(field, reason, source)), source)
 
 
 def load_rules(path: str | Path) -> Rules:
