@@ -27,12 +27,13 @@ def sqlite_url(path: str | Path) -> str:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
+        # First, so that switching a new file to WAL waits for another process doing the same instead of failing.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         # WAL lets the display and CLI read while the orchestrator writes; NORMAL is durable across
         # application crashes in WAL mode and only risks the last commits on power loss.
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         # The sample writer checkpoints in the background (Store.checkpoint); the automatic checkpoint, which
         # runs inside a commit and pays its fsync there, stays only as a backstop for a much larger log.

@@ -13,6 +13,7 @@ tables but no ``alembic_version`` is recognised as ``0001``. Three ways in:
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -22,6 +23,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy.exc import OperationalError
 from sqlmodel import SQLModel
 
 from formation.errors import SchemaError
@@ -166,11 +168,28 @@ def _lock_schema(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+#: Attempts at opening a new SQLite database whose schema another process is creating at the same moment.
+_LOCKED_TRIES = 50
+
+
 def ensure_schema(engine: Engine) -> SchemaState:
     """Create a new database at head (every table, then the revision stamp), or check one is at head.
 
-    An existing database at another revision is refused with SchemaError, one line naming both revisions.
+    An existing database at another revision is refused with SchemaError, one line naming both revisions. On
+    SQLite, a connection that read the empty file while another created the schema may be refused the write lock
+    at once (SQLite's deadlock guard, "database is locked"): it tries again and then finds the schema made.
     """
+    for attempt in range(_LOCKED_TRIES):
+        try:
+            return _ensure_schema(engine)
+        except OperationalError as exc:
+            if engine.dialect.name != "sqlite" or "locked" not in str(exc) or attempt == _LOCKED_TRIES - 1:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ensure_schema(engine: Engine) -> SchemaState:
     with engine.begin() as conn:
         state = read_state(conn)
         if not state.current:
