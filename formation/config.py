@@ -128,7 +128,14 @@ class ChamberSite:
             band_c=self.band_c,
             hold_s=self.hold_s,
             alarm_delay_s=self.alarm_delay_s,
+            stuck_response_s=self.stuck_response_s,
         )
+
+    @property
+    def stuck_response_s(self) -> float:
+        """How long a fully open side may go without moving the temperature: a few dead times plus a tenth of the
+        time constant (300 s for the formation chamber; an ageing room of hours answers that much slower)."""
+        return max(300.0, 3.0 * self.dead_time_s + 0.1 * self.tau_s)
 
 
 @dataclass(frozen=True)

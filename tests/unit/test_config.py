@@ -153,6 +153,11 @@ def test_chamber_tuning_is_simc_of_the_plant_model_unless_given() -> None:
     config = given.control_config()
     assert config.sensors == (101, 102, 103, 104) and config.heating_channels == (301, 302, 303, 304)
     assert config.band_c == 0.5 and config.hold_s == 600.0
+    # A side fully open must move the chamber within a few dead times plus a tenth of τ: 300 s here, 40 min in an
+    # ageing room of hours (its response is that much slower; a shorter wait would alarm on a healthy valve).
+    assert config.stuck_response_s == 300.0
+    room = parse_site_config({"chambers": [_chamber(tau_s=14400.0, dead_time_s=300.0)]}).chamber("ch1")
+    assert room.control_config().stuck_response_s == pytest.approx(2340.0)
 
 
 def test_chamber_settings_read_from_a_toml_file(tmp_path: Path) -> None:
