@@ -14,6 +14,9 @@ from formation.cli.app import console
 from formation.errors import InputError
 
 if TYPE_CHECKING:
+    from formation.ageing import AgeingPlan
+    from formation.clock import Clock
+    from formation.config import SiteConfig
     from formation.store import LatestRun, Store
 
 app = typer.Typer(help="The ageing room: racks, OCV/ACIR checks.", no_args_is_help=True)
@@ -23,6 +26,8 @@ MAX_NAME = 200
 #: Positions a rack may have (the scanner addresses three digits).
 MAX_POSITION = 999
 _DONE = "done"
+#: A latest run in one of these has ended: done cells age, the others are left behind.
+_ENDED = frozenset({"done", "faulted", "aborted"})
 
 
 def _name(value: str, field: str) -> str:
@@ -62,13 +67,13 @@ def load(
         raise InputError("--tester", "is empty")
     cfg, store = open_store(site, db)
     with store:
-        runs = _formed_runs(store, lot)
+        runs, left = formed_runs(store, lot)
         positions = list(range(first_position, first_position + len(runs)))
         if positions[-1] > MAX_POSITION:
             raise InputError("--first-position", f"{len(runs)} cells from {first_position} run past {MAX_POSITION}")
-        _check_free(store, rack, runs, positions)
+        check_free(store, rack, runs, positions)
         if tester is not None:
-            loaded_s = asyncio.run(_move_simulated(tester, rack, runs, positions))
+            loaded_s = asyncio.run(move_simulated(tester, rack, runs, positions))
         else:
             from formation.clock import make_clock
 
@@ -81,23 +86,35 @@ def load(
     moved = " (the simulated cells moved with them)" if tester is not None else ""
     span = f"positions {positions[0]}-{positions[-1]}"
     console.print(f"{len(runs)} cells of lot {escape(lot)} on rack {escape(rack)}, {span}{moved}")
+    if left:
+        console.print(left_behind_text(left))
 
 
-def _formed_runs(store: Store, lot: str) -> list[LatestRun]:
-    """Every cell of the lot with its latest run, which must have finished; else one line and exit 2."""
+def left_behind_text(left: list[LatestRun]) -> str:
+    """One line naming the cells that stay off the rack (their formation faulted or was aborted: NG already)."""
+    named = ", ".join(f"{escape(r.cell_id)} ({r.state})" for r in left[:10]) + (" …" if len(left) > 10 else "")
+    return f"[yellow]{len(left)} cell(s) left behind[/], their formation did not finish (graded NG): {named}"
+
+
+def formed_runs(store: Store, lot: str) -> tuple[list[LatestRun], list[LatestRun]]:
+    """The cells of the lot whose latest run is done (they age), and those whose run faulted or was aborted (they
+    are segregated, NG already); InputError (exit 2) when a cell has no finished run or none is done."""
     runs = store.latest_runs(lot)
     if not runs:
         raise InputError("LOT", f"lot {printable(lot)!r} has no cells")
     for r in runs:
         if r.run_id is None:
             raise InputError("LOT", f"lot {printable(lot)!r} is not formed: cell {printable(r.cell_id)!r} has no run")
-        if r.state != _DONE:
+        if r.state not in _ENDED:
             cell = printable(r.cell_id)
             raise InputError("LOT", f"lot {printable(lot)!r} is not formed: cell {cell!r}'s latest run is {r.state}")
-    return runs
+    done = [r for r in runs if r.state == _DONE]
+    if not done:
+        raise InputError("LOT", f"lot {printable(lot)!r} has no formed cell: every latest run faulted or was aborted")
+    return done, [r for r in runs if r.state != _DONE]
 
 
-def _check_free(store: Store, rack: str, runs: list[LatestRun], positions: list[int]) -> None:
+def check_free(store: Store, rack: str, runs: list[LatestRun], positions: list[int]) -> None:
     """No cell of the lot sits anywhere yet, and no position it would take is taken."""
     placed = store.rack_places(cells=[r.cell_id for r in runs])
     if placed:
@@ -113,7 +130,7 @@ def _check_free(store: Store, rack: str, runs: list[LatestRun], positions: list[
             )
 
 
-async def _move_simulated(resource: str, rack: str, runs: list[LatestRun], positions: list[int]) -> float:
+async def move_simulated(resource: str, rack: str, runs: list[LatestRun], positions: list[int]) -> float:
     """Move the cells on the simulated plant (``SIM:RACK:LOAD``); the plant clock when it was done."""
     import json
 
@@ -158,11 +175,9 @@ def start(
     ] = False,
 ) -> None:
     """Start an ageing PLAN on the cells of LOT sitting on RACK: checkpoints become persistent timers."""
-    from formation.ageing import check_setpoints, resolve_plan
+    from formation.ageing import resolve_plan
     from formation.cli.run import open_store
     from formation.clock import make_clock
-    from formation.orchestrator.lease import process_owner
-    from formation.orchestrator.timers import store_ageing_timers
 
     lot = _name(lot, "LOT")
     rack = _name(rack, "--rack")
@@ -173,46 +188,60 @@ def start(
         raise InputError("--site", "required: the site file names the rack, its tester and its chamber")
     cfg, store = open_store(site, db)
     with store:
-        rack_site = cfg.rack(rack)
-        tester = cfg.tester_of(rack)
-        if tester is None:
-            raise InputError("--rack", f"no tester of the site reaches rack {printable(rack)!r}")
-        chamber = cfg.chamber(rack_site.chamber) if rack_site.chamber is not None else None
-        check_setpoints(
-            the_plan,
-            None if chamber is None else chamber.name,
-            None if chamber is None else chamber.setpoint_min_c,
-            None if chamber is None else chamber.setpoint_max_c,
-        )
-        runs = _formed_runs(store, lot)
-        _check_on_rack(store, lot, rack, [r.cell_id for r in runs])
         clock = make_clock(cfg.clock_scale)
-        owner = process_owner("age") if foreground else None
-        job_id = store.create_ageing_job(
-            lot_id=lot,
-            rack=rack,
-            plan_name=the_plan.name,
-            plan_sha256=the_plan.sha256,
-            plan_json=the_plan.canonical_json(),
-            state="running" if foreground else "queued",
-            started_s=clock.now(),
-            tester=tester.name,
-            chamber=None if chamber is None else chamber.name,
-            owner=owner,
-        )
-        job = store.ageing_jobs(job_id=job_id)[0]
-        due = [(c.stage, c.k, job.started_s + c.at_s) for c in the_plan.checkpoints()]
-        store_ageing_timers(store.engine, clock, rack, job_id, due)
-        days = the_plan.duration_s / 86400.0
-        console.print(
-            f"ageing job {job_id}: lot {escape(lot)} on rack {escape(rack)}, plan {escape(the_plan.name)} "
-            f"({len(the_plan.stages)} stages, {len(due)} checkpoints, {days:g} days)"
-            + ("" if foreground else ", queued for `formation serve`")
-        )
+        job_id = start_ageing_job(cfg, store, clock, lot, rack, the_plan, foreground=foreground)
         if foreground:
             import asyncio
 
-            asyncio.run(_run_foreground(cfg, store, clock, job_id))
+            asyncio.run(run_ageing_foreground(cfg, store, clock, job_id))
+
+
+def start_ageing_job(
+    cfg: SiteConfig, store: Store, clock: Clock, lot: str, rack: str, plan: AgeingPlan, *, foreground: bool
+) -> int:
+    """Check and write an ageing job of ``lot`` on ``rack`` with its checkpoint timers; its id (printed too).
+
+    Foreground: ``running``, owned by this process, which then runs it; else ``queued`` for `formation serve`.
+    """
+    from formation.ageing import check_setpoints
+    from formation.orchestrator.lease import process_owner
+    from formation.orchestrator.timers import store_ageing_timers
+
+    rack_site = cfg.rack(rack)
+    tester = cfg.tester_of(rack)
+    if tester is None:
+        raise InputError("--rack", f"no tester of the site reaches rack {printable(rack)!r}")
+    chamber = cfg.chamber(rack_site.chamber) if rack_site.chamber is not None else None
+    check_setpoints(
+        plan,
+        None if chamber is None else chamber.name,
+        None if chamber is None else chamber.setpoint_min_c,
+        None if chamber is None else chamber.setpoint_max_c,
+    )
+    runs, _ = formed_runs(store, lot)
+    _check_on_rack(store, lot, rack, [r.cell_id for r in runs])
+    job_id = store.create_ageing_job(
+        lot_id=lot,
+        rack=rack,
+        plan_name=plan.name,
+        plan_sha256=plan.sha256,
+        plan_json=plan.canonical_json(),
+        state="running" if foreground else "queued",
+        started_s=clock.now(),
+        tester=tester.name,
+        chamber=None if chamber is None else chamber.name,
+        owner=process_owner("age") if foreground else None,
+    )
+    job = store.ageing_jobs(job_id=job_id)[0]
+    due = [(c.stage, c.k, job.started_s + c.at_s) for c in plan.checkpoints()]
+    store_ageing_timers(store.engine, clock, rack, job_id, due)
+    days = plan.duration_s / 86400.0
+    console.print(
+        f"ageing job {job_id}: lot {escape(lot)} on rack {escape(rack)}, plan {escape(plan.name)} "
+        f"({len(plan.stages)} stages, {len(due)} checkpoints, {days:g} days)"
+        + ("" if foreground else ", queued for `formation serve`")
+    )
+    return job_id
 
 
 def _check_on_rack(store: Store, lot: str, rack: str, cells: list[str]) -> None:
@@ -230,7 +259,7 @@ def _check_on_rack(store: Store, lot: str, rack: str, cells: list[str]) -> None:
             raise InputError("LOT", f"lot {printable(lot)!r} already ages on rack {printable(rack)!r} (job {job.id})")
 
 
-async def _run_foreground(cfg: object, store: Store, clock: object, job_id: int) -> None:
+async def run_ageing_foreground(cfg: object, store: Store, clock: object, job_id: int) -> None:
     """Run the job here until its last checkpoint; Ctrl-C leaves it interrupted (`formation serve` takes it up)."""
     from formation.clock import Clock
     from formation.config import SiteConfig

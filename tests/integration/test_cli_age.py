@@ -20,8 +20,17 @@ SHA = "a" * 64
 T0_S = 1_700_000_000.0
 
 
-def populate(url: str, lot: str = "L1", n: int = 4, *, first_channel: int = 1, running: str | None = None) -> None:
-    """A lot of ``n`` cells whose runs on cab1 finished (``running``: one whose latest run still runs)."""
+def populate(
+    url: str,
+    lot: str = "L1",
+    n: int = 4,
+    *,
+    first_channel: int = 1,
+    running: str | None = None,
+    ended: dict[str, str] | None = None,
+) -> None:
+    """A lot of ``n`` cells whose runs on cab1 finished (``running``: one whose latest run still runs; ``ended``:
+    cells whose run ended otherwise, e.g. faulted)."""
     with Store(url) as store:
         store.create_schema()
         ids = [f"{lot}-{k:02d}" for k in range(n)]
@@ -42,9 +51,8 @@ def populate(url: str, lot: str = "L1", n: int = 4, *, first_channel: int = 1, r
                 for k, c in enumerate(ids)
             ],
         )
-        store.update_runs(
-            [{"id": r, "state": "running" if c == running else "done"} for c, r in zip(ids, runs, strict=True)]
-        )
+        states = {c: "running" if c == running else (ended or {}).get(c, "done") for c in ids}
+        store.update_runs([{"id": r, "state": states[c]} for c, r in zip(ids, runs, strict=True)])
 
 
 def one_error(capsys: pytest.CaptureFixture[str]) -> str:
@@ -86,6 +94,23 @@ def test_a_lot_not_formed_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "lot 'NOPE' has no cells" in one_error(capsys)
     with Store(url) as store:
         assert store.rack_places() == []  # nothing written
+
+
+def test_cells_whose_formation_faulted_stay_behind_and_the_rest_go(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    populate(url, ended={"L1-01": "faulted", "L1-03": "aborted"})
+    assert main(["age", "load", "L1", "--rack", "rack1", "--db", url]) == 0
+    out = capsys.readouterr().out
+    assert "2 cells of lot L1 on rack rack1, positions 1-2" in out
+    assert "2 cell(s) left behind" in out and "L1-01 (faulted)" in out and "L1-03 (aborted)" in out
+    with Store(url) as store:
+        assert [(p.cell_id, p.position) for p in store.rack_places(rack="rack1")] == [("L1-00", 1), ("L1-02", 2)]
+    # A lot none of whose cells formed has nothing to age.
+    populate(url, "L2", 2, first_channel=5, ended={"L2-00": "faulted", "L2-01": "faulted"})
+    assert main(["age", "load", "L2", "--rack", "rack1", "--first-position", "9", "--db", url]) == 2
+    assert "lot 'L2' has no formed cell: every latest run faulted or was aborted" in one_error(capsys)
 
 
 @pytest.mark.parametrize(
