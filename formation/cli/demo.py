@@ -9,28 +9,36 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from formation.cli.app import add_text_row, console
+from formation.cli.app import console
+from formation.cli.demo_ageing import AGEING_ROOM, DEMO_AGEING_RECIPE, DEMO_PLAN, ageing_demo, print_ageing
+from formation.cli.demo_results import (
+    DEMO_CHAMBER,
+    DEMO_LINE,
+    DEMO_LOT,
+    DEMO_SITE,
+    grade_demo_lot,
+    plot_chamber_samples,
+    print_first_cycle,
+)
 from formation.cli.feed import MqttOpt
 from formation.errors import InputError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
+    from formation.cli.demo_ageing import AgeingDemo
     from formation.cli.display import DisplayProcess
+    from formation.clock import ScaledClock
     from formation.config import MqttConfig
-    from formation.grading import Rules
+    from formation.feed.sink import FeedSink
     from formation.orchestrator.inputs import CellEntry
     from formation.recipes import Recipe
     from formation.sim.cells import CellPreset
+    from formation.sim.plant import SimulatedPlant
+    from formation.sim.rack import RackSpec
+    from formation.sim.tester import TesterSpec
     from formation.store import Store
 
 DEMO_RECIPE = "demo-ncm21700"
-DEMO_LOT = "DEMO-LOT"
-DEMO_CHAMBER = "sim-chamber1"
-#: The site and line the demo publishes its status feed under (formation/v1/demo/line1/…).
-DEMO_SITE, DEMO_LINE = "demo", "line1"
 #: The feed interval (wall s) with --display: at the demo's clock a 5 s interval spans hours of the route.
 DISPLAY_INTERVAL_S = 1.0
 DEMO_CHAMBER_MAX_SCALE = 2000.0
@@ -68,6 +76,18 @@ def demo(
     defects: Annotated[float, typer.Option(help="Fraction of defective simulated cells")] = 0.1,
     rules: Annotated[str | None, typer.Option(help="Grading rules file (default: the recipe's built-in rules)")] = None,
     mqtt: MqttOpt = None,
+    ageing: Annotated[
+        bool,
+        typer.Option(
+            "--ageing",
+            help="After formation, move the lot to a rack in a simulated ageing room, age it by --plan with OCV/ACIR "
+            f"checks, and grade it from both stations (recipe default: {DEMO_AGEING_RECIPE})",
+        ),
+    ] = False,
+    plan: Annotated[
+        str | None,
+        typer.Option(help=f"Ageing plan for --ageing: a TOML file or a built-in name [default: {DEMO_PLAN}]"),
+    ] = None,
     display: Annotated[
         bool,
         typer.Option(
@@ -96,6 +116,11 @@ def demo(
         raise InputError("--scale", f"{scale:g} is outside 0-{MAX_SCALE:g} (above it the simulator falls behind)")
     if not 0.0 <= defects <= 1.0:
         raise InputError("--defects", f"{defects} is outside 0-1")
+    if plan is not None and not ageing:
+        raise InputError("--plan", "ages a lot only with --ageing")
+    to_age = ageing_demo(DEMO_PLAN if plan is None else plan) if ageing else None
+    if to_age is not None and recipe == DEMO_RECIPE:
+        recipe = DEMO_AGEING_RECIPE
     r = resolve_recipe(recipe)
     cell_preset = choose_preset(r, preset)
     grading_rules = resolve_rules(rules) if rules else resolve_rules(r.name) if r.name in builtin_rules() else None
@@ -111,7 +136,7 @@ def demo(
     nominal_ah = cell_preset.nominal_capacity_ah
     entries = [CellEntry(f"DEMO-{i:04d}", DEMO_LOT, nominal_ah) for i in range(1, cells + 1)]
     assignments = assign_cells(list(range(1, cells + 1)), entries, r)
-    worst_s = worst_case_s(r, nominal_ah)
+    worst_s = worst_case_s(r, nominal_ah) + (to_age.plan.duration_s if to_age is not None else 0.0)
     if scale is None:
         scale = auto_scale(worst_s)
     formed = not is_formation_route(r, nominal_ah)
@@ -136,15 +161,23 @@ def demo(
     wall = _open_display(feed_config) if display else None
     with Store(f"sqlite:///{db_path}") as store:
         store.create_schema()
-        job_id = asyncio.run(_demo(store, r, assignments, cell_preset, formed, scale, seed, defects, feed_config))
+        job_id, ageing_job = asyncio.run(
+            _demo(store, r, assignments, cell_preset, formed, scale, seed, defects, feed_config, to_age)
+        )
         results = store.step_results(job_id=job_id)
         console.print(step_summary_table(results, title=f"Job {job_id}: per-step summary"))
         if not formed:  # the efficiency of the first cycle is a formation figure; formed cells had theirs
-            _print_first_cycle(results, nominal_ah)
-        graded = _grade(store, grading_rules, out, feed_config) if grading_rules is not None else None
+            print_first_cycle(results, nominal_ah)
+        aged = print_ageing(store, ageing_job, out) if ageing_job is not None else None
+        graded = grade_demo_lot(store, grading_rules, out, feed_config) if grading_rules is not None else None
         cell_csv = out / "cell-DEMO-0001.csv"
         export_cell_bdf(store, "DEMO-0001", cell_csv)
-        chamber = _plot_chamber(store, out / "plots" / "chamber.png")
+        chamber = plot_chamber_samples(store, out / "plots" / "chamber.png")
+        room = (
+            plot_chamber_samples(store, out / "plots" / "ageing-room.png", AGEING_ROOM)
+            if ageing_job is not None
+            else None
+        )
     chosen = f"matches {escape(r.name)}" if matched else "named by --preset"
     console.print(f"cells: {cells} × {cell_preset.name} ({_describe(cell_preset)}, {state}; {chosen})")
     console.print(f"database: {escape(str(db_path))}")
@@ -160,6 +193,11 @@ def demo(
             f"chamber {DEMO_CHAMBER}: {chamber[1]:.1f} % of its samples within ±0.5 °C of the set point; "
             f"temperature, set point and valve demand: {escape(str(chamber[0]))}"
         )
+    if aged is not None and room is not None:
+        console.print(
+            f"ageing room {AGEING_ROOM}: {room[1]:.1f} % of its samples within ±0.5 °C; {escape(str(room[0]))}; "
+            f"OCV over the days on the rack: {escape(str(aged))}"
+        )
     console.print(f"done in {time.perf_counter() - t0:.1f} s wall")
     if wall is not None:
         wall.serve_until_interrupted()
@@ -173,17 +211,6 @@ def _open_display(feed_config: MqttConfig | None) -> DisplayProcess:
     wall = DisplayProcess.start(feed_config, DEMO_SITE, DEMO_LINE)
     console.print(f"wall display: [bold]{wall.url}[/] (open it in a browser)", highlight=False)
     return wall
-
-
-def _plot_chamber(store: Store, path: Path) -> tuple[Path, float] | None:
-    """The demo chamber's stored samples as a PNG and the share of them within the band (None: no chamber ran)."""
-    from formation.chamber.plot import plot_chamber
-
-    samples = store.chamber_samples(DEMO_CHAMBER)
-    if samples.empty:
-        return None
-    in_band_pct = 100.0 * float(samples["in_band"].mean()) if len(samples) else float("nan")
-    return plot_chamber(samples, path, title=f"chamber {DEMO_CHAMBER} during the demo"), in_band_pct
 
 
 def _matches(recipe: Recipe) -> list[CellPreset]:
@@ -277,48 +304,6 @@ def _clock_text(seconds: float) -> str:
     return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d ({hours:.0f} h)"
 
 
-def _grade(store: Store, rules: Rules, out: Path, feed_config: MqttConfig | None = None) -> tuple[Path, Path]:
-    """Grade the demo lot, store the grades, write the CSV and histograms, print the grade tables."""
-    from formation.grading import (
-        grade_cells,
-        load_lot_metrics,
-        summarize,
-        summary_table,
-        write_histograms,
-        write_report_csv,
-    )
-
-    cells = load_lot_metrics(store, DEMO_LOT, rules)
-    grading = grade_cells(cells, rules)
-    store.save_grades(grading.cells, rules_sha256=rules.sha256, rules_name=rules.name)
-    report = write_report_csv(grading, out / "grading-report.csv")
-    plots = out / "plots"
-    write_histograms(grading, plots)
-    from formation.cli.feed import publish_grading
-
-    summary = summarize(grading)
-    console.print(summary_table(summary, title=f"Grades: {escape(rules.name)} {escape(rules.version)}"))
-    publish_grading(feed_config, DEMO_SITE, DEMO_LINE, summary, rules.sha256)
-    graded = grading.cells.sort_values("cell_id")
-    not_a = graded[graded["grade"] != "A"]
-    if len(not_a):
-        table = Table(title="Cells not graded A")
-        for col in ("cell", "grade", "capacity Ah", "DCIR mΩ", "K mV/day", "reason"):
-            table.add_column(col, no_wrap=col != "reason")
-        for _, row in not_a.iterrows():
-            add_text_row(
-                table,
-                row["cell_id"],
-                row["grade"],
-                _number(row["capacity_ah"], 3),
-                _number(row["dcir_mohm"], 2),
-                _number(row["k_mv_per_day"], 2),
-                str(row["reason"]),
-            )
-        console.print(table)
-    return report, plots
-
-
 async def _demo(
     store: Store,
     recipe: Recipe,
@@ -329,13 +314,12 @@ async def _demo(
     seed: int,
     defects: float,
     feed_config: MqttConfig | None = None,
-) -> int:
+    ageing: AgeingDemo | None = None,
+) -> tuple[int, int | None]:
+    """Run the job on the simulated cabinet (then age the lot, with ``ageing``); the job and ageing job ids."""
+    from formation.cli.demo_ageing import age_lot, ageing_plant
     from formation.cli.feed import publishing
-    from formation.cli.progress import job_progress
     from formation.clock import ScaledClock
-    from formation.config import CabinetConfig, ChamberSite
-    from formation.orchestrator.chamber_loop import open_chamber_loop
-    from formation.orchestrator.job import run_job
     from formation.recipes import chamber_setpoints
     from formation.sim.plant import CabinetSpec, ChamberSpec, SimulatedPlant
 
@@ -355,83 +339,72 @@ async def _demo(
         chamber=DEMO_CHAMBER if in_chamber else None,
     )
     chambers = [ChamberSpec(name=DEMO_CHAMBER, seed=seed)] if in_chamber else []
+    racks: list[RackSpec] = []
+    testers: list[TesterSpec] = []
+    if ageing is not None:
+        rooms, racks, testers = ageing_plant(cells, seed)
+        chambers += rooms
     async with (
-        SimulatedPlant([spec], clock, chambers=chambers) as plant,
+        SimulatedPlant([spec], clock, chambers=chambers, racks=racks, testers=testers) as plant,
         publishing(feed_config, DEMO_SITE, DEMO_LINE) as feed,
     ):
-        server = plant.cabinets["sim-cab1"]
-        cabinet = CabinetConfig(
-            name="sim-cab1",
-            resource=server.resource,
-            channels=cells,
-            poll_interval_s=poll_interval_s(scale),
-            timeout_s=5.0,
-            watchdog_s=30.0,
-            chamber=DEMO_CHAMBER if in_chamber else None,
-        )
-        if not in_chamber:
-            console.print(f"simulated cabinet on {server.resource} (no chamber above ×{DEMO_CHAMBER_MAX_SCALE:g})")
-            with job_progress() as progress:
+        job_id = await _run_formation(plant, store, recipe, assignments, clock, in_chamber, feed)
+        ageing_job = await age_lot(store, clock, plant, DEMO_LOT, ageing, feed) if ageing is not None else None
+    return job_id, ageing_job
+
+
+async def _run_formation(
+    plant: SimulatedPlant,
+    store: Store,
+    recipe: Recipe,
+    assignments: list[tuple[int, CellEntry]],
+    clock: ScaledClock,
+    in_chamber: bool,
+    feed: FeedSink | None,
+) -> int:
+    """The formation job on the demo cabinet (in the formation chamber when ``in_chamber``); its id."""
+    from formation.cli.progress import job_progress
+    from formation.config import CabinetConfig, ChamberSite
+    from formation.orchestrator.chamber_loop import open_chamber_loop
+    from formation.orchestrator.job import run_job
+    from formation.recipes import chamber_setpoints
+
+    cells, scale = len(assignments), clock.scale
+    server = plant.cabinets["sim-cab1"]
+    cabinet = CabinetConfig(
+        name="sim-cab1",
+        resource=server.resource,
+        channels=cells,
+        poll_interval_s=poll_interval_s(scale),
+        timeout_s=5.0,
+        watchdog_s=30.0,
+        chamber=DEMO_CHAMBER if in_chamber else None,
+    )
+    if not in_chamber:
+        console.print(f"simulated cabinet on {server.resource} (no chamber above ×{DEMO_CHAMBER_MAX_SCALE:g})")
+        with job_progress() as progress:
+            sup = await run_job(
+                cabinet, recipe, assignments, store, clock,
+                on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
+            )  # fmt: skip
+        assert sup.job_id is not None
+        return sup.job_id
+    # The recipe's own temperatures (if any) move the chamber; otherwise it is held at 25 °C for the route.
+    chamber = ChamberSite(
+        name=DEMO_CHAMBER, resource=plant.chamber_resources[DEMO_CHAMBER], position_ports=(201,), timeout_s=5.0
+    )
+    console.print(f"simulated cabinet on {server.resource}, standing in chamber {DEMO_CHAMBER} ({chamber.resource})")
+    with job_progress() as progress:
+        if chamber_setpoints(recipe):
+            sup = await run_job(
+                cabinet, recipe, assignments, store, clock, chamber=chamber,
+                on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
+            )  # fmt: skip
+        else:
+            async with open_chamber_loop(chamber, clock, store, feed):
                 sup = await run_job(
                     cabinet, recipe, assignments, store, clock,
                     on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
                 )  # fmt: skip
-            assert sup.job_id is not None
-            return sup.job_id
-        # The recipe's own temperatures (if any) move the chamber; otherwise it is held at 25 °C for the route.
-        chamber = ChamberSite(
-            name=DEMO_CHAMBER, resource=plant.chamber_resources[DEMO_CHAMBER], position_ports=(201,), timeout_s=5.0
-        )
-        console.print(
-            f"simulated cabinet on {server.resource}, standing in chamber {DEMO_CHAMBER} ({chamber.resource})"
-        )
-        with job_progress() as progress:
-            if chamber_setpoints(recipe):
-                sup = await run_job(
-                    cabinet, recipe, assignments, store, clock, chamber=chamber,
-                    on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
-                )  # fmt: skip
-            else:
-                async with open_chamber_loop(chamber, clock, store, feed):
-                    sup = await run_job(
-                        cabinet, recipe, assignments, store, clock,
-                        on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
-                    )  # fmt: skip
     assert sup.job_id is not None
     return sup.job_id
-
-
-def _number(value: float, digits: int) -> str:
-    """A metric for the table; "-" where the cell has none (a faulted run, or rules that do not use it)."""
-    return "-" if value != value else f"{value:.{digits}f}"  # NaN is the only value unequal to itself
-
-
-def _print_first_cycle(results: pd.DataFrame, nominal_capacity_ah: float) -> None:
-    """First-cycle efficiency: discharge Ah over the charge Ah that went before it, per cell.
-
-    Only a deep first discharge (to its cut-off voltage, more than half the nominal capacity, as the runs count
-    a capacity) empties what the charges put in; one that stops on charge or time, or a short one that reaches
-    its voltage backstop (an SOC-setting step), is no cycle to take an efficiency of.
-    """
-    if results.empty:
-        return
-    fce = []
-    for _, g in results.sort_values("step_index").groupby("run_id"):
-        charge = g[g["kind"] == "charge"]
-        discharge = g[g["kind"] == "discharge"]
-        if charge.empty or discharge.empty:
-            continue
-        first_dis = discharge.iloc[0]
-        if first_dis["end_reason"] != "voltage" or -first_dis["ah"] <= 0.5 * nominal_capacity_ah:
-            continue
-        charged = charge[charge["step_index"] < first_dis["step_index"]]["ah"].sum()
-        if charged > 0:
-            fce.append(-first_dis["ah"] / charged)
-    if fce:
-        import numpy as np
-
-        arr = np.array(fce)
-        console.print(
-            f"first-cycle efficiency: mean {arr.mean() * 100:.1f} % (min {arr.min() * 100:.1f} %, "
-            f"max {arr.max() * 100:.1f} %) over {len(arr)} cells"
-        )

@@ -79,8 +79,9 @@ def plant(
     )
 
 
-def site_file(path: Path, url: str, sim: SimulatedPlant, scale: float) -> Path:
-    """A site file reaching the plant's chamber, rack and tester (no cabinet needed to age)."""
+def site_file(path: Path, url: str, sim: SimulatedPlant, scale: float, chamber: str = "") -> Path:
+    """A site file reaching the plant's chamber, rack and tester (no cabinet needed to age); ``chamber``: more
+    lines of its ``[[chambers]]`` table."""
     path.write_text(
         f"""
 [database]
@@ -91,6 +92,7 @@ scale = {scale}
 name = "ch1"
 resource = "{sim.chamber_resources["ch1"]}"
 hold_s = 300.0
+{chamber}
 [[racks]]
 name = "rack1"
 positions = {sim.racks["rack1"].positions}

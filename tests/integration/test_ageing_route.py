@@ -4,9 +4,9 @@ OCV/ACIR checkpoints (`formation age start --foreground`, built-in plan ``ncm217
 (`formation grade`) with capacity from the cabinet and K, OCV and ACIR from the ageing job. While the lot ages, a
 second lot runs a job on the same cabinet channels: they are free.
 
-Clock: ×1000 by default (``FORMATION_ROUTE_SCALE``), where the chamber loop's 10 ms wall floor is a 10 s control
-period and the chamber holds its band (bench/RESULTS.md, chamber section). Ten simulated days then take about
-15 minutes of wall time: far past a default-run test, hence ``e2e``.
+The rack stands in an ageing room (``formation demo --ageing``'s: τ 4 h, 5 min dead time), which holds ±0.5 °C with
+the control periods of a few clock minutes that the clock's ×20 000 (``FORMATION_ROUTE_SCALE``) gives it: ten
+simulated days in about a minute of wall time, hence ``e2e``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from formation.cli.app import main
+from formation.cli.demo_ageing import ROOM_DEAD_TIME_S, ROOM_GAIN_C, ROOM_TAU_S, ageing_plant, room_site
 from formation.clock import ScaledClock
 from formation.config import CabinetConfig
 from formation.orchestrator.inputs import CellEntry
@@ -32,11 +33,9 @@ from formation.sim.rack import RackSpec
 from formation.store import Store
 from tests.integration.ageing_support import site_file
 
-# Ten simulated days at x1000 (the chamber holds its band only at such a clock): about 15 minutes of wall, beyond
-# what CI's e2e run may take; `python3 -m pytest -q -m soak -n 0` runs it.
-pytestmark = pytest.mark.soak
+pytestmark = pytest.mark.e2e
 
-SCALE = float(os.environ.get("FORMATION_ROUTE_SCALE", "1000"))
+SCALE = float(os.environ.get("FORMATION_ROUTE_SCALE", "20000"))
 N = 8
 CHANNELS = list(range(1, N + 1))
 
@@ -100,6 +99,15 @@ kind = "rest"
 until = { duration = "15min" }
 """
 
+#: The host's settings of the ageing room, as the demo has them (``room_site``), in the site file's words.
+_ROOM = room_site("")
+ROOM_SETTINGS = (
+    "\n".join(
+        f"{key} = {getattr(_ROOM, key)!r}" for key in ("period_s", "cycle_s", "min_on_s", "min_off_s", "sample_every_s")
+    )
+    + f"\ngain_c = {ROOM_GAIN_C}\ntau_s = {ROOM_TAU_S}\ndead_time_s = {ROOM_DEAD_TIME_S}"
+)
+
 RULES = """
 name = "route-two-stations"
 version = "1"
@@ -126,12 +134,14 @@ acir_mohm = { max = 60.0 }
 
 
 def _plant(clock: ScaledClock) -> SimulatedPlant:
-    """Cabinet ``cab1`` of fresh (unformed) cells beside chamber ``ch1``, which holds rack ``rack1`` read by ``t1``."""
+    """Cabinet ``cab1`` of fresh (unformed) cells beside ageing room ``ch1``, which holds rack ``rack1`` read by
+    ``t1``."""
     cabinet = CabinetSpec("cab1", channels=N, seed=11, defect_fraction=0.0)
+    room = ageing_plant(N, seed=11)[0][0]
     return SimulatedPlant(
         [cabinet],
         clock,
-        chambers=[ChamberSpec(name="ch1", seed=11)],
+        chambers=[ChamberSpec(name="ch1", params=room.params, seed=11)],
         racks=[RackSpec("rack1", positions=N, chamber="ch1", seed=11)],
         testers=[sim_tester.TesterSpec("t1", ("rack1",), seed=11)],
     )
@@ -167,7 +177,7 @@ async def test_a_lot_forms_ages_on_a_rack_and_is_graded_from_both_stations(
         capacity = formed[formed["step_id"] == "capacity"].set_index("cell_id")
         assert (capacity["end_reason"] == "voltage").all() and capacity["ah"].abs().between(4.0, 5.5).all()
 
-        site = site_file(tmp_path / "site.toml", url, sim, SCALE)
+        site = site_file(tmp_path / "site.toml", url, sim, SCALE, ROOM_SETTINGS)
         tester = sim.tester_resources["t1"]
         load = ["age", "load", "R1", "--rack", "rack1", "--db", url, "--tester", tester]
         assert await asyncio.to_thread(main, load) == 0

@@ -35,6 +35,7 @@ SEED = 7
 #: The preset each built-in recipe is written for.
 EXPECTED_PRESET = {
     "demo-ncm21700": "ncm21700-5ah",
+    "demo-ncm21700-to-ageing": "ncm21700-5ah",
     "lfp-280ah-formation": "lfp-280ah",
     "ncm21700-capacity": "ncm21700-5ah",
     "ncm21700-dcir-soc": "ncm21700-5ah",
@@ -134,6 +135,7 @@ def test_formation_routes_get_fresh_cells_and_measurement_routes_formed_ones() -
     # The pre-check alone is the pre-formation screen: cells as they come from assembly.
     assert fresh == {
         "demo-ncm21700",
+        "demo-ncm21700-to-ageing",
         "lfp-280ah-formation",
         "ncm21700-formation",
         "ncm21700-formation-3cycles",

@@ -62,6 +62,8 @@ MEASUREMENT_RULES = {
     "ncm21700-dcir-soc": ("dcir_mohm",),
     "ncm21700-formation-3cycles": ("capacity_ah",),
     "ncm21700-precheck": ("ocv_v",),
+    # The route to the ageing room: K, OCV and ACIR from the rack.
+    "demo-ncm21700-to-ageing": ("capacity_ah", "dcir_mohm", "k_mv_per_day", "ocv_v", "acir_mohm"),
 }
 
 
