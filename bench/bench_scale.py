@@ -220,9 +220,15 @@ def poll_figures(poll_log: Path, t0: float, t1: float) -> dict[str, Any]:
     """Per-cabinet poll wall time p50 / p99 and missed polls within [t0, t1] (unix seconds of the poll's end)."""
     rows = [r.split(",") for r in poll_log.read_text().splitlines()[1:] if r]
     per: dict[str, list[tuple[float, float]]] = {}
-    for cab, end_s, wall_s, late_s, _records, _ends in rows:
-        if t0 <= float(end_s) <= t1:
+    gc_pauses: list[tuple[int, float]] = []  # (generation, pause s): the daemon logs its collections as "(gc)"
+    for cab, end_s, wall_s, late_s, records, _ends in rows:
+        if not t0 <= float(end_s) <= t1:
+            continue
+        if cab == "(gc)":
+            gc_pauses.append((int(records), float(wall_s)))
+        else:
             per.setdefault(cab, []).append((float(wall_s), float(late_s)))
+    full = [p for g, p in gc_pauses if g == 2]
     p50 = {c: float(np.percentile([w for w, _ in v], 50)) * 1e3 for c, v in per.items()}
     p99 = {c: float(np.percentile([w for w, _ in v], 99)) * 1e3 for c, v in per.items()}
     late = np.array([lt for v in per.values() for _, lt in v])
@@ -236,6 +242,9 @@ def poll_figures(poll_log: Path, t0: float, t1: float) -> dict[str, Any]:
         "late_p99_ms": float(np.percentile(late, 99)) * 1e3,
         "late_max_ms": float(late.max()) * 1e3,
         "missed_polls": int((late > POLL_S).sum()),
+        "gc_full_collections": len(full),
+        "gc_full_pause_max_ms": max(full, default=0.0) * 1e3,
+        "gc_pause_max_ms": max((p for _, p in gc_pauses), default=0.0) * 1e3,
     }
 
 

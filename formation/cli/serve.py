@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TextIO
@@ -125,14 +126,32 @@ async def _silent_cabinets(cfg: SiteConfig) -> list[str]:
 
 
 class PollLog:
-    """``--poll-log``: one CSV line per cabinet poll, for benchmarks and for finding slow or late polls."""
+    """``--poll-log``: one CSV line per cabinet poll, for benchmarks and for finding slow or late polls.
+
+    Python's garbage collections of the oldest generation (and any other taking 20 ms or more) are logged too, as
+    cabinet ``(gc)`` with the pause as ``wall_s``, the generation as ``records`` and what it freed as
+    ``step_ends``: a stall of the whole process shows whether it was the collector.
+    """
 
     HEADER = "cabinet,end_unix_s,wall_s,late_s,records,step_ends\n"
+    GC_ROW = "(gc)"
+    #: A collection of a younger generation is logged when it pauses the process this long (s).
+    GC_LOG_S = 0.02
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: TextIO | None = None
         self._flushed_s = 0.0
+        self._gc_started_s = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started_s = time.perf_counter()
+            return
+        pause_s = time.perf_counter() - self._gc_started_s
+        if self._file is not None and (info["generation"] == 2 or pause_s >= self.GC_LOG_S):
+            collected = info.get("collected", 0)
+            self._file.write(f"{self.GC_ROW},{time.time():.3f},{pause_s:.6f},0,{info['generation']},{collected}\n")
 
     def __enter__(self) -> PollLog:
         try:
@@ -141,9 +160,12 @@ class PollLog:
                 self._file.write(self.HEADER)
         except OSError as exc:
             raise InputError("--poll-log", f"cannot write {self.path}: {exc.strerror or type(exc).__name__}") from None
+        gc.callbacks.append(self._on_gc)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -5,6 +5,7 @@ one-column job-state read every poll does (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_poll_log_writes_a_header_then_one_line_per_poll(tmp_path: Path) -> None
         log.write("cab1", PollStats(records=3, step_ends=0, wall_s=0.004))
     lines = path.read_text().splitlines()
     assert lines[0] == PollLog.HEADER.strip()
-    rows = [ln.split(",") for ln in lines[1:]]
+    rows = [r for r in (ln.split(",") for ln in lines[1:]) if r[0] != PollLog.GC_ROW]
     assert [r[0] for r in rows] == ["cab1", "cab2", "cab1"]
     assert [(float(r[2]), float(r[3]), int(r[4]), int(r[5])) for r in rows] == [
         (0.0123, 0.002, 12, 1),
@@ -174,6 +175,16 @@ def test_poll_log_writes_a_header_then_one_line_per_poll(tmp_path: Path) -> None
         (0.004, 0.0, 3, 0),
     ]
     assert all(abs(float(r[1]) - time.time()) < 600.0 for r in rows)
+
+
+def test_poll_log_logs_full_garbage_collections_as_pauses_of_the_process(tmp_path: Path) -> None:
+    path = tmp_path / "polls.csv"
+    with PollLog(path):
+        gc.collect()  # a full collection, as the collector runs one of its own now and then
+    gc.collect()  # after the log closed: not logged
+    rows = [ln.split(",") for ln in path.read_text().splitlines()[1:]]
+    assert len(rows) == 1 and rows[0][0] == PollLog.GC_ROW
+    assert 0.0 < float(rows[0][2]) < 10.0 and int(rows[0][4]) == 2 and int(rows[0][5]) >= 0
 
 
 @pytest.mark.parametrize(
