@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from formation.clock import ScaledClock
@@ -63,6 +64,13 @@ class Rig:
 
     def loop(self, **site: Any) -> contextlib.AbstractAsyncContextManager[ChamberLoop]:
         return open_chamber_loop(dataclasses.replace(self.site, **site), self.clock, self.store)
+
+    def assert_samples_unbroken(self) -> None:
+        """The chamber's stored samples: one every ``sample_every_s`` (late by a control period or a stall of the
+        machine at most), none missing: a lost one would leave a gap of two intervals."""
+        ts = self.store.chamber_samples(self.site.name)["ts_s"].to_numpy()
+        assert len(ts) >= 2
+        assert np.diff(ts).max() < 2 * self.site.sample_every_s, np.diff(ts).max()
 
     def alarms(self, code: str | None = None) -> list[tuple[str, str, str]]:
         return [(a.severity, a.code, a.message) for a in self.store.alarms() if code is None or a.code == code]
@@ -151,6 +159,7 @@ async def test_one_open_thermocouple_of_four_alarms_once_and_the_band_holds_on_t
         assert abs((await rig.sim.truth())["air_c"] - 35.0) < 0.6
     open_alarms = rig.alarms("chamber_sensor_open")
     assert len(open_alarms) == 1 and open_alarms[0][0] == "warning" and "102" in open_alarms[0][2]
+    rig.assert_samples_unbroken()
     assert not rig.alarms("chamber_fail_safe") and not rig.alarms("chamber_out_of_band")
 
 
@@ -164,6 +173,7 @@ async def test_stuck_heating_valves_are_found_from_the_response_and_alarmed(rig:
         assert truth["valve_commanded"][:4] == [True] * 4 and truth["valve_open"][:4] == [False] * 4
     response = rig.alarms("chamber_valve_response")
     assert len(response) == 1 and response[0][0] == "critical" and "heating side" in response[0][2]
+    rig.assert_samples_unbroken()
 
 
 async def test_one_stuck_valve_is_named_from_its_end_switch_and_the_others_hold_the_band(rig: Rig) -> None:

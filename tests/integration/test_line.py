@@ -198,6 +198,8 @@ async def test_silent_host_leaves_every_cell_aborted_by_the_watchdog(store: Stor
         await sup.poll_once()
     assert all(r.state is RunState.FAULTED and r.end_reason == "watchdog" for r in sup.runs)
     assert sum(a.code == "instrument_stop" for a in store.alarms(job_id=sup.job_id)) == 4
+    # What the instrument logged while the host was silent (up to the watchdog's stop) is drained once it speaks.
+    _no_sample_lost(store, sup)
 
 
 async def test_instrument_temperature_limit_faults_cells_and_the_rest_goes_on(store: Store) -> None:
@@ -329,10 +331,30 @@ async def test_a_stalled_instrument_pauses_the_runs_and_they_resume_without_loss
 async def test_an_instrument_reset_faults_the_runs_instead_of_hanging(store: Store) -> None:
     recipe = _short()
     async with _line(store, cells=4, scale=500.0) as line:
-        sup = await _run_injecting(line, line.cabinet, recipe, 4, "*RST")
+
+        async def reset_midway(sup: CabinetSupervisor) -> None:
+            # Midway through the charge, with records already drained: what was stored must stay whole.
+            while not all(r.state is RunState.RUNNING for r in sup.runs):
+                await asyncio.sleep(0.01)
+            await line.clock.sleep(900.0)
+            async with ScpiSession(line.cabinet.resource, name="injector") as injector:
+                await injector.write("*RST")
+
+        tasks: list[asyncio.Task[None]] = []
+        sup = await run_job(
+            line.cabinet,
+            recipe,
+            assign_cells(range(1, 5), _entries(4), recipe),
+            store,
+            line.clock,
+            on_start=lambda s: tasks.append(asyncio.create_task(reset_midway(s), name="reset")),
+        )
+        await asyncio.gather(*tasks)
     assert all(r.state is RunState.FAULTED and r.end_reason == "instrument_lost_cell" for r in sup.runs)
     assert sum(a.code == "instrument_lost_cell" for a in store.alarms(job_id=sup.job_id)) == 4
     assert store.get_job(sup.job_id).state == "faulted"
+    # What was drained before the reset is stored once, unbroken; the reset cleared the rest from the instrument.
+    _no_sample_lost(store, sup)
 
 
 async def test_an_abort_requested_from_another_process_is_honoured(store: Store) -> None:
