@@ -30,6 +30,8 @@ from formation.store import Store
 
 #: Polls in a row answered with SCPI errors or garbage before the host switches the job's channels off.
 MAX_BAD_POLLS = 5
+#: How many times ``lost_fault_s`` the host waits for a lost link after faulting its runs, before it gives up.
+LINGER_FACTOR = 10.0
 
 
 class SafetyGuard:
@@ -45,6 +47,9 @@ class SafetyGuard:
         self.must_abort: set[int] = set()
         # A link down this long (wall time) means the host can no longer vouch for its cells.
         self.lost_fault_s = 3.0 * watchdog_s if watchdog_s > 0 else 120.0
+        # After faulting them, the host keeps trying the link this much longer (wall time): should it come back,
+        # the unconfirmed aborts go out and the records the instrument logged meanwhile are drained, not left on it.
+        self.linger_s = LINGER_FACTOR * self.lost_fault_s
         self.abort_requested = False
         self._comm_lost_since: float | None = None
         self.shorts = ShortWatch()
@@ -142,6 +147,13 @@ class SafetyGuard:
                 "comm_lost_fault",
                 f"cabinet {self.name} unreachable for {self.lost_fault_s:g} s: {len(targets)} run(s) faulted",
             )
+
+    def link_given_up(self) -> bool:
+        """The link is down and has been for ``lost_fault_s`` and ``linger_s`` since: stop waiting for it."""
+        if self.comm_ok:
+            return False
+        since = self._comm_lost_since
+        return since is None or wall_s() - since >= self.lost_fault_s + self.linger_s
 
     async def bad_reply(self, exc: InstrumentError, runs: list[ChannelRun]) -> None:
         """An SCPI error or garbage reply: alarm; when it persists, switch the job's channels off and fault them.

@@ -141,10 +141,13 @@ class CabinetSupervisor:
     @property
     def finished(self) -> bool:
         """True when every run has reached a terminal state."""
-        # Unconfirmed aborts keep the job open while the instrument answers; with the link gone for good the job
+        # Unconfirmed aborts keep the job open while the instrument answers, and for a while after the link went
+        # (should it come back, the aborts go out and the log is drained); with the link gone for good the job
         # closes (faulted, with the alarm naming it) instead of polling forever.
         return (
-            bool(self.runs) and all(r.terminal for r in self.runs) and (not self.safety.must_abort or not self.comm_ok)
+            bool(self.runs)
+            and all(r.terminal for r in self.runs)
+            and (not self.safety.must_abort or self.safety.link_given_up())
         )
 
     async def __aenter__(self) -> CabinetSupervisor:
