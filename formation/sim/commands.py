@@ -83,6 +83,8 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
        "SIM:FAULT:STALL <s>: stop reading and answering all connections for <s> wall seconds"),
     _C("SIM:FAULT:GARBage", False, "c_fault_garb", True,
        "SIM:FAULT:GARB <n>: the next n replies to MEAS:*? and STAT:CELL:REP? are garbage text"),
+    _C("SIM:FAULT:REFuse", False, "c_fault_refuse", True,
+       "SIM:FAULT:REF <n>: the next n CELL:INIT are refused with -221,\"Settings conflict\" (nothing starts)"),
     _C("SIM:FAULT:SHORt", False, "c_fault_short", True,
        "SIM:FAULT:SHORT <id>,<leak_a>: add an internal short (leak, A at 25 °C) to a cell"),
     _C("SIM:FAULT:CLEar", False, "c_fault_cle", True, "SIM:FAULT:CLE: clear every injected fault"),
@@ -152,6 +154,7 @@ class CabinetCommands(Ieee488Instrument):
         self.model = model
         self.faults: FaultHooks = faults or NoFaults()
         self.garbage_left = 0
+        self.refuse_left = 0
 
     def idn(self) -> str:
         """``Formation,BT2200-SIM,<serial>,<version>``."""
@@ -180,7 +183,11 @@ class CabinetCommands(Ieee488Instrument):
 
     def c_cell_init(self, args: list[str], client: object) -> None:
         expect_count(args, 1)
-        self.model.init(_ids(args[0]))
+        channels = _ids(args[0])
+        if self.refuse_left > 0:  # SIM:FAULT:REF: the instrument refuses the start, as a real one may
+            self.refuse_left -= 1
+            raise scpi_error(-221)
+        self.model.init(channels)
 
     def c_cell_abort(self, args: list[str], client: object) -> None:
         expect_count(args, 1)
@@ -332,6 +339,10 @@ class CabinetCommands(Ieee488Instrument):
         expect_count(args, 1)
         self.garbage_left = parse_int(args[0], 0, 1_000_000)
 
+    def c_fault_refuse(self, args: list[str], client: object) -> None:
+        expect_count(args, 1)
+        self.refuse_left = parse_int(args[0], 0, 1_000_000)
+
     def c_fault_short(self, args: list[str], client: object) -> None:
         expect_count(args, 2)
         index = int(self.model.indices([parse_int(args[0], 1, 65535)])[0])
@@ -340,6 +351,7 @@ class CabinetCommands(Ieee488Instrument):
     def c_fault_cle(self, args: list[str], client: object) -> None:
         expect_count(args, 0)
         self.garbage_left = 0
+        self.refuse_left = 0
         self.faults.clear_faults()
 
     def q_sim_time(self, args: list[str], client: object) -> str:

@@ -274,6 +274,20 @@ async def _run_injecting(line: Line, cab: CabinetConfig, recipe: Recipe, n: int,
     return sup
 
 
+async def test_a_refused_step_start_is_alarmed_and_started_once_the_instrument_takes_it(store: Store) -> None:
+    """The instrument refuses the next two CELL:INIT (SCPI error -221): the start is retried, never doubled."""
+    recipe = _short()
+    async with _line(store, cells=4, scale=5000.0) as line:
+        sup = await _run_injecting(line, line.cabinet, recipe, 4, "SIM:FAULT:REF 2")
+    assert all(r.state is RunState.DONE for r in sup.runs), [(r.state, r.end_reason) for r in sup.runs]
+    failed = [a for a in store.alarms(job_id=sup.job_id) if a.code == "start_failed"]
+    assert len(failed) == 2 and all("-221" in a.message for a in failed), [a.message for a in failed]
+    results = store.step_results(job_id=sup.job_id)
+    assert sorted(results.groupby("run_id")["step_id"].apply(list)) == [["c1", "r1"]] * 4  # each step once
+    assert store.get_job(sup.job_id).state == "done"
+    _no_sample_lost(store, sup)
+
+
 async def test_a_few_garbage_replies_raise_alarms_and_the_job_goes_on(store: Store) -> None:
     recipe = _short()
     async with _line(store, cells=4, scale=2000.0) as line:
