@@ -10,7 +10,7 @@ validated (count, finiteness, plausible range) before it leaves the driver: garb
 Extension commands the driver uses beyond the public BT2200 set (**EXT**, mirrored by the simulator):
 ``SEQ:STEP:LOG`` (record rule per step), ``STAT:CELL:STEP?``, the ``STAT:CELL:REP?`` code table
 (:class:`CellState`), ``STEPTIME_GE`` tests, ``SYST:COMM:WDOG`` (communication watchdog), ``DATA:LOG?`` /
-``DATA:LOG:NEXT?`` (acknowledging data log).
+``DATA:LOG:NEXT?`` (acknowledging data log); ``SEQ:STEP:COUN?`` (public) checks a download.
 """
 
 from __future__ import annotations
@@ -139,12 +139,26 @@ class Bt2200Cycler(ScpiInstrument):
             line = ";".join(self._step_commands(seq, number, step))
             await self.session.write(line)
             await self.session.raise_on_errors(line)
+        # A line written just before the connection dropped may never have been read, and the error queue asked
+        # over the new connection says nothing of it: count what the instrument holds before trusting it.
+        count = f"SEQ:STEP:COUN? {seq}"
+        held = self._floats(await self.session.query(count), 1, count)[0]
+        if held != len(program.steps):
+            raise self._garbage(
+                f"sequence {seq} holds {held:g} step(s) after a download of {len(program.steps)}: a command was lost",
+                count,
+            )
         self._programs[program] = seq
         return seq
 
     def forget_programs(self) -> None:
         """Forget which programs are downloaded (after ``*RST`` or when the instrument was replaced)."""
         self._programs.clear()
+
+    def forget_program(self, program: StepProgram) -> None:
+        """Forget that ``program`` is downloaded: the next ``load_program`` downloads it again (after a refused
+        start, the sequence may not be what the host thinks)."""
+        self._programs.pop(program, None)
 
     async def start(self, channels: Sequence[int], seq_id: int) -> None:
         """``CELL:ENAB (@ids),<seq>`` then ``CELL:INIT (@ids)``, each checked by ``*OPC?`` and error queue."""

@@ -83,6 +83,8 @@ COMMAND_TABLE: tuple[CommandSpec, ...] = (
        "SIM:FAULT:STALL <s>: stop reading and answering all connections for <s> wall seconds"),
     _C("SIM:FAULT:GARBage", False, "c_fault_garb", True,
        "SIM:FAULT:GARB <n>: the next n replies to MEAS:*? and STAT:CELL:REP? are garbage text"),
+    _C("SIM:FAULT:LOSE", False, "c_fault_lose", True,
+       "SIM:FAULT:LOSE <n>: the next n lines without a query are dropped unread (a connection closing under them)"),
     _C("SIM:FAULT:REFuse", False, "c_fault_refuse", True,
        "SIM:FAULT:REF <n>: the next n CELL:INIT are refused with -221,\"Settings conflict\" (nothing starts)"),
     _C("SIM:FAULT:SHORt", False, "c_fault_short", True,
@@ -339,6 +341,10 @@ class CabinetCommands(Ieee488Instrument):
         expect_count(args, 1)
         self.garbage_left = parse_int(args[0], 0, 1_000_000)
 
+    def c_fault_lose(self, args: list[str], client: object) -> None:
+        expect_count(args, 1)
+        self.lines_to_lose = parse_int(args[0], 0, 1_000_000)
+
     def c_fault_refuse(self, args: list[str], client: object) -> None:
         expect_count(args, 1)
         self.refuse_left = parse_int(args[0], 0, 1_000_000)
@@ -352,6 +358,7 @@ class CabinetCommands(Ieee488Instrument):
         expect_count(args, 0)
         self.garbage_left = 0
         self.refuse_left = 0
+        self.lines_to_lose = 0
         self.faults.clear_faults()
 
     def q_sim_time(self, args: list[str], client: object) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from formation.clock import ScaledClock
-from formation.errors import InstrumentTimeout
+from formation.errors import InstrumentProtocolError, InstrumentTimeout
 from formation.instruments import (
     LOG_COL,
     Bt2200Cycler,
@@ -179,3 +179,16 @@ async def test_the_scpi_socket_sends_small_writes_at_once(rig: Rig) -> None:
         assert res is not None
         sock = res.visalib.sessions[res.session].interface  # type: ignore[attr-defined]
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+async def test_a_download_that_lost_a_line_is_refused_and_downloaded_again(rig: Rig) -> None:
+    """Lines lost unread (as under a dropped connection) leave no error in the queue: the step count tells."""
+    program = two_step(charge_s=300, rest_s=120)
+    async with ScpiSession(rig.resource, name="injector") as injector:
+        await injector.write("SIM:FAULT:LOSE 3")  # the SEQ:CLE and both steps' lines
+    with pytest.raises(InstrumentProtocolError, match=r"holds 0 step\(s\) after a download of 2: a command was lost"):
+        await rig.cycler.load_program(program)
+    seq = await rig.cycler.load_program(program)  # not cached: downloaded again, whole this time
+    assert await rig.cycler.load_program(program) == seq
+    await rig.cycler.start(CHANNELS, seq)
+    assert np.all(await rig.cycler.status(CHANNELS) == CellState.RUNNING)

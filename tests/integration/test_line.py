@@ -288,6 +288,33 @@ async def test_a_refused_step_start_is_alarmed_and_started_once_the_instrument_t
     _no_sample_lost(store, sup)
 
 
+async def test_a_step_download_that_lost_a_line_is_found_and_downloaded_again(store: Store) -> None:
+    """Two lines of the next step's download dropped unread: the step count shows it, the download is redone."""
+    recipe = _short()
+    async with _line(store, cells=4, scale=5000.0) as line:
+        sup = await _run_injecting(line, line.cabinet, recipe, 4, "SIM:FAULT:LOSE 2")
+    assert all(r.state is RunState.DONE for r in sup.runs), [(r.state, r.end_reason) for r in sup.runs]
+    failed = [a.message for a in store.alarms(job_id=sup.job_id) if a.code == "start_failed"]
+    assert len(failed) == 1 and "a command was lost" in failed[0], failed
+    results = store.step_results(job_id=sup.job_id)
+    assert sorted(results.groupby("run_id")["step_id"].apply(list)) == [["c1", "r1"]] * 4
+    _no_sample_lost(store, sup)
+
+
+async def test_an_instrument_that_keeps_refusing_starts_gets_the_waiting_runs_faulted(store: Store) -> None:
+    """Every CELL:INIT refused: after five polls in a row the waiting channels are switched off and faulted."""
+    recipe = _short()
+    async with _line(store, cells=4, scale=5000.0) as line:
+        sup = await _run_injecting(line, line.cabinet, recipe, 4, "SIM:FAULT:REF 1000")
+    assert all(r.state is RunState.FAULTED and r.end_reason == "start_refused" for r in sup.runs)
+    codes = [a.code for a in store.alarms(job_id=sup.job_id)]
+    assert codes.count("start_failed") == 5 and codes.count("start_refused") == 1
+    assert store.get_job(sup.job_id).state == "faulted"
+    results = store.step_results(job_id=sup.job_id)
+    assert list(results["step_id"]) == ["c1"] * 4  # the charge ran and was stored; the rest never started
+    _no_sample_lost(store, sup)
+
+
 async def test_a_few_garbage_replies_raise_alarms_and_the_job_goes_on(store: Store) -> None:
     recipe = _short()
     async with _line(store, cells=4, scale=2000.0) as line:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from formation.errors import InstrumentError, StoreError
+from formation.errors import InstrumentError, StoreError, TransportError
 from formation.instruments.bt2200 import Bt2200Cycler
 from formation.instruments.program import LOG_COL, CellState
 from formation.orchestrator.cabinet.ledger import JobLedger
@@ -32,6 +32,9 @@ from formation.store import Store
 MAX_BAD_POLLS = 5
 #: How many times ``lost_fault_s`` the host waits for a lost link after faulting its runs, before it gives up.
 LINGER_FACTOR = 10.0
+#: Polls in a row whose step starts the instrument refused (an SCPI error, not a lost link) before the host
+#: switches the waiting channels off and faults their runs, instead of retrying (and alarming) forever.
+MAX_REFUSED_STARTS = 5
 
 
 class SafetyGuard:
@@ -53,6 +56,7 @@ class SafetyGuard:
         self.abort_requested = False
         self._comm_lost_since: float | None = None
         self.shorts = ShortWatch()
+        self.refused_starts = 0
 
     async def fault_runs(self, runs: list[ChannelRun], reason: str, *, switch_off: bool) -> None:
         """Fault runs for ``reason`` (switching their channels off first if asked) and journal them."""
@@ -146,6 +150,32 @@ class SafetyGuard:
                 "critical",
                 "comm_lost_fault",
                 f"cabinet {self.name} unreachable for {self.lost_fault_s:g} s: {len(targets)} run(s) faulted",
+            )
+
+    async def start_failed(self, exc: InstrumentError, runs: list[ChannelRun]) -> None:
+        """A poll's step starts failed: alarm; when the instrument keeps refusing them, fault the waiting runs."""
+        await self.ledger.alarm("warning", "start_failed", f"starting next steps failed: {exc}")
+        if isinstance(exc, TransportError):  # the link: comm_lost and the watchdog deal with it
+            return
+        self.refused_starts += 1
+        if self.refused_starts < MAX_REFUSED_STARTS:
+            return
+        self.refused_starts = 0
+        waiting = [
+            r
+            for r in runs
+            if not r.terminal
+            and r.state is not RunState.ABORTING
+            and r.start is not StartState.STARTED
+            and not (r.compiled is not None and r.compiled.host_step)
+        ]
+        await self.fault_runs(waiting, "start_refused", switch_off=True)
+        if waiting:
+            await self.ledger.alarm(
+                "critical",
+                "start_refused",
+                f"cabinet {self.name} refused {MAX_REFUSED_STARTS} starts in a row: {len(waiting)} run(s) switched "
+                f"off and faulted; last: {exc}",
             )
 
     def link_given_up(self) -> bool:

@@ -38,6 +38,8 @@ class StartPort(Protocol):
 
     async def load_program(self, program: StepProgram) -> int: ...
 
+    def forget_program(self, program: StepProgram) -> None: ...
+
     async def start(self, channels: Sequence[int], seq_id: int) -> None: ...
 
     async def step_positions(self, channels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]: ...
@@ -109,6 +111,8 @@ class StepStarter:
                 # The command may have reached the instrument before the reply was lost.
                 for run in send:
                     run.start_transition(StartState.UNSURE)
+                # And the sequence may not be what the host thinks it downloaded: download it again next time.
+                self.cycler.forget_program(program)
                 raise
             for run in send:
                 _started(run, seq_id)

@@ -335,8 +335,9 @@ class CabinetSupervisor:
                 self.runs, drained=self.drain.read_to_end, may_start=self.gate.may_start
             )
         except InstrumentError as exc:
-            await self.ledger.alarm("warning", "start_failed", f"starting next steps failed: {exc}")
+            await self.safety.start_failed(exc, self.runs)
             return
+        self.safety.refused_starts = 0
         await self.ledger.journal(touched)
 
     async def _ingest(self, records: np.ndarray, last_read: int) -> int:

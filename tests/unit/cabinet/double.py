@@ -35,9 +35,14 @@ class CabinetDouble:
         self.drop_next_start = False
         self.fail_aborts = 0
         self.forgot_programs = 0
+        #: Programs the host stopped trusting after a failed start (``forget_program``).
+        self.forgotten: list[StepProgram] = []
 
     async def load_program(self, program: StepProgram) -> int:
         return self.programs.setdefault(program, len(self.programs) + 1)
+
+    def forget_program(self, program: StepProgram) -> None:
+        self.forgotten.append(program)
 
     async def start(self, channels: Sequence[int], seq_id: int) -> None:
         if self.drop_next_start:
