@@ -149,6 +149,11 @@ CASES: dict[str, Case] = {
     "mqtt.port 99999": _site("[mqtt]\nport = 99999\n", "mqtt.port"),
     "site nested": _site("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
     "site not UTF-8": _site(b'site = "\xff"\n', "not UTF-8"),
+    "report.daily_at 25:00": _site('[report]\ndaily_at = "25:00"\n', "report.daily_at", "00:00–23:59"),
+    "report.daily_at 6am": _site('[report]\ndaily_at = "6am"\n', "report.daily_at", "HH:MM"),
+    "report.folder = 5": _site("[report]\nfolder = 5\n", "report.folder", "string"),
+    "report.enabled maybe": _site('[report]\nenabled = "maybe"\n', "report.enabled"),
+    "report = 5": _site("report = 5\n", "report", "not a table"),
     # environment
     "FORMATION_CLOCK_SCALE=nan": _site(site(), "FORMATION_CLOCK_SCALE", FORMATION_CLOCK_SCALE="nan"),
     "FORMATION_CLOCK_SCALE=0": _site(site(), "FORMATION_CLOCK_SCALE", FORMATION_CLOCK_SCALE="0"),
