@@ -167,8 +167,9 @@ class SiteConfig:
     #: The ageing room: racks and the OCV/ACIR testers reaching them (``formation/site_ageing.py``).
     racks: tuple[RackSite, ...] = ()
     testers: tuple[TesterSite, ...] = ()
-    #: The daily lot report `formation serve` writes (``formation/site_report.py``).
-    report: ReportConfig = field(default_factory=ReportConfig)
+    #: The daily lot report `formation serve` writes (``formation/site_report.py``): on by default in a site file;
+    #: a site built in code (a test, a tool) writes none unless given one.
+    report: ReportConfig = field(default_factory=lambda: ReportConfig(enabled=False))
 
     def rack(self, name: str) -> RackSite:
         """The rack called ``name``; ConfigError listing the known ones otherwise."""

@@ -154,6 +154,11 @@ CASES: dict[str, Case] = {
     "report.folder = 5": _site("[report]\nfolder = 5\n", "report.folder", "string"),
     "report.enabled maybe": _site('[report]\nenabled = "maybe"\n', "report.enabled"),
     "report = 5": _site("report = 5\n", "report", "not a table"),
+    "serve: report.folder under a missing folder": Case(
+        ("serve", "--site", "s.toml"),
+        {"s.toml": site() + '[report]\nfolder = "no/such/reports"\n'},
+        names=("report.folder", "does not exist"),
+    ),
     # environment
     "FORMATION_CLOCK_SCALE=nan": _site(site(), "FORMATION_CLOCK_SCALE", FORMATION_CLOCK_SCALE="nan"),
     "FORMATION_CLOCK_SCALE=0": _site(site(), "FORMATION_CLOCK_SCALE", FORMATION_CLOCK_SCALE="0"),
@@ -195,6 +200,11 @@ if UNWRITABLE is not None or os.geteuid() != 0:
         "grade --plots unwritable": Case(("grade", "L", "--rules", "ncm21700-formation", "--plots", f"{ro}/p")),
         "export --out unwritable": Case(("export", "X", "--out", f"{ro}/x.csv"), names=("--out",)),
         "demo --out unwritable": Case(("demo", "--out", f"{ro}/demo"), names=("--out",)),
+        "serve: report.folder unwritable": Case(
+            ("serve", "--site", "s.toml"),
+            {"s.toml": site() + f'[report]\nfolder = "{ro}/reports"\n'},
+            names=("report.folder",),
+        ),
     }
 
 
