@@ -181,6 +181,23 @@ CASES: dict[str, Case] = {
         "too large",
     ),
     "rules nested": _rules("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
+    # the daily lot report by hand
+    "report daily --date 2026-13-01": Case(("report", "daily", "--date", "2026-13-01"), names=("--date", "month")),
+    "report daily --date yesterday": Case(("report", "daily", "--date", "yesterday"), names=("--date", "YYYY-MM-DD")),
+    "report daily --date 20261202": Case(("report", "daily", "--date", "20261202"), names=("--date", "YYYY-MM-DD")),
+    "report daily --db of no file": Case(
+        ("report", "daily", "--db", "sqlite:///missing.db"), names=("--db", "no SQLite database file")
+    ),
+    "report daily --db not a URL": Case(("report", "daily", "--db", "not a url"), names=("--db",)),
+    "report daily --out a file": Case(
+        ("report", "daily", "--out", "c.csv"), {"c.csv": CELLS}, names=("--out", "not a folder")
+    ),
+    "report daily --out under a missing folder": Case(
+        ("report", "daily", "--out", "no/such"), names=("--out", "does not exist")
+    ),
+    "report daily: site report.daily_at 24:00": Case(
+        ("report", "daily", "--site", "s.toml"), {"s.toml": '[report]\ndaily_at = "24:00"\n'}, names=("daily_at",)
+    ),
     # ids and numbers on the command line
     "run show 99999999999999999999999": Case(("run", "show", "99999999999999999999999"), names=("job",)),
     "export --run 99999999999999999999999": Case(("export", "X", "--run", "99999999999999999999999")),
@@ -200,6 +217,7 @@ if UNWRITABLE is not None or os.geteuid() != 0:
         "grade --plots unwritable": Case(("grade", "L", "--rules", "ncm21700-formation", "--plots", f"{ro}/p")),
         "export --out unwritable": Case(("export", "X", "--out", f"{ro}/x.csv"), names=("--out",)),
         "demo --out unwritable": Case(("demo", "--out", f"{ro}/demo"), names=("--out",)),
+        "report daily --out unwritable": Case(("report", "daily", "--out", f"{ro}/reports"), names=("--out",)),
         "serve: report.folder unwritable": Case(
             ("serve", "--site", "s.toml"),
             {"s.toml": site() + f'[report]\nfolder = "{ro}/reports"\n'},
