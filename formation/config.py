@@ -22,6 +22,7 @@ from formation.config_values import (
 )
 from formation.errors import ConfigError
 from formation.site_ageing import RackSite, TesterSite, parse_racks, parse_testers
+from formation.site_report import ReportConfig, parse_report
 
 if TYPE_CHECKING:
     from formation.chamber import ChamberConfig, PidTuning
@@ -173,6 +174,9 @@ class SiteConfig:
     #: The ageing room: racks and the OCV/ACIR testers reaching them (``formation/site_ageing.py``).
     racks: tuple[RackSite, ...] = ()
     testers: tuple[TesterSite, ...] = ()
+    #: The daily lot report `formation serve` writes (``formation/site_report.py``): on by default in a site file;
+    #: a site built in code (a test, a tool) writes none unless given one.
+    report: ReportConfig = field(default_factory=lambda: ReportConfig(enabled=False))
 
     def rack(self, name: str) -> RackSite:
         """The rack called ``name``; ConfigError listing the known ones otherwise."""
@@ -203,7 +207,7 @@ class SiteConfig:
         raise ConfigError("chamber", f"no chamber named {name!r} (known: {known})", source=self.source)
 
 
-_TOP_KEYS = {"site", "line", "database", "clock", "cabinets", "chambers", "mqtt", "racks", "testers"}
+_TOP_KEYS = {"site", "line", "database", "clock", "cabinets", "chambers", "mqtt", "racks", "testers", "report"}
 _CAB_KEYS = {"name", "resource", "channels", "poll_interval_s", "timeout_s", "watchdog_s", "sim", "chamber"}
 
 
@@ -324,6 +328,7 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
     chambers = _parse_chambers(data.get("chambers", []), source)
     racks = parse_racks(data.get("racks", []), [c.name for c in chambers], source)
     testers = parse_testers(data.get("testers", []), racks, source)
+    report = parse_report(data.get("report", {}), source, base_dir)
     cabinets: list[CabinetConfig] = []
     names: set[str] = set()
     listed = data.get("cabinets", [])
@@ -379,6 +384,7 @@ def parse_site_config(data: dict[str, Any], source: str = "<site>", base_dir: Pa
         chambers=chambers,
         racks=racks,
         testers=testers,
+        report=report,
     )
     return apply_env(config)
 

@@ -105,7 +105,7 @@ def _report_usage_error(exc: Exception) -> int:
 def _register() -> None:
     # Imported here so each command module can import `app` helpers without a cycle; cached because in-process
     # callers (tests) run main() many times and the sub-apps must be added once.
-    from formation.cli import age, chamber, db, demo, display, export, grade, recipe, run, serve, sim, status
+    from formation.cli import age, chamber, db, demo, display, export, grade, recipe, report, run, serve, sim, status
 
     app.add_typer(recipe.app, name="recipe")
     app.add_typer(age.app, name="age")
@@ -113,6 +113,7 @@ def _register() -> None:
     app.add_typer(run.app, name="run")
     app.add_typer(chamber.app, name="chamber")
     app.add_typer(db.app, name="db")
+    app.add_typer(report.app, name="report")
     known = {c.name for c in app.registered_commands}
     commands = (
         ("export", export.export),

@@ -39,8 +39,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 @contextmanager
-def _engine(site: Path | None, db: str | None) -> Iterator[tuple[Engine, str]]:
-    """An engine on the site's (or ``--db``'s) database, checked reachable; bad URLs and dead servers exit 2."""
+def reachable_engine(site: Path | None, db: str | None) -> Iterator[tuple[Engine, str]]:
+    """An engine on the site's (or ``--db``'s) database, checked reachable, and the URL as shown (password hidden);
+    a bad URL, a missing SQLite file and a dead server exit 2 (`db upgrade|current`, `report daily`)."""
     from sqlalchemy import make_url
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -90,7 +91,7 @@ def upgrade(site: SiteOpt = None, db: DbOpt = None) -> None:
     """Migrate the database to this formation's schema revision, keeping its data; prints from → to."""
     from formation.store import migrate
 
-    with _engine(site, db) as (engine, shown), _store_errors(shown):
+    with reachable_engine(site, db) as (engine, shown), _store_errors(shown):
         done = migrate.upgrade(engine)
     if not done.changed:
         console.print(f"{escape(shown)}: at revision {done.after}, the newest this formation knows; nothing to do")
@@ -104,7 +105,7 @@ def current(site: SiteOpt = None, db: DbOpt = None) -> None:
     """Print the database's schema revision and whether this formation can work in it."""
     from formation.store import migrate
 
-    with _engine(site, db) as (engine, shown), _store_errors(shown), engine.connect() as conn:
+    with reachable_engine(site, db) as (engine, shown), _store_errors(shown), engine.connect() as conn:
         state = migrate.read_state(conn)
     if state.current:
         verdict = "the newest this formation knows"

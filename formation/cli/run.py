@@ -402,8 +402,16 @@ def abort(
         j, cab = _job_and_cabinet(cfg, store, job)
         if j.state == JobState.QUEUED and store.set_job_state(job, JobState.ABORTED):
             # Never started: nothing on the instrument to switch off (a claim and this race; one of them wins).
+            from formation.clock import make_clock
+
             runs = [r for r in store.job_runs(job) if r.state not in TERMINAL_RUN_STATES]
-            store.update_runs([{"id": r.id, "state": "aborted", "end_reason": "aborted before start"} for r in runs])
+            # An end time like every finished run's, so the daily lot report counts them on the day they ended.
+            ended = {
+                "state": "aborted",
+                "end_reason": "aborted before start",
+                "ended_s": make_clock(cfg.clock_scale).now(),
+            }
+            store.update_runs([{"id": r.id, **ended} for r in runs])
             console.print(f"queued job {job} aborted before it started ({len(runs)} runs)")
             return
         channels = [r.channel for r in store.job_runs(job) if r.state not in TERMINAL_RUN_STATES]

@@ -47,12 +47,13 @@ def serve(
     """Run the line: re-attach unfinished jobs, start queued ones (`formation run launch`), until SIGTERM.
 
     SIGTERM or Ctrl-C stops the service, not the cells: they finish their steps on the instruments, the jobs are
-    left interrupted, and the next `formation serve` re-attaches to them. Every cabinet must answer at start.
+    left interrupted, and the next `formation serve` re-attaches to them. Every cabinet must answer at start. The
+    daily lot report goes to the site's [report] folder at its daily_at.
     """
     import asyncio
 
     from formation.cli.feed import feed_config, with_feed
-    from formation.cli.run import open_store, output_file
+    from formation.cli.run import open_store, output_dir, output_file
     from formation.clock import make_clock
     from formation.orchestrator.line import Line
 
@@ -61,6 +62,8 @@ def serve(
         raise InputError("--site", f"{site} lists no cabinet: nothing to serve")
     if poll_log is not None:
         output_file(poll_log, "--poll-log")
+    if cfg.report.enabled:  # refused now rather than found at 06:00
+        output_dir(Path(cfg.report.folder), "report.folder")
     broker = feed_config(cfg.mqtt, mqtt)
     try:
         _, store = open_store(site, db)

@@ -4,7 +4,8 @@ Per cabinet of the site, one named task: take the cabinet's lease (`orchestrator
 re-attach to the cabinet's unfinished jobs (a previous daemon's, or a foreground process's that died), then claim
 queued jobs one at a time (`formation run launch` writes them; `--at` sets their start time) and supervise each to
 its end. One set of timers (age checkpoints) serves every cabinet; a job whose recipe asks for temperatures holds
-its cabinet's chamber as a foreground job does.
+its cabinet's chamber as a foreground job does. The daily lot report is written on the same timers
+(``orchestrator/reports.py``).
 
 Stopping (SIGTERM): every supervisor stops after its poll, drains and journals; its job is left ``interrupted``
 with its cells running on the instrument (they own their step ends; its watchdog switches them off if no host
@@ -32,6 +33,7 @@ from formation.orchestrator.cabinet import CabinetSupervisor, PollStats
 from formation.orchestrator.chamber_loop import open_chamber_loop
 from formation.orchestrator.job import abort_and_drain, job_recipe
 from formation.orchestrator.lease import LEASE_S, CabinetLeaseKeeper, process_owner
+from formation.orchestrator.reports import DailyReports
 from formation.orchestrator.timers import LineTimers
 from formation.recipes import chamber_setpoints
 from formation.states import RESUMABLE_JOB_STATES
@@ -89,11 +91,23 @@ class Line:
         self.health_every_s = health_every_s
         self._stop = asyncio.Event()
         self._timers: LineTimers | None = None
+        self.reports: DailyReports | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Line:
         self._timers = await self._stack.enter_async_context(LineTimers(self.store, self.clock))
+        # The daily lot report: on the same scheduler, written off the event loop (orchestrator/reports.py).
+        self.reports = await self._stack.enter_async_context(
+            DailyReports(
+                self.site.report,
+                self.store,
+                self.clock,
+                self._timers.scheduler,
+                feed=self.feed,
+                on_event=self._on_event,
+            )
+        )
         self._tasks = [asyncio.create_task(self._drive(c), name=f"line-{c.name}") for c in self.site.cabinets]
         # The ageing room: each rack a tester reaches runs its ageing jobs (orchestrator/ageing.py).
         for tester in self.site.testers:

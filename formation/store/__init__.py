@@ -4,6 +4,7 @@ from formation.store.ageing import AgeingJobRow
 from formation.store.chamber import CHAMBER_SAMPLE_COLUMNS, ValveWear
 from formation.store.engine import create_schema, make_engine, sqlite_url
 from formation.store.export import export_cell_bdf
+from formation.store.lotreport import latest_report_day, lot_report, report_path, write_daily_report
 from formation.store.models import (
     SAMPLE_COLUMNS,
     SEVERITIES,
@@ -56,6 +57,10 @@ __all__ = [
     "ValveWear",
     "create_schema",
     "export_cell_bdf",
+    "latest_report_day",
+    "lot_report",
     "make_engine",
+    "report_path",
     "sqlite_url",
+    "write_daily_report",
 ]

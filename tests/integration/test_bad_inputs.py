@@ -149,6 +149,16 @@ CASES: dict[str, Case] = {
     "mqtt.port 99999": _site("[mqtt]\nport = 99999\n", "mqtt.port"),
     "site nested": _site("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
     "site not UTF-8": _site(b'site = "\xff"\n', "not UTF-8"),
+    "report.daily_at 25:00": _site('[report]\ndaily_at = "25:00"\n', "report.daily_at", "00:00–23:59"),
+    "report.daily_at 6am": _site('[report]\ndaily_at = "6am"\n', "report.daily_at", "HH:MM"),
+    "report.folder = 5": _site("[report]\nfolder = 5\n", "report.folder", "string"),
+    "report.enabled maybe": _site('[report]\nenabled = "maybe"\n', "report.enabled"),
+    "report = 5": _site("report = 5\n", "report", "not a table"),
+    "serve: report.folder under a missing folder": Case(
+        ("serve", "--site", "s.toml"),
+        {"s.toml": site() + '[report]\nfolder = "no/such/reports"\n'},
+        names=("report.folder", "does not exist"),
+    ),
     # environment
     "FORMATION_CLOCK_SCALE=nan": _site(site(), "FORMATION_CLOCK_SCALE", FORMATION_CLOCK_SCALE="nan"),
     "FORMATION_CLOCK_SCALE=0": _site(site(), "FORMATION_CLOCK_SCALE", FORMATION_CLOCK_SCALE="0"),
@@ -171,6 +181,23 @@ CASES: dict[str, Case] = {
         "too large",
     ),
     "rules nested": _rules("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
+    # the daily lot report by hand
+    "report daily --date 2026-13-01": Case(("report", "daily", "--date", "2026-13-01"), names=("--date", "month")),
+    "report daily --date yesterday": Case(("report", "daily", "--date", "yesterday"), names=("--date", "YYYY-MM-DD")),
+    "report daily --date 20261202": Case(("report", "daily", "--date", "20261202"), names=("--date", "YYYY-MM-DD")),
+    "report daily --db of no file": Case(
+        ("report", "daily", "--db", "sqlite:///missing.db"), names=("--db", "no SQLite database file")
+    ),
+    "report daily --db not a URL": Case(("report", "daily", "--db", "not a url"), names=("--db",)),
+    "report daily --out a file": Case(
+        ("report", "daily", "--out", "c.csv"), {"c.csv": CELLS}, names=("--out", "not a folder")
+    ),
+    "report daily --out under a missing folder": Case(
+        ("report", "daily", "--out", "no/such"), names=("--out", "does not exist")
+    ),
+    "report daily: site report.daily_at 24:00": Case(
+        ("report", "daily", "--site", "s.toml"), {"s.toml": '[report]\ndaily_at = "24:00"\n'}, names=("daily_at",)
+    ),
     # ids and numbers on the command line
     "run show 99999999999999999999999": Case(("run", "show", "99999999999999999999999"), names=("job",)),
     "export --run 99999999999999999999999": Case(("export", "X", "--run", "99999999999999999999999")),
@@ -190,6 +217,12 @@ if UNWRITABLE is not None or os.geteuid() != 0:
         "grade --plots unwritable": Case(("grade", "L", "--rules", "ncm21700-formation", "--plots", f"{ro}/p")),
         "export --out unwritable": Case(("export", "X", "--out", f"{ro}/x.csv"), names=("--out",)),
         "demo --out unwritable": Case(("demo", "--out", f"{ro}/demo"), names=("--out",)),
+        "report daily --out unwritable": Case(("report", "daily", "--out", f"{ro}/reports"), names=("--out",)),
+        "serve: report.folder unwritable": Case(
+            ("serve", "--site", "s.toml"),
+            {"s.toml": site() + f'[report]\nfolder = "{ro}/reports"\n'},
+            names=("report.folder",),
+        ),
     }
 
 

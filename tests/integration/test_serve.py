@@ -381,6 +381,7 @@ def test_run_launch_queues_with_its_start_time_and_abort_of_a_queued_job_touches
     with Store(f"sqlite:///{tmp_path / 'line.db'}") as store:
         assert state(store, 1) == JobState.ABORTED
         assert {r.state for r in store.job_runs(1)} == {"aborted"}
+        assert all(r.ended_s is not None for r in store.job_runs(1))
     assert main([*args, "--cells", str(tmp_path / "cells.csv"), "--at", at, "--foreground"]) == 2
     assert "--at" in capsys.readouterr().err
 

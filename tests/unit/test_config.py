@@ -8,6 +8,7 @@ import pytest
 
 from formation.config import load_site_config, parse_site_config
 from formation.errors import ConfigError
+from formation.site_report import ReportConfig
 
 
 def test_example_site_loads() -> None:
@@ -273,3 +274,52 @@ def test_example_site_has_a_chamber_the_cabinet_may_name() -> None:
     assert chamber.resource == "TCPIP0::127.0.0.1::5030::SOCKET"
     assert chamber.sim is not None and chamber.sim.port == 5030
     assert cfg.cabinet("cab1").chamber is None  # commented out: the cabinet tour runs without a chamber
+
+
+def test_report_defaults_and_a_folder_relative_to_the_site_file(tmp_path: Path) -> None:
+    assert parse_site_config({}).report == ReportConfig("06:00", "reports", True)
+    path = tmp_path / "site.toml"
+    path.write_text('[report]\ndaily_at = "05:30"\nfolder = "daily"\nenabled = "no"\n')
+    cfg = load_site_config(path)
+    assert cfg.report == ReportConfig("05:30", str(tmp_path / "daily"), False)
+    assert cfg.report.hour_minute == (5, 30)
+    path.write_text("[report]\n")  # the default folder too is beside the site file
+    assert load_site_config(path).report.folder == str(tmp_path / "reports")
+    path.write_text(f'[report]\nfolder = "{tmp_path / "abs"}"\n')
+    assert load_site_config(path).report.folder == str(tmp_path / "abs")
+
+
+def test_report_daily_at_takes_a_toml_local_time(tmp_path: Path) -> None:
+    path = tmp_path / "site.toml"
+    path.write_text("[report]\ndaily_at = 07:15:00\n")
+    assert load_site_config(path).report.daily_at == "07:15"
+    path.write_text("[report]\ndaily_at = 07:15:30\n")
+    with pytest.raises(ConfigError, match=r"report\.daily_at: 07:15:30 has seconds"):
+        load_site_config(path)
+
+
+@pytest.mark.parametrize(
+    ("report", "field", "shown"),
+    [
+        ({"daily_at": "24:00"}, "report.daily_at", "00:00–23:59"),
+        ({"daily_at": "06:60"}, "report.daily_at", "00:00–23:59"),
+        ({"daily_at": "6:00"}, "report.daily_at", '"HH:MM"'),
+        ({"daily_at": "06:00:00"}, "report.daily_at", '"HH:MM"'),
+        ({"daily_at": "\u0660\u0666:00"}, "report.daily_at", '"HH:MM"'),  # Arabic-Indic digits
+        ({"daily_at": 6}, "report.daily_at", '"HH:MM"'),
+        ({"folder": ""}, "report.folder", "non-empty string"),
+        ({"folder": 5}, "report.folder", "non-empty string"),
+        ({"folder": "a\0b"}, "report.folder", "NUL"),
+        ({"enabled": "maybe"}, "report.enabled", "true, false, yes, no"),
+        ({"at": "06:00"}, "report.at", "unknown key"),
+    ],
+)
+def test_a_bad_report_setting_is_one_line_naming_the_field(report: dict, field: str, shown: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_site_config({"report": report})
+    assert err.value.field == field and shown in err.value.reason
+
+
+def test_report_must_be_a_table() -> None:
+    with pytest.raises(ConfigError, match="report: 5 is not a table"):
+        parse_site_config({"report": 5})
