@@ -64,7 +64,17 @@ TWO_STEP_COMMANDS = [
         None,
     ),
     NO_ERROR,
+    # The download is counted before it is trusted (lines lost unread leave no error in the queue).
+    ("SEQ:STEP:COUN? 1", "2"),
 ]
+
+
+def two_step_commands(seq: int) -> list[tuple[str, str | None]]:
+    """TWO_STEP_COMMANDS for sequence ``seq``."""
+    return [
+        (c.replace(" 1,", f" {seq},").replace("CLE 1", f"CLE {seq}").replace("COUN? 1", f"COUN? {seq}"), r)
+        for c, r in TWO_STEP_COMMANDS
+    ]
 
 
 class Rig:
@@ -160,10 +170,16 @@ async def test_load_program_downloads_once_per_identical_program(rig: Rig) -> No
     equal_copy = StepProgram(steps=tuple(TWO_STEP.steps))
     assert await rig.cycler.load_program(equal_copy) == 1  # cached: nothing sent
     rest = StepProgram(steps=(InstrumentStep(mode=StepMode.REST, duration_s=60),))
-    rig.expect(("SEQ:CLE 2", None), NO_ERROR, ("SEQ:STEP:DEF 2,1,REST,60,0,0;SEQ:STEP:LOG 2,1,60,5", None), NO_ERROR)
+    rig.expect(
+        ("SEQ:CLE 2", None),
+        NO_ERROR,
+        ("SEQ:STEP:DEF 2,1,REST,60,0,0;SEQ:STEP:LOG 2,1,60,5", None),
+        NO_ERROR,
+        ("SEQ:STEP:COUN? 2", "1"),
+    )
     assert await rig.cycler.load_program(rest) == 2
     rig.cycler.forget_programs()
-    rig.expect(*[(c.replace(" 1,", " 3,").replace("CLE 1", "CLE 3"), r) for c, r in TWO_STEP_COMMANDS])
+    rig.expect(*two_step_commands(3))
     assert await rig.cycler.load_program(TWO_STEP) == 3
 
 
@@ -178,7 +194,15 @@ async def test_load_program_error_names_the_failing_line(rig: Rig) -> None:
     assert info.value.code == -222
     assert info.value.command is not None and info.value.command.startswith("SEQ:STEP:DEF 1,1,CHARGE")
     # A failed download is not cached: the next attempt allocates a new id and downloads again.
-    rig.expect(*[(c.replace(" 1,", " 2,").replace("CLE 1", "CLE 2"), r) for c, r in TWO_STEP_COMMANDS])
+    rig.expect(*two_step_commands(2))
+    assert await rig.cycler.load_program(TWO_STEP) == 2
+
+
+async def test_a_download_the_instrument_holds_short_of_is_refused_and_not_cached(rig: Rig) -> None:
+    rig.expect(*TWO_STEP_COMMANDS[:-1], ("SEQ:STEP:COUN? 1", "1"))  # one step line never read
+    with pytest.raises(InstrumentProtocolError, match=r"holds 1 step\(s\) after a download of 2: a command was lost"):
+        await rig.cycler.load_program(TWO_STEP)
+    rig.expect(*two_step_commands(2))
     assert await rig.cycler.load_program(TWO_STEP) == 2
 
 
@@ -191,6 +215,7 @@ async def test_sequence_ids_are_reused_oldest_first() -> None:
         inst.expect(*NO_ERROR)
         inst.expect(f"SEQ:STEP:DEF {seq},1,REST,{d},0,0;SEQ:STEP:LOG {seq},1,60,5")
         inst.expect(*NO_ERROR)
+        inst.expect(f"SEQ:STEP:COUN? {seq}", "1")
     async with Bt2200Cycler(session, seq_ids=(7, 8)) as cyc:
         assert [await cyc.load_program(p) for p in programs] == [7, 8, 7]
         assert await cyc.load_program(programs[1]) == 8  # still downloaded
