@@ -184,6 +184,7 @@ def test_bad_preset_or_scale_exits_2(
     assert not out.exists()
 
 
+@pytest.mark.e2e  # 10-20 s of wall time on a loaded machine
 def test_a_named_preset_runs_a_recipe_no_preset_matches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     recipe = ROOT / "examples" / "recipes" / "lfp-105ah-capacity.json"
@@ -260,8 +261,9 @@ def check_plausible_mix(run: DemoRun, route: Route) -> None:
     assert good_grades.count("A") >= len(good) / 2, {c: run.grades[c]["grade"] for c in good}
 
 
+@pytest.mark.e2e  # 10-20 s of wall time on a loaded machine
 def test_the_demo_route_grades_into_a_plausible_mix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    route = Route("demo-ncm21700", cells=8, scale=20000)
+    route = Route("demo-ncm21700", cells=8, scale=10000)
     run = run_demo(route, tmp_path, capsys)
     assert "formation demo: 8 simulated ncm21700-5ah cells (fresh)" in run.stdout
     check_plausible_mix(run, route)
@@ -296,6 +298,7 @@ def _run_measurement(recipe: str, cells: int, scale: float, out: Path, capsys: p
     return captured.out
 
 
+@pytest.mark.e2e  # 10-20 s of wall time on a loaded machine
 def test_the_capacity_check_measures_formed_cells_at_their_nominal_capacity(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -318,6 +321,7 @@ def test_the_dcir_map_measures_at_50_and_5_percent(tmp_path: Path, capsys: pytes
     assert all(2.5 <= low / mid <= 6.0 for low, mid in zip(at_5, at_50, strict=True)), (at_5, at_50)
 
 
+@pytest.mark.e2e  # 10-20 s of wall time on a loaded machine
 def test_a_measurement_route_grades_with_rules_for_its_metrics(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -247,6 +247,7 @@ def test_formation_grade_bad_input_exits_2(
     assert not (tmp_path / "x.csv").exists()
 
 
+@pytest.mark.e2e  # a second interpreter with a file-size limit: about 10 s on two busy cores
 def test_grades_and_report_are_written_together_or_not_at_all(postgres_url: str, tmp_path: Path, cli: None) -> None:
     """A report that cannot be written (here a file-size limit, as a full disk would) stores no grade either."""
     import subprocess

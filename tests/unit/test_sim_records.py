@@ -181,8 +181,9 @@ def test_max_rest_dt_must_not_be_below_max_dt() -> None:
 
 
 def test_seven_day_age_step_speed() -> None:
-    """Not timed: prints how long a 7-day age rest of 256 cells takes to simulate (substep count asserted)."""
-    n = 256
+    """Not timed: prints how long a 7-day age rest of 64 cells takes to simulate (substep count asserted; the
+    count does not depend on the number of cells, bench/bench_sim_speed.py measures 256)."""
+    n = 64
     model = make_model(n, soc=0.3)
     model.define_step(1, 1, StepMode.REST, 7 * 86400.0, 0.0, 0.0)
     model.set_step_log(1, 1, 3600.0, 1.0)
