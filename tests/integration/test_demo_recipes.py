@@ -381,8 +381,10 @@ def test_the_three_cycle_formation_stores_each_cycle_and_grades_the_last(
     """Three formation cycles on fresh cells: 3 × the block's steps with cycle numbers, rests ended on dV/dt,
     per-cycle capacity and efficiency in `run show`, the BDF export's cycle count valid for `bdf validate`, and the
     grade taken from the last cycle's discharge."""
-    # ×5000 keeps the host polling every few hundred clock seconds: often enough to judge the 10 min dV/dt window.
-    route = Route("ncm21700-formation-3cycles", cells=8, scale=5000)
+    # ×2500 keeps the host polling every 125 clock seconds or so: often enough to judge the 10 min dV/dt window
+    # well before the rest's 1 h backstop even on a slow machine (at ×5000 the polls there came 500 s and more
+    # apart, and one rest in a few runs reached its backstop).
+    route = Route("ncm21700-formation-3cycles", cells=8, scale=2500)
     run = run_demo(route, tmp_path, capsys)
     check_plausible_mix(run, route)
     mean, lo, hi = run.first_cycle_pct()
