@@ -88,6 +88,8 @@ def room_site(resource: str) -> ChamberSite:
         min_on_s=60.0,
         min_off_s=60.0,
         hold_s=1800.0,
+        # A room of hours drifts out of the band for minutes after a set-point change; alarm on a half hour of it.
+        alarm_delay_s=1800.0,
         sample_every_s=300.0,
         timeout_s=5.0,
     )

@@ -66,7 +66,7 @@ def deliver_checkpoint(cabinet: str, job_id: int, run_id: int, step_index: int, 
     """Hand a fired checkpoint to the cabinet's live supervisor, or keep it for the next one that registers."""
     target = _TARGETS.get(cabinet)
     if target is None:
-        log.warning("checkpoint %s/run %s/k %s fired with no supervisor attached; kept for it", cabinet, run_id, k)
+        log.info("checkpoint %s/run %s/k %s fired with no supervisor attached; kept for it", cabinet, run_id, k)
         _UNDELIVERED.setdefault(cabinet, []).append((job_id, run_id, step_index, k))
         return
     target.on_checkpoint(job_id, run_id, step_index, k)
@@ -76,7 +76,7 @@ def deliver_ageing_checkpoint(rack: str, job_id: int, stage: int, k: int) -> Non
     """Hand a fired ageing checkpoint to the rack's live runner, or keep it for the next one that registers."""
     target = _AGEING_TARGETS.get(rack)
     if target is None:
-        log.warning("ageing checkpoint %s/job %s/k %s fired with no runner attached; kept for it", rack, job_id, k)
+        log.info("ageing checkpoint %s/job %s/k %s fired with no runner attached; kept for it", rack, job_id, k)
         _AGEING_UNDELIVERED.setdefault(rack, []).append((job_id, stage, k))
         return
     target.on_ageing_checkpoint(job_id, stage, k)
