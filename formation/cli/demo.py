@@ -363,6 +363,8 @@ async def _run_formation(
     feed: FeedSink | None,
 ) -> int:
     """The formation job on the demo cabinet (in the formation chamber when ``in_chamber``); its id."""
+    import functools
+
     from formation.cli.progress import job_progress
     from formation.config import CabinetConfig, ChamberSite
     from formation.orchestrator.chamber_loop import open_chamber_loop
@@ -380,31 +382,27 @@ async def _run_formation(
         watchdog_s=30.0,
         chamber=DEMO_CHAMBER if in_chamber else None,
     )
-    if not in_chamber:
+    chamber = None
+    if in_chamber:
+        # The recipe's own temperatures (if any) move the chamber; otherwise it is held at 25 °C for the route.
+        chamber = ChamberSite(
+            name=DEMO_CHAMBER, resource=plant.chamber_resources[DEMO_CHAMBER], position_ports=(201,), timeout_s=5.0
+        )
+        where = f"standing in chamber {DEMO_CHAMBER} ({chamber.resource})"
+        console.print(f"simulated cabinet on {server.resource}, {where}")
+    else:
         console.print(f"simulated cabinet on {server.resource} (no chamber above ×{DEMO_CHAMBER_MAX_SCALE:g})")
-        with job_progress() as progress:
-            sup = await run_job(
-                cabinet, recipe, assignments, store, clock,
-                on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
-            )  # fmt: skip
-        assert sup.job_id is not None
-        return sup.job_id
-    # The recipe's own temperatures (if any) move the chamber; otherwise it is held at 25 °C for the route.
-    chamber = ChamberSite(
-        name=DEMO_CHAMBER, resource=plant.chamber_resources[DEMO_CHAMBER], position_ports=(201,), timeout_s=5.0
-    )
-    console.print(f"simulated cabinet on {server.resource}, standing in chamber {DEMO_CHAMBER} ({chamber.resource})")
     with job_progress() as progress:
-        if chamber_setpoints(recipe):
-            sup = await run_job(
-                cabinet, recipe, assignments, store, clock, chamber=chamber,
-                on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
-            )  # fmt: skip
+        launch = functools.partial(
+            run_job, cabinet, recipe, assignments, store, clock,
+            on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
+        )  # fmt: skip
+        if chamber is None:
+            sup = await launch()
+        elif chamber_setpoints(recipe):
+            sup = await launch(chamber=chamber)
         else:
             async with open_chamber_loop(chamber, clock, store, feed):
-                sup = await run_job(
-                    cabinet, recipe, assignments, store, clock,
-                    on_start=progress.on_start, on_cycle=progress.on_cycle, note="formation demo", feed=feed,
-                )  # fmt: skip
+                sup = await launch()
     assert sup.job_id is not None
     return sup.job_id
