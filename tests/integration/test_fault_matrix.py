@@ -399,6 +399,7 @@ def _fill(path: Path) -> int:
                 return written
 
 
+@pytest.mark.e2e  # "supervision goes on" counts polls within ~1 s of wall: a loaded run spaced them too far apart
 async def test_a_full_disk_under_the_sqlite_file_loses_no_sample_and_supervision_goes_on(small_disk: Path) -> None:
     db = small_disk / "line.db"
     filler = small_disk / "filler"

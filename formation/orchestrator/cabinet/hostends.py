@@ -155,3 +155,14 @@ async def judged_stop(run: ChannelRun, ledger: _Alarms) -> bool:
         await ledger.alarm("critical", "wait_timeout", f"{run.cell_id}: {run.end_reason} in step {step.id}", run)
         return True
     return False
+
+
+async def fault_host_step_timeout(run: ChannelRun, ledger: _Alarms) -> None:
+    """A hold nobody continued, or a chamber step whose chamber never settled, in time: fault the run and say why."""
+    run.transition(RunState.FAULTED)
+    step = run.step
+    if step.kind == "hold":
+        code, text = "hold_timeout", f"nobody continued hold step {step.id} in {step.timeout_s:g} s"
+    else:
+        code, text = "chamber_not_stable", f"the chamber did not settle at {step.setpoint_c:g} °C in step {step.id}"
+    await ledger.alarm("critical", code, f"{run.cell_id}: {text}", run=run)

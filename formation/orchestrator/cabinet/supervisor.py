@@ -30,7 +30,7 @@ from formation.orchestrator.cabinet import resume
 from formation.orchestrator.cabinet.checkpoints import CheckpointBook
 from formation.orchestrator.cabinet.clocksync import measure_offset_s
 from formation.orchestrator.cabinet.drain import LogDrain
-from formation.orchestrator.cabinet.hostends import HoldDesk, host_ends_due
+from formation.orchestrator.cabinet.hostends import HoldDesk, fault_host_step_timeout, host_ends_due
 from formation.orchestrator.cabinet.index import RunIndex
 from formation.orchestrator.cabinet.ledger import JobLedger
 from formation.orchestrator.cabinet.outcome import job_end_state, next_step
@@ -306,23 +306,9 @@ class CabinetSupervisor:
         if not due:
             return
         results = [run.finish_host_step(self.clock.now(), reason) for run, reason in due]
-        for (run, reason), _ in zip(due, results, strict=True):
-            if reason == "timeout" and run.step.kind == "hold":
-                run.transition(RunState.FAULTED)
-                await self.ledger.alarm(
-                    "critical",
-                    "hold_timeout",
-                    f"{run.cell_id}: nobody continued hold step {run.step.id} in {run.step.timeout_s:g} s",
-                    run=run,
-                )
-            elif reason == "timeout":
-                run.transition(RunState.FAULTED)
-                await self.ledger.alarm(
-                    "critical",
-                    "chamber_not_stable",
-                    f"{run.cell_id}: the chamber did not settle at {run.step.setpoint_c:g} °C in step {run.step.id}",
-                    run=run,
-                )
+        for run, reason in due:
+            if reason == "timeout":
+                await fault_host_step_timeout(run, self.ledger)
             else:
                 await self._advance(run, EndCode.TIME)
         await self.ledger.save_results(results)

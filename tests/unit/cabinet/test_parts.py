@@ -184,3 +184,40 @@ def test_job_end_state_from_run_states() -> None:
     mixed[1].state = RunState.ABORTED
     assert job_end_state(mixed) is JobState.ABORTED
     assert job_end_state(_runs(1)) is JobState.INTERRUPTED
+
+
+HELD = """
+name = "held"
+nominal_capacity_ah = 5.0
+[limits]
+max_voltage_v = 4.25
+min_voltage_v = 2.45
+[[steps]]
+id = "degas"
+kind = "hold"
+timeout = "2h"
+"""
+
+
+class AlarmBook:
+    """Records the alarms it is given (the ledger's ``alarm``, without a database)."""
+
+    def __init__(self) -> None:
+        self.raised: list[tuple[str, str, str, ChannelRun | None]] = []
+
+    async def alarm(self, severity: str, code: str, message: str, run: ChannelRun | None = None) -> None:
+        self.raised.append((severity, code, message, run))
+
+
+async def test_a_hold_nobody_continued_faults_its_run_with_a_critical_alarm() -> None:
+    from formation.orchestrator.cabinet.hostends import fault_host_step_timeout
+    from formation.recipes import loads_recipe
+
+    recipe = loads_recipe(HELD, "toml", source="held.toml")
+    run = ChannelRun(7, "C7", "L", 3, 5.0, recipe)
+    run.begin_step(0, compile_step(recipe.steps[0], recipe, 5.0))
+    run.transition(RunState.RUNNING)
+    book = AlarmBook()
+    await fault_host_step_timeout(run, book)
+    assert run.state is RunState.FAULTED
+    assert book.raised == [("critical", "hold_timeout", "C7: nobody continued hold step degas in 7200 s", run)]
