@@ -196,7 +196,9 @@ async def test_samples_are_decimated_and_stored(rig: Rig) -> None:
         await until(rig.clock, lambda: False, 1200.0)
         steps = loop.steps_taken
     frame = rig.store.chamber_samples("ch1")
-    assert 9 <= len(frame) <= 12  # 1200 s every 120 s
+    # 1200 s every 120 s; on a loaded machine a stall of the loop (0.2 s of wall is 120 clock s here) may take one
+    # grid point with it (seen in CI: 8).
+    assert 8 <= len(frame) <= 12
     assert len(frame) < steps / 3
     gaps = frame["ts_s"].diff().dropna()
     # On a 120 s grid, each sample at the first control step on or after its grid point.
